@@ -1,0 +1,2 @@
+-- Reverts 003_create_compaction_events.up.sql.
+DROP TABLE compaction_events;

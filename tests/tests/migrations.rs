@@ -1,0 +1,303 @@
+//! The migrations on a live PostgreSQL: they apply with psql and with the embedded migrator,
+//! every down reverts its up exactly, and the schema keeps the seed's promises.
+
+use std::collections::BTreeSet;
+
+use agentpg_tests::{
+    apply_sql, assert_same_catalog, catalog, current_database, database_url_for,
+    migration_file_names, migrations, migrations_dir, psql_apply, Catalog,
+    GOLANG_MIGRATE_FILE_RULE,
+};
+use sqlx::{PgConnection, PgPool};
+
+const TABLES: [&str; 4] = [
+    "sessions",
+    "messages",
+    "compaction_events",
+    "message_archive",
+];
+
+async fn tables(conn: &mut PgConnection) -> BTreeSet<String> {
+    sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables \
+         WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations'",
+    )
+    .fetch_all(conn)
+    .await
+    .expect("list tables")
+    .into_iter()
+    .collect()
+}
+
+fn all_tables() -> BTreeSet<String> {
+    TABLES.iter().map(|t| t.to_string()).collect()
+}
+
+#[test]
+fn file_names_follow_golang_migrate_rule_and_pair_up() {
+    let rule = regex::Regex::new(GOLANG_MIGRATE_FILE_RULE).unwrap();
+    let names = migration_file_names(&migrations_dir());
+    assert_eq!(names.len(), 8, "four migrations, up and down: {names:?}");
+    for name in &names {
+        assert!(
+            rule.is_match(name),
+            "{name} breaks {GOLANG_MIGRATE_FILE_RULE}"
+        );
+    }
+    // migrations() panics on a repeated version, a second name for a version, or a missing pair.
+    let found: Vec<(u64, String)> = migrations()
+        .into_iter()
+        .map(|m| (m.version, m.name))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (1, "create_sessions".to_string()),
+            (2, "create_messages".to_string()),
+            (3, "create_compaction_events".to_string()),
+            (4, "create_message_archive".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn pairing_rejects_a_lone_up_file() {
+    let dir = std::env::temp_dir().join(format!("agentpg-lone-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("7_orphan.up.sql"), "SELECT 1;").unwrap();
+    let result = std::panic::catch_unwind(|| agentpg_tests::migrations_in(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let message = *result
+        .expect_err("a lone up file must be refused")
+        .downcast::<String>()
+        .unwrap();
+    assert!(message.contains("has no .down.sql"), "{message}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn psql_applies_the_ups_in_order_like_the_embedded_migrator(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let url = database_url_for(&current_database(&mut conn).await);
+
+    for m in migrations() {
+        psql_apply(&url, &m.up);
+    }
+    assert_eq!(tables(&mut conn).await, all_tables());
+    let by_psql = catalog(&mut conn).await;
+
+    for m in migrations().iter().rev() {
+        psql_apply(&url, &m.down);
+    }
+    assert!(
+        catalog(&mut conn).await.is_empty(),
+        "psql downs leave nothing"
+    );
+
+    agentpg_repo::migrate(&pool)
+        .await
+        .expect("embedded migrator");
+    let by_migrator = catalog(&mut conn).await;
+    assert_same_catalog(&by_psql, &by_migrator, "psql vs embedded migrator");
+}
+
+#[sqlx::test(migrations = false)]
+async fn embedded_migrator_applies_all_and_undoes_all(pool: PgPool) {
+    let migrator = &agentpg_repo::MIGRATOR;
+    assert_eq!(
+        migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .count(),
+        migrations().len()
+    );
+    agentpg_repo::migrate(&pool).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(tables(&mut conn).await, all_tables());
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(applied, vec![1, 2, 3, 4]);
+
+    // Running again is a no-op.
+    agentpg_repo::migrate(&pool).await.unwrap();
+
+    migrator.undo(&pool, 0).await.unwrap();
+    assert!(
+        catalog(&mut conn).await.is_empty(),
+        "undo to 0 leaves nothing"
+    );
+}
+
+/// For every N: ups 1..N then down N gives the catalog of ups 1..N-1, and up N again gives the
+/// catalog of ups 1..N. Then the downs in reverse order walk back through every earlier catalog
+/// to an empty schema.
+#[sqlx::test(migrations = false)]
+async fn every_down_reverts_exactly_its_up(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let migrations = migrations();
+    let empty = catalog(&mut conn).await;
+    assert!(empty.is_empty(), "fresh database is empty:\n{empty}");
+
+    let mut after: Vec<Catalog> = vec![empty];
+    for m in &migrations {
+        let label = format!("{:03}_{}", m.version, m.name);
+        let before = after.last().unwrap().clone();
+
+        apply_sql(&mut conn, &format!("{label} up"), &m.up_sql()).await;
+        let applied = catalog(&mut conn).await;
+        assert_ne!(applied, before, "{label} up changes nothing");
+
+        apply_sql(&mut conn, &format!("{label} down"), &m.down_sql()).await;
+        assert_same_catalog(
+            &before,
+            &catalog(&mut conn).await,
+            &format!("{label}: up then down"),
+        );
+
+        apply_sql(&mut conn, &format!("{label} up again"), &m.up_sql()).await;
+        assert_same_catalog(
+            &applied,
+            &catalog(&mut conn).await,
+            &format!("{label}: up, down, up"),
+        );
+        after.push(applied);
+    }
+
+    for (i, m) in migrations.iter().enumerate().rev() {
+        let label = format!("{:03}_{} down", m.version, m.name);
+        apply_sql(&mut conn, &label, &m.down_sql()).await;
+        assert_same_catalog(&after[i], &catalog(&mut conn).await, &label);
+    }
+    assert!(catalog(&mut conn).await.is_empty());
+}
+
+/// The catalog comparison itself must see a broken down: a down that forgets an index.
+#[sqlx::test(migrations = false)]
+async fn catalog_comparison_sees_a_down_that_leaves_something_behind(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let empty = catalog(&mut conn).await;
+    let first = &migrations()[0];
+    apply_sql(&mut conn, "up", &first.up_sql()).await;
+    apply_sql(
+        &mut conn,
+        "extra",
+        "CREATE TABLE leftover (id uuid PRIMARY KEY); COMMENT ON TABLE leftover IS 'x';",
+    )
+    .await;
+    apply_sql(&mut conn, "down", &first.down_sql()).await;
+    let after = catalog(&mut conn).await;
+    let leftovers: Vec<&str> = after.missing_from(&empty).map(String::as_str).collect();
+    assert_eq!(
+        leftovers,
+        [
+            "column leftover.id #1 uuid not null",
+            "comment leftover = 'x'",
+            "constraint leftover.leftover_pkey PRIMARY KEY (id)",
+            "index CREATE UNIQUE INDEX leftover_pkey ON public.leftover USING btree (id)",
+            "relation leftover kind=r",
+            "relation leftover_pkey kind=i",
+        ]
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn schema_keeps_the_seed_promises(pool: PgPool) {
+    agentpg_repo::migrate(&pool).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+
+    let primary_keys: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+         FROM pg_constraint co
+         JOIN pg_class c ON c.oid = co.conrelid
+         JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = ANY (co.conkey)
+         WHERE co.contype = 'p' AND c.relnamespace = 'public'::regnamespace
+           AND c.relname <> '_sqlx_migrations'
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        primary_keys
+            .iter()
+            .map(|(t, ..)| t.as_str())
+            .collect::<BTreeSet<_>>(),
+        TABLES.into_iter().collect::<BTreeSet<_>>(),
+        "every table has a primary key"
+    );
+    for (table, column, ty) in &primary_keys {
+        assert_eq!(ty, "uuid", "primary key {table}.{column}");
+    }
+
+    let foreign_keys: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, co.conname::text, co.confdeltype::text
+         FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid
+         WHERE co.contype = 'f' AND c.relnamespace = 'public'::regnamespace
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        foreign_keys
+            .iter()
+            .map(|(t, n, _)| format!("{t}.{n}"))
+            .collect::<Vec<_>>(),
+        vec![
+            "compaction_events.compaction_events_session_id_fkey",
+            "message_archive.message_archive_compaction_event_id_fkey",
+            "message_archive.message_archive_session_id_fkey",
+            "messages.messages_session_id_fkey",
+            "sessions.sessions_parent_session_fkey",
+        ]
+    );
+    for (table, name, action) in &foreign_keys {
+        assert_eq!(action, "c", "{table}.{name} must be ON DELETE CASCADE");
+    }
+
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+           AND c.relname <> '_sqlx_migrations' AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let mut timestamps = 0;
+    let mut jsons = 0;
+    for (table, column, ty) in &columns {
+        if ty.starts_with("timestamp") || ty.starts_with("time ") || ty == "date" {
+            assert_eq!(ty, "timestamp with time zone", "{table}.{column}");
+            timestamps += 1;
+        }
+        if ty.starts_with("json") {
+            assert_eq!(ty, "jsonb", "{table}.{column}");
+            jsons += 1;
+        }
+    }
+    assert_eq!(
+        (timestamps, jsons),
+        (7, 6),
+        "timestamp and JSON column counts"
+    );
+
+    let uncommented: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname || coalesce('.' || a.attname, '')
+         FROM pg_class c
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+           AND c.relname <> '_sqlx_migrations'
+           AND (obj_description(c.oid, 'pg_class') IS NULL
+                OR (a.attnum IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL))",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        uncommented.is_empty(),
+        "tables or columns without a comment: {uncommented:?}"
+    );
+}
