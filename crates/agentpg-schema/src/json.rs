@@ -1,0 +1,438 @@
+//! Hand-written types for the JSONB columns declared typed in `xtask/src/codegen/config.rs`:
+//! message content blocks and token usage.
+//!
+//! Every block and usage object round-trips exactly: fields this crate does not name are kept
+//! in `extra`, and a block of a type it does not know is kept whole as [`ContentBlock::Unknown`].
+
+use serde::de::{self, Deserializer};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The content of a message: a JSON array of blocks.
+pub type ContentBlocks = Vec<ContentBlock>;
+
+/// Fields of a JSON object that have no field of their own in the Rust type.
+pub type Extra = Map<String, Value>;
+
+/// One block of message content, tagged by its `type` field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContentBlock {
+    /// `{"type": "text", "text": …}`
+    Text(TextBlock),
+    /// `{"type": "tool_use", "id": …, "name": …, "input": …}`
+    ToolUse(ToolUseBlock),
+    /// `{"type": "tool_result", "tool_use_id": …, "content"?: …, "is_error"?: …}`
+    ToolResult(ToolResultBlock),
+    /// `{"type": "image", "source": …}`
+    Image(ImageBlock),
+    /// `{"type": "document", "source": …}`
+    Document(DocumentBlock),
+    /// `{"type": "thinking", "thinking": …, "signature"?: …}`
+    Thinking(ThinkingBlock),
+    /// `{"type": "redacted_thinking", "data": …}`
+    RedactedThinking(RedactedThinkingBlock),
+    /// A block of any other type (or without a `type`), kept whole.
+    Unknown(Map<String, Value>),
+}
+
+/// A text block.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TextBlock {
+    /// The text.
+    pub text: String,
+    /// Other fields (e.g. `citations`, `cache_control`).
+    pub extra: Extra,
+}
+
+/// A request from the model to call a tool.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolUseBlock {
+    /// Id the matching tool result refers to.
+    pub id: String,
+    /// Tool name.
+    pub name: String,
+    /// Tool input (any JSON).
+    pub input: Value,
+    /// Other fields.
+    pub extra: Extra,
+}
+
+/// The result of a tool call.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolResultBlock {
+    /// Id of the tool use this answers.
+    pub tool_use_id: String,
+    /// The result: a string or an array of blocks, as sent.
+    pub content: Option<Value>,
+    /// True if the tool failed.
+    pub is_error: Option<bool>,
+    /// Other fields.
+    pub extra: Extra,
+}
+
+/// An image.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImageBlock {
+    /// Where the image comes from (base64 data, URL, file id), as sent.
+    pub source: Value,
+    /// Other fields.
+    pub extra: Extra,
+}
+
+/// A document (PDF, plain text, …).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocumentBlock {
+    /// Where the document comes from, as sent.
+    pub source: Value,
+    /// Other fields (e.g. `title`, `context`, `citations`).
+    pub extra: Extra,
+}
+
+/// The model's visible reasoning.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ThinkingBlock {
+    /// The reasoning text.
+    pub thinking: String,
+    /// Signature that lets the block be sent back to the model.
+    pub signature: Option<String>,
+    /// Other fields.
+    pub extra: Extra,
+}
+
+/// Reasoning the provider returned encrypted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedactedThinkingBlock {
+    /// The encrypted data.
+    pub data: String,
+    /// Other fields.
+    pub extra: Extra,
+}
+
+impl ContentBlock {
+    /// A text block with no other fields.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text(TextBlock {
+            text: text.into(),
+            extra: Extra::new(),
+        })
+    }
+
+    /// The block's `type`, if it has one.
+    pub fn block_type(&self) -> Option<&str> {
+        Some(match self {
+            ContentBlock::Text(_) => "text",
+            ContentBlock::ToolUse(_) => "tool_use",
+            ContentBlock::ToolResult(_) => "tool_result",
+            ContentBlock::Image(_) => "image",
+            ContentBlock::Document(_) => "document",
+            ContentBlock::Thinking(_) => "thinking",
+            ContentBlock::RedactedThinking(_) => "redacted_thinking",
+            ContentBlock::Unknown(map) => return map.get("type").and_then(Value::as_str),
+        })
+    }
+
+    /// The text of a text block.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            ContentBlock::Text(block) => Some(&block.text),
+            _ => None,
+        }
+    }
+}
+
+fn take<E: de::Error>(
+    map: &mut Map<String, Value>,
+    block: &str,
+    field: &'static str,
+) -> Result<Value, E> {
+    map.remove(field)
+        .ok_or_else(|| E::custom(format!("{block} block without `{field}`")))
+}
+
+fn take_string<E: de::Error>(
+    map: &mut Map<String, Value>,
+    block: &str,
+    field: &'static str,
+) -> Result<String, E> {
+    match take(map, block, field)? {
+        Value::String(s) => Ok(s),
+        other => Err(E::custom(format!(
+            "{block} block: `{field}` must be a string, not {other}"
+        ))),
+    }
+}
+
+fn take_optional_string<E: de::Error>(
+    map: &mut Map<String, Value>,
+    block: &str,
+    field: &'static str,
+) -> Result<Option<String>, E> {
+    match map.remove(field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(E::custom(format!(
+            "{block} block: `{field}` must be a string, not {other}"
+        ))),
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentBlock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut map = Map::<String, Value>::deserialize(deserializer)?;
+        let kind = match map.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            _ => return Ok(ContentBlock::Unknown(map)),
+        };
+        let known = matches!(
+            kind.as_str(),
+            "text"
+                | "tool_use"
+                | "tool_result"
+                | "image"
+                | "document"
+                | "thinking"
+                | "redacted_thinking"
+        );
+        if !known {
+            return Ok(ContentBlock::Unknown(map));
+        }
+        map.remove("type");
+        let m = &mut map;
+        Ok(match kind.as_str() {
+            "text" => ContentBlock::Text(TextBlock {
+                text: take_string(m, "text", "text")?,
+                extra: map,
+            }),
+            "tool_use" => ContentBlock::ToolUse(ToolUseBlock {
+                id: take_string(m, "tool_use", "id")?,
+                name: take_string(m, "tool_use", "name")?,
+                input: take(m, "tool_use", "input")?,
+                extra: map,
+            }),
+            "tool_result" => ContentBlock::ToolResult(ToolResultBlock {
+                tool_use_id: take_string(m, "tool_result", "tool_use_id")?,
+                content: m.remove("content"),
+                is_error: match m.remove("is_error") {
+                    None => None,
+                    Some(Value::Bool(b)) => Some(b),
+                    Some(other) => {
+                        return Err(de::Error::custom(format!(
+                            "tool_result block: `is_error` must be a boolean, not {other}"
+                        )))
+                    }
+                },
+                extra: map,
+            }),
+            "image" => ContentBlock::Image(ImageBlock {
+                source: take(m, "image", "source")?,
+                extra: map,
+            }),
+            "document" => ContentBlock::Document(DocumentBlock {
+                source: take(m, "document", "source")?,
+                extra: map,
+            }),
+            "thinking" => ContentBlock::Thinking(ThinkingBlock {
+                thinking: take_string(m, "thinking", "thinking")?,
+                signature: take_optional_string(m, "thinking", "signature")?,
+                extra: map,
+            }),
+            _ => ContentBlock::RedactedThinking(RedactedThinkingBlock {
+                data: take_string(m, "redacted_thinking", "data")?,
+                extra: map,
+            }),
+        })
+    }
+}
+
+impl Serialize for ContentBlock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// Opens the map with `type` first; the caller adds the block's own fields.
+        fn open<S: Serializer>(
+            serializer: S,
+            kind: &str,
+            fields: usize,
+            extra: &Extra,
+        ) -> Result<S::SerializeMap, S::Error> {
+            let mut map = serializer.serialize_map(Some(1 + fields + extra.len()))?;
+            map.serialize_entry("type", kind)?;
+            Ok(map)
+        }
+        /// Adds the extra fields and closes the map.
+        fn close<M: SerializeMap>(mut map: M, extra: &Extra) -> Result<M::Ok, M::Error> {
+            for (k, v) in extra {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+        match self {
+            ContentBlock::Text(b) => {
+                let mut m = open(serializer, "text", 1, &b.extra)?;
+                m.serialize_entry("text", &b.text)?;
+                close(m, &b.extra)
+            }
+            ContentBlock::ToolUse(b) => {
+                let mut m = open(serializer, "tool_use", 3, &b.extra)?;
+                m.serialize_entry("id", &b.id)?;
+                m.serialize_entry("name", &b.name)?;
+                m.serialize_entry("input", &b.input)?;
+                close(m, &b.extra)
+            }
+            ContentBlock::ToolResult(b) => {
+                let fields =
+                    1 + usize::from(b.content.is_some()) + usize::from(b.is_error.is_some());
+                let mut m = open(serializer, "tool_result", fields, &b.extra)?;
+                m.serialize_entry("tool_use_id", &b.tool_use_id)?;
+                if let Some(content) = &b.content {
+                    m.serialize_entry("content", content)?;
+                }
+                if let Some(is_error) = b.is_error {
+                    m.serialize_entry("is_error", &is_error)?;
+                }
+                close(m, &b.extra)
+            }
+            ContentBlock::Image(b) => {
+                let mut m = open(serializer, "image", 1, &b.extra)?;
+                m.serialize_entry("source", &b.source)?;
+                close(m, &b.extra)
+            }
+            ContentBlock::Document(b) => {
+                let mut m = open(serializer, "document", 1, &b.extra)?;
+                m.serialize_entry("source", &b.source)?;
+                close(m, &b.extra)
+            }
+            ContentBlock::Thinking(b) => {
+                let mut m = open(
+                    serializer,
+                    "thinking",
+                    1 + usize::from(b.signature.is_some()),
+                    &b.extra,
+                )?;
+                m.serialize_entry("thinking", &b.thinking)?;
+                if let Some(signature) = &b.signature {
+                    m.serialize_entry("signature", signature)?;
+                }
+                close(m, &b.extra)
+            }
+            ContentBlock::RedactedThinking(b) => {
+                let mut m = open(serializer, "redacted_thinking", 1, &b.extra)?;
+                m.serialize_entry("data", &b.data)?;
+                close(m, &b.extra)
+            }
+            ContentBlock::Unknown(map) => map.serialize(serializer),
+        }
+    }
+}
+
+/// Token usage reported for a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    #[serde(default)]
+    pub input_tokens: i64,
+    /// Output (completion) tokens.
+    #[serde(default)]
+    pub output_tokens: i64,
+    /// Input tokens written to the prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<i64>,
+    /// Input tokens read from the prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<i64>,
+    /// Other fields, kept as sent.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Usage {
+    /// Input plus output tokens: what a message adds to its session's `total_tokens`.
+    pub fn total(&self) -> i64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(value: Value) -> ContentBlock {
+        let block: ContentBlock = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&block).unwrap(), value);
+        block
+    }
+
+    #[test]
+    fn every_known_block_round_trips_with_extra_fields() {
+        let text = round_trip(
+            json!({"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}),
+        );
+        assert_eq!(text.as_text(), Some("hi"));
+        let ContentBlock::Text(t) = &text else {
+            panic!("{text:?}")
+        };
+        assert_eq!(
+            t.extra,
+            json!({"cache_control": {"type": "ephemeral"}})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+
+        let tool_use =
+            round_trip(json!({"type": "tool_use", "id": "t1", "name": "grep", "input": {"q": 1}}));
+        assert_eq!(tool_use.block_type(), Some("tool_use"));
+        round_trip(
+            json!({"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "x"}], "is_error": false}),
+        );
+        round_trip(json!({"type": "tool_result", "tool_use_id": "t1"}));
+        round_trip(
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}),
+        );
+        round_trip(
+            json!({"type": "document", "source": {"type": "text", "data": "doc"}, "title": "T"}),
+        );
+        let thinking =
+            round_trip(json!({"type": "thinking", "thinking": "hmm", "signature": "sig"}));
+        assert!(
+            matches!(&thinking, ContentBlock::Thinking(b) if b.signature.as_deref() == Some("sig"))
+        );
+        round_trip(json!({"type": "redacted_thinking", "data": "xyz"}));
+    }
+
+    #[test]
+    fn unknown_blocks_round_trip_whole() {
+        let block = round_trip(
+            json!({"type": "server_tool_use", "id": "s", "nested": {"a": [1, 2.5, null]}}),
+        );
+        assert_eq!(block.block_type(), Some("server_tool_use"));
+        assert!(matches!(block, ContentBlock::Unknown(_)));
+        let untyped = round_trip(json!({"no_type": true}));
+        assert_eq!(untyped.block_type(), None);
+        let odd_type = round_trip(json!({"type": 7}));
+        assert!(matches!(odd_type, ContentBlock::Unknown(_)));
+    }
+
+    #[test]
+    fn malformed_known_blocks_are_errors() {
+        let err = serde_json::from_value::<ContentBlock>(json!({"type": "text"})).unwrap_err();
+        assert!(
+            err.to_string().contains("text block without `text`"),
+            "{err}"
+        );
+        let err =
+            serde_json::from_value::<ContentBlock>(json!({"type": "text", "text": 1})).unwrap_err();
+        assert!(err.to_string().contains("must be a string"), "{err}");
+        assert!(serde_json::from_value::<ContentBlock>(json!("text")).is_err());
+    }
+
+    #[test]
+    fn usage_keeps_unknown_fields_and_totals() {
+        let value = json!({"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3, "service_tier": "standard"});
+        let usage: Usage = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(usage.total(), 15);
+        assert_eq!(usage.cache_read_input_tokens, Some(3));
+        assert_eq!(usage.cache_creation_input_tokens, None);
+        assert_eq!(serde_json::to_value(&usage).unwrap(), value);
+    }
+}

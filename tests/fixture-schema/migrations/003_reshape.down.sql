@@ -1,0 +1,10 @@
+REVOKE SELECT ON documents FROM PUBLIC;
+ALTER TYPE doc_status RENAME VALUE 'retired' TO 'archived';
+DROP TABLE labels;
+ALTER TABLE revisions DROP COLUMN mood;
+ALTER TABLE documents ADD COLUMN raw JSON;
+ALTER TABLE documents ALTER COLUMN summary DROP DEFAULT;
+ALTER TABLE documents ALTER COLUMN small TYPE SMALLINT;
+ALTER TABLE documents ALTER COLUMN medium SET DEFAULT 0;
+ALTER TABLE documents ALTER COLUMN content SET DEFAULT '';
+ALTER TABLE documents RENAME COLUMN content TO body;

@@ -1,0 +1,15 @@
+//! Project automation for agentpg: the code generator and the gate its writes go through.
+
+pub mod codegen;
+pub mod files;
+
+use std::path::PathBuf;
+
+/// The workspace root (the folder above `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .expect("xtask sits one level below the workspace root")
+        .to_path_buf()
+}
