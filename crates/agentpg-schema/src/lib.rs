@@ -26,6 +26,7 @@
 
 mod json;
 
+#[rustfmt::skip]
 pub mod generated;
 
 pub use generated::*;

@@ -2,6 +2,7 @@
 //! crate), which use every construct the generator models. The workspace compiles it, and its
 //! tests run the generated builders against PostgreSQL. Not part of agentpg's API.
 
+#[rustfmt::skip]
 pub mod generated;
 
 pub use generated::*;

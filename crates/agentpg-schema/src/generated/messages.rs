@@ -11,7 +11,7 @@
     PartialOrd,
     Ord,
     ::serde::Serialize,
-    ::serde::Deserialize,
+    ::serde::Deserialize
 )]
 pub enum MessageRole {
     /// `user`
@@ -48,10 +48,12 @@ impl ::std::str::FromStr for MessageRole {
             "user" => Ok(Self::User),
             "assistant" => Ok(Self::Assistant),
             "system" => Ok(Self::System),
-            _ => Err(crate::generated::UnknownEnumValue {
-                enum_name: "MessageRole",
-                value: s.to_owned(),
-            }),
+            _ => {
+                Err(crate::generated::UnknownEnumValue {
+                    enum_name: "MessageRole",
+                    value: s.to_owned(),
+                })
+            }
         }
     }
 }
@@ -77,7 +79,9 @@ impl<'q> ::sqlx::Encode<'q, ::sqlx::Postgres> for MessageRole {
     }
 }
 impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for MessageRole {
-    fn decode(value: ::sqlx::postgres::PgValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
+    fn decode(
+        value: ::sqlx::postgres::PgValueRef<'r>,
+    ) -> Result<Self, ::sqlx::error::BoxDynError> {
         let text = <&str as ::sqlx::Decode<'r, ::sqlx::Postgres>>::decode(value)?;
         Ok(text.parse::<Self>()?)
     }
@@ -88,7 +92,14 @@ impl From<MessageRole> for ::sea_query::Value {
     }
 }
 /// A row of `messages`: The messages of a session, totally ordered by position.
-#[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize, ::sqlx::FromRow)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    ::serde::Serialize,
+    ::serde::Deserialize,
+    ::sqlx::FromRow
+)]
 pub struct Message {
     /// Primary key; kept when a message is archived and restored.
     ///
@@ -283,16 +294,10 @@ impl NewMessage {
 impl MessagePatch {
     /// True if the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.session_id.is_none()
-            && self.position.is_none()
-            && self.role.is_none()
-            && self.content.is_none()
-            && self.usage.is_none()
-            && self.metadata.is_none()
-            && self.is_preserved.is_none()
-            && self.is_summary.is_none()
-            && self.created_at.is_none()
-            && self.updated_at.is_none()
+        self.session_id.is_none() && self.position.is_none() && self.role.is_none()
+            && self.content.is_none() && self.usage.is_none() && self.metadata.is_none()
+            && self.is_preserved.is_none() && self.is_summary.is_none()
+            && self.created_at.is_none() && self.updated_at.is_none()
     }
 }
 /// Names of `messages` and its columns for sea-query.
@@ -402,59 +407,93 @@ pub fn insert(row: &NewMessage) -> ::sea_query::InsertStatement {
         ])
         .values_panic([
             match &row.id {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.session_id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.role),
-            )),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(
+                    ::std::borrow::ToOwned::to_owned(&row.session_id),
+                ),
+            ),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
+            ),
             match &row.content {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Json(
+                            Some(
+                                Box::new(
+                                    ::serde_json::to_value(v)
+                                        .expect("a declared JSON type serializes to JSON"),
+                                ),
+                            ),
+                        ),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.usage {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::serde_json::Value>,
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Json(
+                            Some(
+                                Box::new(
+                                    ::serde_json::to_value(v)
+                                        .expect("a declared JSON type serializes to JSON"),
+                                ),
+                            ),
+                        ),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::serde_json::Value>),
+                    )
+                }
             },
             match &row.metadata {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.is_preserved {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.is_summary {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.created_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.updated_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
         ]);
@@ -468,79 +507,116 @@ pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewMessage>,
 ) -> Option<::sea_query::InsertStatement> {
     let mut query = ::sea_query::Query::insert();
-    query.into_table(MessageIden::Table).columns([
-        MessageIden::Id,
-        MessageIden::SessionId,
-        MessageIden::Role,
-        MessageIden::Content,
-        MessageIden::Usage,
-        MessageIden::Metadata,
-        MessageIden::IsPreserved,
-        MessageIden::IsSummary,
-        MessageIden::CreatedAt,
-        MessageIden::UpdatedAt,
-    ]);
+    query
+        .into_table(MessageIden::Table)
+        .columns([
+            MessageIden::Id,
+            MessageIden::SessionId,
+            MessageIden::Role,
+            MessageIden::Content,
+            MessageIden::Usage,
+            MessageIden::Metadata,
+            MessageIden::IsPreserved,
+            MessageIden::IsSummary,
+            MessageIden::CreatedAt,
+            MessageIden::UpdatedAt,
+        ]);
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic([
-            match &row.id {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.session_id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.role),
-            )),
-            match &row.content {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.usage {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::serde_json::Value>,
-                )),
-            },
-            match &row.metadata {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.is_preserved {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.is_summary {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.created_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.updated_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-        ]);
+        query
+            .values_panic([
+                match &row.id {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.session_id),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
+                ),
+                match &row.content {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::Json(
+                                Some(
+                                    Box::new(
+                                        ::serde_json::to_value(v)
+                                            .expect("a declared JSON type serializes to JSON"),
+                                    ),
+                                ),
+                            ),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.usage {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::Json(
+                                Some(
+                                    Box::new(
+                                        ::serde_json::to_value(v)
+                                            .expect("a declared JSON type serializes to JSON"),
+                                    ),
+                                ),
+                            ),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::serde_json::Value>),
+                        )
+                    }
+                },
+                match &row.metadata {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.is_preserved {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.is_summary {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.created_at {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.updated_at {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+            ]);
     }
     if !any {
         return None;
@@ -574,58 +650,94 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic([
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.session_id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.position),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.role),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(&row.content)
-                    .expect("a declared JSON type serializes to JSON"),
-            )))),
-            match &row.usage {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::serde_json::Value>,
-                )),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.metadata),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.is_preserved),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.is_summary),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.created_at),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.updated_at),
-            )),
-        ]);
+        query
+            .values_panic([
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.session_id),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.position),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(&row.content)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                ),
+                match &row.usage {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::Json(
+                                Some(
+                                    Box::new(
+                                        ::serde_json::to_value(v)
+                                            .expect("a declared JSON type serializes to JSON"),
+                                    ),
+                                ),
+                            ),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::serde_json::Value>),
+                        )
+                    }
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.metadata),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.is_preserved),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.is_summary),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.created_at),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.updated_at),
+                    ),
+                ),
+            ]);
     }
     any.then_some(query)
 }
 /// `SELECT` every column of the `messages` row with primary key `id`.
 pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
     let mut query = select();
-    query.and_where(
-        ::sea_query::Expr::col(MessageIden::Id).eq(::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-        )),
-    );
+    query
+        .and_where(
+            ::sea_query::Expr::col(MessageIden::Id)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
+                    ),
+                ),
+        );
     query
 }
 /// `UPDATE` the `messages` row with primary key `id` from `patch`, `RETURNING` every column.
@@ -637,89 +749,120 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(MessageIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.session_id {
-        values.push((
-            MessageIden::SessionId,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::SessionId,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.position {
-        values.push((
-            MessageIden::Position,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::Position,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.role {
-        values.push((
-            MessageIden::Role,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::Role,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.content {
-        values.push((
-            MessageIden::Content,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-            )))),
-        ));
+        values
+            .push((
+                MessageIden::Content,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                ),
+            ));
     }
     match &patch.usage {
-        Some(Some(v)) => values.push((
-            MessageIden::Usage,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-            )))),
-        )),
-        Some(None) => values.push((
-            MessageIden::Usage,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<::serde_json::Value>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    MessageIden::Usage,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Json(
+                            Some(
+                                Box::new(
+                                    ::serde_json::to_value(v)
+                                        .expect("a declared JSON type serializes to JSON"),
+                                ),
+                            ),
+                        ),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    MessageIden::Usage,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::serde_json::Value>),
+                    ),
+                ))
+        }
         None => {}
     }
     if let Some(v) = &patch.metadata {
-        values.push((
-            MessageIden::Metadata,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::Metadata,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.is_preserved {
-        values.push((
-            MessageIden::IsPreserved,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::IsPreserved,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.is_summary {
-        values.push((
-            MessageIden::IsSummary,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::IsSummary,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.created_at {
-        values.push((
-            MessageIden::CreatedAt,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::CreatedAt,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.updated_at {
-        values.push((
-            MessageIden::UpdatedAt,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                MessageIden::UpdatedAt,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if values.is_empty() {
         return None;
@@ -729,9 +872,12 @@ pub fn update_by_pk(
         .table(MessageIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(MessageIden::Id).eq(::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-            )),
+            ::sea_query::Expr::col(MessageIden::Id)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
+                    ),
+                ),
         )
         .returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
     Some(query)
@@ -742,9 +888,12 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
     query
         .from_table(MessageIden::Table)
         .and_where(
-            ::sea_query::Expr::col(MessageIden::Id).eq(::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-            )),
+            ::sea_query::Expr::col(MessageIden::Id)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
+                    ),
+                ),
         );
     query
 }

@@ -11,7 +11,7 @@
     PartialOrd,
     Ord,
     ::serde::Serialize,
-    ::serde::Deserialize,
+    ::serde::Deserialize
 )]
 pub enum DocumentKind {
     /// `note`
@@ -48,10 +48,12 @@ impl ::std::str::FromStr for DocumentKind {
             "note" => Ok(Self::Note),
             "report" => Ok(Self::Report),
             "in-progress" => Ok(Self::InProgress),
-            _ => Err(crate::generated::UnknownEnumValue {
-                enum_name: "DocumentKind",
-                value: s.to_owned(),
-            }),
+            _ => {
+                Err(crate::generated::UnknownEnumValue {
+                    enum_name: "DocumentKind",
+                    value: s.to_owned(),
+                })
+            }
         }
     }
 }
@@ -77,7 +79,9 @@ impl<'q> ::sqlx::Encode<'q, ::sqlx::Postgres> for DocumentKind {
     }
 }
 impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for DocumentKind {
-    fn decode(value: ::sqlx::postgres::PgValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
+    fn decode(
+        value: ::sqlx::postgres::PgValueRef<'r>,
+    ) -> Result<Self, ::sqlx::error::BoxDynError> {
         let text = <&str as ::sqlx::Decode<'r, ::sqlx::Postgres>>::decode(value)?;
         Ok(text.parse::<Self>()?)
     }
@@ -88,7 +92,14 @@ impl From<DocumentKind> for ::sea_query::Value {
     }
 }
 /// A row of `documents`: Documents of the fixture.
-#[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize, ::sqlx::FromRow)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    ::serde::Serialize,
+    ::serde::Deserialize,
+    ::sqlx::FromRow
+)]
 pub struct Document {
     /// Surrogate key.
     /// Second line of the doc.
@@ -381,27 +392,13 @@ impl NewDocument {
 impl DocumentPatch {
     /// True if the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.uid.is_none()
-            && self.title.is_none()
-            && self.code.is_none()
-            && self.content.is_none()
-            && self.status.is_none()
-            && self.kind.is_none()
-            && self.tags.is_none()
-            && self.scores.is_none()
-            && self.attributes.is_none()
-            && self.small.is_none()
-            && self.medium.is_none()
-            && self.ratio.is_none()
-            && self.precise.is_none()
-            && self.amount.is_none()
-            && self.flag.is_none()
-            && self.created_at.is_none()
-            && self.local_at.is_none()
-            && self.day.is_none()
-            && self.at_time.is_none()
-            && self.blob.is_none()
-            && self.quoted_col.is_none()
+        self.uid.is_none() && self.title.is_none() && self.code.is_none()
+            && self.content.is_none() && self.status.is_none() && self.kind.is_none()
+            && self.tags.is_none() && self.scores.is_none() && self.attributes.is_none()
+            && self.small.is_none() && self.medium.is_none() && self.ratio.is_none()
+            && self.precise.is_none() && self.amount.is_none() && self.flag.is_none()
+            && self.created_at.is_none() && self.local_at.is_none() && self.day.is_none()
+            && self.at_time.is_none() && self.blob.is_none() && self.quoted_col.is_none()
             && self.summary.is_none()
     }
 }
@@ -555,9 +552,7 @@ pub const COLUMNS: [&str; 24usize] = [
 /// `SELECT` every column of `documents`.
 pub fn select() -> ::sea_query::SelectStatement {
     let mut query = ::sea_query::Query::select();
-    query
-        .columns(DocumentIden::COLUMNS)
-        .from(DocumentIden::Table);
+    query.columns(DocumentIden::COLUMNS).from(DocumentIden::Table);
     query
 }
 /// `INSERT` one `documents` row, `RETURNING` every column.
@@ -592,143 +587,222 @@ pub fn insert(row: &NewDocument) -> ::sea_query::InsertStatement {
         ])
         .values_panic([
             match &row.id {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.uid {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.title),
-            )),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.title)),
+            ),
             match &row.code {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    )
+                }
             },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.content),
-            )),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
+            ),
             match &row.status {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                ))
-                .cast_as(::sea_query::Alias::new("doc_status")),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                        .cast_as(::sea_query::Alias::new("doc_status"))
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.kind),
-            )),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
+            ),
             match &row.tags {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.scores {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<Vec<i32>>),
+                    )
+                }
             },
             match &row.attributes {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Json(
+                            Some(
+                                Box::new(
+                                    ::serde_json::to_value(v)
+                                        .expect("a declared JSON type serializes to JSON"),
+                                ),
+                            ),
+                        ),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.small {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>))
+                }
             },
             match &row.medium {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.ratio {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>))
+                }
             },
             match &row.precise {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>))
+                }
             },
             match &row.amount {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::rust_decimal::Decimal>,
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
+                    )
+                }
             },
             match &row.flag {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.created_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
             match &row.local_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveDateTime>,
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
+                    )
+                }
             },
             match &row.day {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveDate>,
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::chrono::NaiveDate>),
+                    )
+                }
             },
             match &row.at_time {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveTime>,
-                )),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::chrono::NaiveTime>),
+                    )
+                }
             },
             match &row.blob {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<Vec<u8>>),
+                    )
+                }
             },
             match &row.quoted_col {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    )
+                }
             },
             match &row.summary {
-                Some(Some(v)) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
+                Some(Some(v)) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
                 Some(None) => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    )
                 }
                 None => ::sea_query::Expr::cust("DEFAULT"),
             },
@@ -743,177 +817,271 @@ pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewDocument>,
 ) -> Option<::sea_query::InsertStatement> {
     let mut query = ::sea_query::Query::insert();
-    query.into_table(DocumentIden::Table).columns([
-        DocumentIden::Id,
-        DocumentIden::Uid,
-        DocumentIden::Title,
-        DocumentIden::Code,
-        DocumentIden::Content,
-        DocumentIden::Status,
-        DocumentIden::Kind,
-        DocumentIden::Tags,
-        DocumentIden::Scores,
-        DocumentIden::Attributes,
-        DocumentIden::Small,
-        DocumentIden::Medium,
-        DocumentIden::Ratio,
-        DocumentIden::Precise,
-        DocumentIden::Amount,
-        DocumentIden::Flag,
-        DocumentIden::CreatedAt,
-        DocumentIden::LocalAt,
-        DocumentIden::Day,
-        DocumentIden::AtTime,
-        DocumentIden::Blob,
-        DocumentIden::QuotedCol,
-        DocumentIden::Summary,
-    ]);
+    query
+        .into_table(DocumentIden::Table)
+        .columns([
+            DocumentIden::Id,
+            DocumentIden::Uid,
+            DocumentIden::Title,
+            DocumentIden::Code,
+            DocumentIden::Content,
+            DocumentIden::Status,
+            DocumentIden::Kind,
+            DocumentIden::Tags,
+            DocumentIden::Scores,
+            DocumentIden::Attributes,
+            DocumentIden::Small,
+            DocumentIden::Medium,
+            DocumentIden::Ratio,
+            DocumentIden::Precise,
+            DocumentIden::Amount,
+            DocumentIden::Flag,
+            DocumentIden::CreatedAt,
+            DocumentIden::LocalAt,
+            DocumentIden::Day,
+            DocumentIden::AtTime,
+            DocumentIden::Blob,
+            DocumentIden::QuotedCol,
+            DocumentIden::Summary,
+        ]);
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic([
-            match &row.id {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.uid {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.title),
-            )),
-            match &row.code {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.content),
-            )),
-            match &row.status {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                ))
-                .cast_as(::sea_query::Alias::new("doc_status")),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.kind),
-            )),
-            match &row.tags {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.scores {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>)),
-            },
-            match &row.attributes {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                    ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-                )))),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.small {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
-            },
-            match &row.medium {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.ratio {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
-            },
-            match &row.precise {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
-            },
-            match &row.amount {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::rust_decimal::Decimal>,
-                )),
-            },
-            match &row.flag {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.created_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.local_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveDateTime>,
-                )),
-            },
-            match &row.day {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveDate>,
-                )),
-            },
-            match &row.at_time {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveTime>,
-                )),
-            },
-            match &row.blob {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>)),
-            },
-            match &row.quoted_col {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-            match &row.summary {
-                Some(Some(v)) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                Some(None) => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-        ]);
+        query
+            .values_panic([
+                match &row.id {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.uid {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.title),
+                    ),
+                ),
+                match &row.code {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.content),
+                    ),
+                ),
+                match &row.status {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                                ::sea_query::Value::from(
+                                    ::std::borrow::ToOwned::to_owned(v),
+                                ),
+                            )
+                            .cast_as(::sea_query::Alias::new("doc_status"))
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
+                ),
+                match &row.tags {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.scores {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<Vec<i32>>),
+                        )
+                    }
+                },
+                match &row.attributes {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::Json(
+                                Some(
+                                    Box::new(
+                                        ::serde_json::to_value(v)
+                                            .expect("a declared JSON type serializes to JSON"),
+                                    ),
+                                ),
+                            ),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.small {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<i64>),
+                        )
+                    }
+                },
+                match &row.medium {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.ratio {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<f32>),
+                        )
+                    }
+                },
+                match &row.precise {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<f64>),
+                        )
+                    }
+                },
+                match &row.amount {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
+                        )
+                    }
+                },
+                match &row.flag {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.created_at {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+                match &row.local_at {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
+                        )
+                    }
+                },
+                match &row.day {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::chrono::NaiveDate>),
+                        )
+                    }
+                },
+                match &row.at_time {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::chrono::NaiveTime>),
+                        )
+                    }
+                },
+                match &row.blob {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<Vec<u8>>),
+                        )
+                    }
+                },
+                match &row.quoted_col {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+                match &row.summary {
+                    Some(Some(v)) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    Some(None) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                    None => ::sea_query::Expr::cust("DEFAULT"),
+                },
+            ]);
     }
     if !any {
         return None;
@@ -959,380 +1127,571 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic([
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.uid),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.title),
-            )),
-            match &row.code {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.content),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.status),
-            ))
-            .cast_as(::sea_query::Alias::new("doc_status")),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.kind),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.tags),
-            )),
-            match &row.scores {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>)),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(&row.attributes)
-                    .expect("a declared JSON type serializes to JSON"),
-            )))),
-            match &row.small {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.medium),
-            )),
-            match &row.ratio {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
-            },
-            match &row.precise {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
-            },
-            match &row.amount {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::rust_decimal::Decimal>,
-                )),
-            },
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.flag),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.created_at),
-            )),
-            match &row.local_at {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveDateTime>,
-                )),
-            },
-            match &row.day {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveDate>,
-                )),
-            },
-            match &row.at_time {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    None::<::chrono::NaiveTime>,
-                )),
-            },
-            match &row.blob {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>)),
-            },
-            match &row.quoted_col {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-            match &row.summary {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-        ]);
+        query
+            .values_panic([
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.uid)),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.title),
+                    ),
+                ),
+                match &row.code {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.content),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(&row.status),
+                        ),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status")),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tags)),
+                ),
+                match &row.scores {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<Vec<i32>>),
+                        )
+                    }
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(&row.attributes)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                ),
+                match &row.small {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<i64>),
+                        )
+                    }
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.medium),
+                    ),
+                ),
+                match &row.ratio {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<f32>),
+                        )
+                    }
+                },
+                match &row.precise {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<f64>),
+                        )
+                    }
+                },
+                match &row.amount {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
+                        )
+                    }
+                },
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.flag)),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.created_at),
+                    ),
+                ),
+                match &row.local_at {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
+                        )
+                    }
+                },
+                match &row.day {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::chrono::NaiveDate>),
+                        )
+                    }
+                },
+                match &row.at_time {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<::chrono::NaiveTime>),
+                        )
+                    }
+                },
+                match &row.blob {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<Vec<u8>>),
+                        )
+                    }
+                },
+                match &row.quoted_col {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+                match &row.summary {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+            ]);
     }
     any.then_some(query)
 }
 /// `SELECT` every column of the `documents` row with primary key `id`.
 pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
     let mut query = select();
-    query.and_where(
-        ::sea_query::Expr::col(DocumentIden::Id).eq(::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-        )),
-    );
+    query
+        .and_where(
+            ::sea_query::Expr::col(DocumentIden::Id)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
+                    ),
+                ),
+        );
     query
 }
 /// `UPDATE` the `documents` row with primary key `id` from `patch`, `RETURNING` every column.
 ///
 /// Returns `None` when the patch sets nothing.
-pub fn update_by_pk(id: &i64, patch: &DocumentPatch) -> Option<::sea_query::UpdateStatement> {
+pub fn update_by_pk(
+    id: &i64,
+    patch: &DocumentPatch,
+) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(DocumentIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.uid {
-        values.push((
-            DocumentIden::Uid,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Uid,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.title {
-        values.push((
-            DocumentIden::Title,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Title,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     match &patch.code {
-        Some(Some(v)) => values.push((
-            DocumentIden::Code,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Code,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Code,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Code,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                ))
+        }
         None => {}
     }
     if let Some(v) = &patch.content {
-        values.push((
-            DocumentIden::Content,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Content,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.status {
-        values.push((
-            DocumentIden::Status,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            ))
-            .cast_as(::sea_query::Alias::new("doc_status")),
-        ));
+        values
+            .push((
+                DocumentIden::Status,
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status")),
+            ));
     }
     if let Some(v) = &patch.kind {
-        values.push((
-            DocumentIden::Kind,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Kind,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.tags {
-        values.push((
-            DocumentIden::Tags,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Tags,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     match &patch.scores {
-        Some(Some(v)) => values.push((
-            DocumentIden::Scores,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Scores,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Scores,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Scores,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<Vec<i32>>),
+                    ),
+                ))
+        }
         None => {}
     }
     if let Some(v) = &patch.attributes {
-        values.push((
-            DocumentIden::Attributes,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(v).expect("a declared JSON type serializes to JSON"),
-            )))),
-        ));
+        values
+            .push((
+                DocumentIden::Attributes,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                ),
+            ));
     }
     match &patch.small {
-        Some(Some(v)) => values.push((
-            DocumentIden::Small,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Small,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Small,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Small,
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+                ))
+        }
         None => {}
     }
     if let Some(v) = &patch.medium {
-        values.push((
-            DocumentIden::Medium,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Medium,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     match &patch.ratio {
-        Some(Some(v)) => values.push((
-            DocumentIden::Ratio,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Ratio,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Ratio,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Ratio,
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
+                ))
+        }
         None => {}
     }
     match &patch.precise {
-        Some(Some(v)) => values.push((
-            DocumentIden::Precise,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Precise,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Precise,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Precise,
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
+                ))
+        }
         None => {}
     }
     match &patch.amount {
-        Some(Some(v)) => values.push((
-            DocumentIden::Amount,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Amount,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                None::<::rust_decimal::Decimal>,
-            )),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Amount,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Amount,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
+                    ),
+                ))
+        }
         None => {}
     }
     if let Some(v) = &patch.flag {
-        values.push((
-            DocumentIden::Flag,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::Flag,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     if let Some(v) = &patch.created_at {
-        values.push((
-            DocumentIden::CreatedAt,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        ));
+        values
+            .push((
+                DocumentIden::CreatedAt,
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                ),
+            ));
     }
     match &patch.local_at {
-        Some(Some(v)) => values.push((
-            DocumentIden::LocalAt,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::LocalAt,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                None::<::chrono::NaiveDateTime>,
-            )),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::LocalAt,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::LocalAt,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
+                    ),
+                ))
+        }
         None => {}
     }
     match &patch.day {
-        Some(Some(v)) => values.push((
-            DocumentIden::Day,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Day,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<::chrono::NaiveDate>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Day,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Day,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::chrono::NaiveDate>),
+                    ),
+                ))
+        }
         None => {}
     }
     match &patch.at_time {
-        Some(Some(v)) => values.push((
-            DocumentIden::AtTime,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::AtTime,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<::chrono::NaiveTime>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::AtTime,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::AtTime,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::chrono::NaiveTime>),
+                    ),
+                ))
+        }
         None => {}
     }
     match &patch.blob {
-        Some(Some(v)) => values.push((
-            DocumentIden::Blob,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Blob,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Blob,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Blob,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<Vec<u8>>),
+                    ),
+                ))
+        }
         None => {}
     }
     match &patch.quoted_col {
-        Some(Some(v)) => values.push((
-            DocumentIden::QuotedCol,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::QuotedCol,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::QuotedCol,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::QuotedCol,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                ))
+        }
         None => {}
     }
     match &patch.summary {
-        Some(Some(v)) => values.push((
-            DocumentIden::Summary,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            DocumentIden::Summary,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    DocumentIden::Summary,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    DocumentIden::Summary,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                ))
+        }
         None => {}
     }
     if values.is_empty() {
@@ -1343,9 +1702,12 @@ pub fn update_by_pk(id: &i64, patch: &DocumentPatch) -> Option<::sea_query::Upda
         .table(DocumentIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(DocumentIden::Id).eq(::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-            )),
+            ::sea_query::Expr::col(DocumentIden::Id)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
+                    ),
+                ),
         )
         .returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
     Some(query)
@@ -1356,9 +1718,12 @@ pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {
     query
         .from_table(DocumentIden::Table)
         .and_where(
-            ::sea_query::Expr::col(DocumentIden::Id).eq(::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-            )),
+            ::sea_query::Expr::col(DocumentIden::Id)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
+                    ),
+                ),
         );
     query
 }

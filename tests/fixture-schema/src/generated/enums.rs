@@ -10,7 +10,7 @@
     PartialOrd,
     Ord,
     ::serde::Serialize,
-    ::serde::Deserialize,
+    ::serde::Deserialize
 )]
 pub enum DocStatus {
     /// `draft`
@@ -28,7 +28,12 @@ pub enum DocStatus {
 }
 impl DocStatus {
     /// Every value, in declared order.
-    pub const ALL: [Self; 4usize] = [Self::Draft, Self::Review, Self::Published, Self::Retired];
+    pub const ALL: [Self; 4usize] = [
+        Self::Draft,
+        Self::Review,
+        Self::Published,
+        Self::Retired,
+    ];
     /// The value as stored in the database.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -52,10 +57,12 @@ impl ::std::str::FromStr for DocStatus {
             "review" => Ok(Self::Review),
             "published" => Ok(Self::Published),
             "retired" => Ok(Self::Retired),
-            _ => Err(crate::generated::UnknownEnumValue {
-                enum_name: "DocStatus",
-                value: s.to_owned(),
-            }),
+            _ => {
+                Err(crate::generated::UnknownEnumValue {
+                    enum_name: "DocStatus",
+                    value: s.to_owned(),
+                })
+            }
         }
     }
 }
@@ -81,7 +88,9 @@ impl<'q> ::sqlx::Encode<'q, ::sqlx::Postgres> for DocStatus {
     }
 }
 impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for DocStatus {
-    fn decode(value: ::sqlx::postgres::PgValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
+    fn decode(
+        value: ::sqlx::postgres::PgValueRef<'r>,
+    ) -> Result<Self, ::sqlx::error::BoxDynError> {
         let text = <&str as ::sqlx::Decode<'r, ::sqlx::Postgres>>::decode(value)?;
         Ok(text.parse::<Self>()?)
     }

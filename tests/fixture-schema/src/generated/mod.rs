@@ -2,16 +2,16 @@
 //! Generated from the migrations: one module per table.
 /// Table `documents`: Documents of the fixture.
 pub mod documents;
-/// PostgreSQL enum types.
-pub mod enums;
-/// Table `labels`
-pub mod labels;
 /// Table `revisions`
 pub mod revisions;
-pub use documents::{Document, DocumentIden, DocumentKind, DocumentPatch, NewDocument};
+/// Table `labels`
+pub mod labels;
+/// PostgreSQL enum types.
+pub mod enums;
 pub use enums::*;
-pub use labels::{Label, LabelIden, LabelPatch, NewLabel};
-pub use revisions::{NewRevision, Revision, RevisionIden, RevisionMood, RevisionPatch};
+pub use documents::{Document, NewDocument, DocumentPatch, DocumentIden, DocumentKind};
+pub use revisions::{Revision, NewRevision, RevisionPatch, RevisionIden, RevisionMood};
+pub use labels::{Label, NewLabel, LabelPatch, LabelIden};
 /// Every table, in the order the migrations create them.
 pub const TABLES: &[&str] = &["documents", "revisions", "labels"];
 /// A text value that is not one of an enum's values.

@@ -11,7 +11,7 @@
     PartialOrd,
     Ord,
     ::serde::Serialize,
-    ::serde::Deserialize,
+    ::serde::Deserialize
 )]
 pub enum RevisionMood {
     /// `calm`
@@ -43,10 +43,12 @@ impl ::std::str::FromStr for RevisionMood {
         match s {
             "calm" => Ok(Self::Calm),
             "angry" => Ok(Self::Angry),
-            _ => Err(crate::generated::UnknownEnumValue {
-                enum_name: "RevisionMood",
-                value: s.to_owned(),
-            }),
+            _ => {
+                Err(crate::generated::UnknownEnumValue {
+                    enum_name: "RevisionMood",
+                    value: s.to_owned(),
+                })
+            }
         }
     }
 }
@@ -72,7 +74,9 @@ impl<'q> ::sqlx::Encode<'q, ::sqlx::Postgres> for RevisionMood {
     }
 }
 impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for RevisionMood {
-    fn decode(value: ::sqlx::postgres::PgValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
+    fn decode(
+        value: ::sqlx::postgres::PgValueRef<'r>,
+    ) -> Result<Self, ::sqlx::error::BoxDynError> {
         let text = <&str as ::sqlx::Decode<'r, ::sqlx::Postgres>>::decode(value)?;
         Ok(text.parse::<Self>()?)
     }
@@ -83,7 +87,14 @@ impl From<RevisionMood> for ::sea_query::Value {
     }
 }
 /// A row of `revisions`.
-#[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize, ::sqlx::FromRow)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    ::serde::Serialize,
+    ::serde::Deserialize,
+    ::sqlx::FromRow
+)]
 pub struct Revision {
     /// SQL: `document_id int8 NOT NULL`
     pub document_id: i64,
@@ -194,9 +205,7 @@ pub const COLUMNS: [&str; 5usize] = ["document_id", "revision", "seq", "note", "
 /// `SELECT` every column of `revisions`.
 pub fn select() -> ::sea_query::SelectStatement {
     let mut query = ::sea_query::Query::select();
-    query
-        .columns(RevisionIden::COLUMNS)
-        .from(RevisionIden::Table);
+    query.columns(RevisionIden::COLUMNS).from(RevisionIden::Table);
     query
 }
 /// `INSERT` one `revisions` row, `RETURNING` every column.
@@ -211,23 +220,37 @@ pub fn insert(row: &NewRevision) -> ::sea_query::InsertStatement {
             RevisionIden::Mood,
         ])
         .values_panic([
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.document_id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.revision),
-            )),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(
+                    ::std::borrow::ToOwned::to_owned(&row.document_id),
+                ),
+            ),
+            ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.revision)),
+            ),
             match &row.note {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    )
+                }
             },
             match &row.mood {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
+                Some(v) => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                }
+                None => {
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    )
+                }
             },
         ]);
     query.returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
@@ -240,35 +263,54 @@ pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewRevision>,
 ) -> Option<::sea_query::InsertStatement> {
     let mut query = ::sea_query::Query::insert();
-    query.into_table(RevisionIden::Table).columns([
-        RevisionIden::DocumentId,
-        RevisionIden::Revision,
-        RevisionIden::Note,
-        RevisionIden::Mood,
-    ]);
+    query
+        .into_table(RevisionIden::Table)
+        .columns([
+            RevisionIden::DocumentId,
+            RevisionIden::Revision,
+            RevisionIden::Note,
+            RevisionIden::Mood,
+        ]);
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic([
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.document_id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.revision),
-            )),
-            match &row.note {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-            match &row.mood {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-        ]);
+        query
+            .values_panic([
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.document_id),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.revision),
+                    ),
+                ),
+                match &row.note {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+                match &row.mood {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+            ]);
     }
     if !any {
         return None;
@@ -295,26 +337,43 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic([
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.document_id),
-            )),
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.revision),
-            )),
-            match &row.note {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-            match &row.mood {
-                Some(v) => ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(v),
-                )),
-                None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-            },
-        ]);
+        query
+            .values_panic([
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.document_id),
+                    ),
+                ),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(&row.revision),
+                    ),
+                ),
+                match &row.note {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+                match &row.mood {
+                    Some(v) => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                        )
+                    }
+                    None => {
+                        ::sea_query::SimpleExpr::from(
+                            ::sea_query::Value::from(None::<String>),
+                        )
+                    }
+                },
+            ]);
     }
     any.then_some(query)
 }
@@ -322,16 +381,26 @@ pub fn insert_rows<'a>(
 pub fn select_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
-        .and_where(::sea_query::Expr::col(RevisionIden::DocumentId).eq(
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(document_id),
-            )),
-        ))
-        .and_where(::sea_query::Expr::col(RevisionIden::Revision).eq(
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(revision),
-            )),
-        ));
+        .and_where(
+            ::sea_query::Expr::col(RevisionIden::DocumentId)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(document_id),
+                        ),
+                    ),
+                ),
+        )
+        .and_where(
+            ::sea_query::Expr::col(RevisionIden::Revision)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(revision),
+                        ),
+                    ),
+                ),
+        );
     query
 }
 /// `UPDATE` the `revisions` row with primary key `document_id`, `revision` from `patch`, `RETURNING` every column.
@@ -344,29 +413,45 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(RevisionIden, ::sea_query::SimpleExpr)> = Vec::new();
     match &patch.note {
-        Some(Some(v)) => values.push((
-            RevisionIden::Note,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            RevisionIden::Note,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    RevisionIden::Note,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    RevisionIden::Note,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                ))
+        }
         None => {}
     }
     match &patch.mood {
-        Some(Some(v)) => values.push((
-            RevisionIden::Mood,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(v),
-            )),
-        )),
-        Some(None) => values.push((
-            RevisionIden::Mood,
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>)),
-        )),
+        Some(Some(v)) => {
+            values
+                .push((
+                    RevisionIden::Mood,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    RevisionIden::Mood,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                ))
+        }
         None => {}
     }
     if values.is_empty() {
@@ -376,16 +461,26 @@ pub fn update_by_pk(
     query
         .table(RevisionIden::Table)
         .values(values)
-        .and_where(::sea_query::Expr::col(RevisionIden::DocumentId).eq(
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(document_id),
-            )),
-        ))
-        .and_where(::sea_query::Expr::col(RevisionIden::Revision).eq(
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(revision),
-            )),
-        ))
+        .and_where(
+            ::sea_query::Expr::col(RevisionIden::DocumentId)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(document_id),
+                        ),
+                    ),
+                ),
+        )
+        .and_where(
+            ::sea_query::Expr::col(RevisionIden::Revision)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(revision),
+                        ),
+                    ),
+                ),
+        )
         .returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
     Some(query)
 }
@@ -394,15 +489,25 @@ pub fn delete_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::DeleteSta
     let mut query = ::sea_query::Query::delete();
     query
         .from_table(RevisionIden::Table)
-        .and_where(::sea_query::Expr::col(RevisionIden::DocumentId).eq(
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(document_id),
-            )),
-        ))
-        .and_where(::sea_query::Expr::col(RevisionIden::Revision).eq(
-            ::sea_query::SimpleExpr::from(::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(revision),
-            )),
-        ));
+        .and_where(
+            ::sea_query::Expr::col(RevisionIden::DocumentId)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(document_id),
+                        ),
+                    ),
+                ),
+        )
+        .and_where(
+            ::sea_query::Expr::col(RevisionIden::Revision)
+                .eq(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            ::std::borrow::ToOwned::to_owned(revision),
+                        ),
+                    ),
+                ),
+        );
     query
 }
