@@ -7,7 +7,7 @@ use sqlparser::ast::{
     UserDefinedTypeRepresentation, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use super::model::{
     Check, Column, EnumType, ForeignKey, Identity, InList, Key, Schema, SqlType, Table,
@@ -273,7 +273,25 @@ impl Ctx<'_> {
             .tokens
             .iter()
             .position(|t| t.span.start == start && matches!(t.token, Token::Word(_)))
-            .map(|i| self.raw.comment_lines_before(i))
+            .map(|mut i| {
+                // In `ADD [COLUMN] [IF NOT EXISTS] name`, the comment sits above `ADD`.
+                let mut j = i;
+                while j > 0 {
+                    j -= 1;
+                    match &self.raw.tokens[j].token {
+                        Token::Whitespace(Whitespace::Space | Whitespace::Tab) => {}
+                        Token::Word(w)
+                            if w.quote_style.is_none()
+                                && ["ADD", "COLUMN", "IF", "NOT", "EXISTS"]
+                                    .contains(&w.value.to_ascii_uppercase().as_str()) =>
+                        {
+                            i = j;
+                        }
+                        _ => break,
+                    }
+                }
+                self.raw.comment_lines_before(i)
+            })
             .unwrap_or_default()
     }
 
