@@ -129,9 +129,18 @@ fn create_table_with_arrays_serials_identity_generated_and_quoted_names() {
     let expected = table(
         "Mixed",
         vec![
-            default(not_null(col("s", SqlType::Int4)), "nextval('Mixed_s_seq'::regclass)"),
-            default(not_null(col("bs", SqlType::Int8)), "nextval('Mixed_bs_seq'::regclass)"),
-            default(not_null(col("ss", SqlType::Int2)), "nextval('Mixed_ss_seq'::regclass)"),
+            default(
+                not_null(col("s", SqlType::Int4)),
+                "nextval('Mixed_s_seq'::regclass)",
+            ),
+            default(
+                not_null(col("bs", SqlType::Int8)),
+                "nextval('Mixed_bs_seq'::regclass)",
+            ),
+            default(
+                not_null(col("ss", SqlType::Int2)),
+                "nextval('Mixed_ss_seq'::regclass)",
+            ),
             ia,
             ib,
             g,
@@ -214,7 +223,10 @@ fn table_constraints_get_postgres_default_names_and_check_in_lists() {
     );
     // Primary key columns become NOT NULL.
     assert!(!c.column("a").unwrap().nullable && !c.column("b").unwrap().nullable);
-    assert_eq!(c.check_in_values("kind"), Some(&["x".to_string(), "y".to_string()][..]));
+    assert_eq!(
+        c.check_in_values("kind"),
+        Some(&["x".to_string(), "y".to_string()][..])
+    );
 }
 
 #[test]
@@ -235,7 +247,10 @@ fn alter_table_add_column_and_if_not_exists() {
     expected.unique = vec![key("t_c_key", &["c"])];
     assert_eq!(only_table(&schema), &expected);
     let e = replay_err("CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN a int;");
-    assert_eq!((at(&e), e.message.as_str()), ((2, 26), "column a of table t already exists"));
+    assert_eq!(
+        (at(&e), e.message.as_str()),
+        ((2, 26), "column a of table t already exists")
+    );
 }
 
 #[test]
@@ -253,7 +268,10 @@ fn alter_table_drop_column_drops_its_constraints() {
     assert_eq!(only_table(&schema), &expected);
     let e = replay_err("CREATE TABLE p (id int PRIMARY KEY);\nCREATE TABLE c (p int REFERENCES p);\nALTER TABLE p DROP COLUMN id;");
     assert_eq!(at(&e), (3, 27), "{e}");
-    assert!(e.message.contains("other objects depend on it (c_p_fkey)"), "{e}");
+    assert!(
+        e.message.contains("other objects depend on it (c_p_fkey)"),
+        "{e}"
+    );
     let cascaded = replay(
         "CREATE TABLE p (id int PRIMARY KEY);
          CREATE TABLE c (p int REFERENCES p);
@@ -272,7 +290,10 @@ fn alter_table_rename_column_follows_keys_and_references() {
     );
     let p = &schema.tables[0];
     assert_eq!(
-        p.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        p.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
         ["key", "sort"]
     );
     assert_eq!(p.primary_key, Some(key("p_pkey", &["key"])));
@@ -297,7 +318,9 @@ fn alter_column_null_default_and_type() {
         ],
     );
     assert_eq!(only_table(&schema), &expected);
-    let e = replay_err("CREATE TABLE t (a int PRIMARY KEY);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL;");
+    let e = replay_err(
+        "CREATE TABLE t (a int PRIMARY KEY);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL;",
+    );
     assert_eq!(at(&e), (2, 28), "{e}");
 }
 
@@ -312,7 +335,10 @@ fn alter_table_rename_to_and_if_exists() {
     assert_eq!(schema.tables[0].name, "z");
     assert_eq!(schema.tables[1].foreign_keys[0].foreign_table, "z");
     let e = replay_err("CREATE TABLE a (id int);\nALTER TABLE missing ADD COLUMN x int;");
-    assert_eq!((at(&e), e.message.as_str()), ((2, 13), "table missing does not exist"));
+    assert_eq!(
+        (at(&e), e.message.as_str()),
+        ((2, 13), "table missing does not exist")
+    );
 }
 
 #[test]
@@ -363,7 +389,9 @@ fn drop_table_if_exists_and_dependencies() {
          DROP TABLE IF EXISTS nothing;",
     );
     assert_eq!(schema.tables.len(), 1);
-    let e = replay_err("CREATE TABLE a (id int PRIMARY KEY);\nCREATE TABLE b (a int REFERENCES a);\nDROP TABLE a;");
+    let e = replay_err(
+        "CREATE TABLE a (id int PRIMARY KEY);\nCREATE TABLE b (a int REFERENCES a);\nDROP TABLE a;",
+    );
     assert_eq!(at(&e), (3, 12), "{e}");
     let cascaded = replay(
         "CREATE TABLE a (id int PRIMARY KEY);
@@ -479,12 +507,19 @@ fn errors_name_file_line_and_column() {
     assert!(e.to_string().starts_with("m.sql:3:23: "), "{e}");
 
     // ALTER of a missing column.
-    let e = replay_err("CREATE TABLE t (a int);\nALTER TABLE t\n  ALTER COLUMN missing SET NOT NULL;");
-    assert_eq!((at(&e), e.message.as_str()), ((3, 16), "column missing of table t does not exist"));
+    let e =
+        replay_err("CREATE TABLE t (a int);\nALTER TABLE t\n  ALTER COLUMN missing SET NOT NULL;");
+    assert_eq!(
+        (at(&e), e.message.as_str()),
+        ((3, 16), "column missing of table t does not exist")
+    );
 
     // An unknown column type.
     let e = replay_err("CREATE TABLE t (\n  a int,\n  b geometry\n);");
-    assert_eq!((at(&e), e.message.as_str()), ((3, 3), "unknown column type geometry"));
+    assert_eq!(
+        (at(&e), e.message.as_str()),
+        ((3, 3), "unknown column type geometry")
+    );
 
     // A statement that touches a table but is not modelled.
     let e = replay_err("CREATE TABLE t (a int);\nCREATE TABLE u AS SELECT * FROM t;");

@@ -877,6 +877,8 @@ fn table_rs(
         "`INSERT` whole `{table_name}` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.\n\nReturns `None` for no rows."
     ));
     let select_fn_doc = doc(&format!("`SELECT` every column of `{table_name}`."));
+    let restore_count = restorable.len();
+    let insert_count = insertable.len();
     let row_type_for_restore = if restorable.is_empty() {
         quote! {}
     } else {
@@ -891,9 +893,14 @@ fn table_rs(
                 let mut any = false;
                 for row in rows {
                     any = true;
-                    query.values_panic([#(#restore_values),*]);
+                    query.values_panic(row_values(row));
                 }
                 any.then_some(query)
+            }
+
+            /// The values of every restorable column of `row`, in `insert_rows` column order.
+            fn row_values(row: &#row) -> [::sea_query::SimpleExpr; #restore_count] {
+                [#(#restore_values),*]
             }
         }
     };
@@ -909,7 +916,7 @@ fn table_rs(
             query
                 .into_table(#iden::Table)
                 .columns([#(#iden::#insert_columns),*])
-                .values_panic([#(#insert_values),*]);
+                .values_panic(insert_values(row));
         }
     };
     let insert_many_body = if insertable.is_empty() {
@@ -928,9 +935,19 @@ fn table_rs(
             let mut any = false;
             for row in rows {
                 any = true;
-                query.values_panic([#(#insert_values),*]);
+                query.values_panic(insert_values(row));
             }
             if !any { return None; }
+        }
+    };
+    let insert_values_fn = if insertable.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+            fn insert_values(row: &#insert) -> [::sea_query::SimpleExpr; #insert_count] {
+                [#(#insert_values),*]
+            }
         }
     };
     let patch_is_empty = if patch_idents.is_empty() {
@@ -1070,6 +1087,8 @@ fn table_rs(
             query.returning(::sea_query::Query::returning().columns(#iden::COLUMNS));
             Some(query)
         }
+
+        #insert_values_fn
 
         #row_type_for_restore
 

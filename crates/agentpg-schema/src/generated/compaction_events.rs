@@ -382,122 +382,7 @@ pub fn insert(row: &NewCompactionEvent) -> ::sea_query::InsertStatement {
             CompactionEventIden::CreatedAt,
             CompactionEventIden::RevertedAt,
         ])
-        .values_panic([
-            match &row.id {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.session_id),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.strategy)),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.original_tokens),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.messages_removed),
-                ),
-            ),
-            match &row.summary_content {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
-                        ),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::serde_json::Value>),
-                    )
-                }
-            },
-            match &row.summary_message_id {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::uuid::Uuid>),
-                    )
-                }
-            },
-            match &row.preserved_message_ids {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.model_used {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<String>),
-                    )
-                }
-            },
-            match &row.duration_ms {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>))
-                }
-            },
-            match &row.created_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.reverted_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            None::<::chrono::DateTime<::chrono::Utc>>,
-                        ),
-                    )
-                }
-            },
-        ]);
+        .values_panic(insert_values(row));
     query
         .returning(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
@@ -531,127 +416,7 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                match &row.id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.session_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.strategy),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.original_tokens),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.messages_removed),
-                    ),
-                ),
-                match &row.summary_content {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Json(
-                                Some(
-                                    Box::new(
-                                        ::serde_json::to_value(v)
-                                            .expect("a declared JSON type serializes to JSON"),
-                                    ),
-                                ),
-                            ),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::serde_json::Value>),
-                        )
-                    }
-                },
-                match &row.summary_message_id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::uuid::Uuid>),
-                        )
-                    }
-                },
-                match &row.preserved_message_ids {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.model_used {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                match &row.duration_ms {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<i64>),
-                        )
-                    }
-                },
-                match &row.created_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.reverted_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(
-                                None::<::chrono::DateTime<::chrono::Utc>>,
-                            ),
-                        )
-                    }
-                },
-            ]);
+        query.values_panic(insert_values(row));
     }
     if !any {
         return None;
@@ -661,6 +426,117 @@ pub fn insert_many<'a>(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
         );
     Some(query)
+}
+/// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 13usize] {
+    [
+        match &row.id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.strategy)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.original_tokens),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.messages_removed),
+            ),
+        ),
+        match &row.summary_content {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::serde_json::Value>),
+                )
+            }
+        },
+        match &row.summary_message_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::uuid::Uuid>),
+                )
+            }
+        },
+        match &row.preserved_message_ids {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.model_used {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        match &row.duration_ms {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
+        match &row.created_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.reverted_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
+                )
+            }
+        },
+    ]
 }
 /// `INSERT` whole `compaction_events` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
@@ -692,118 +568,107 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.session_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.strategy),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.original_tokens),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.messages_removed),
-                    ),
-                ),
-                match &row.summary_content {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Json(
-                                Some(
-                                    Box::new(
-                                        ::serde_json::to_value(v)
-                                            .expect("a declared JSON type serializes to JSON"),
-                                    ),
-                                ),
-                            ),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::serde_json::Value>),
-                        )
-                    }
-                },
-                match &row.summary_message_id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::uuid::Uuid>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.preserved_message_ids),
-                    ),
-                ),
-                match &row.model_used {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                match &row.duration_ms {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<i64>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.created_at),
-                    ),
-                ),
-                match &row.reverted_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(
-                                None::<::chrono::DateTime<::chrono::Utc>>,
-                            ),
-                        )
-                    }
-                },
-            ]);
+        query.values_panic(row_values(row));
     }
     any.then_some(query)
+}
+/// The values of every restorable column of `row`, in `insert_rows` column order.
+fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 13usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.strategy)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.original_tokens),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.messages_removed),
+            ),
+        ),
+        match &row.summary_content {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::serde_json::Value>),
+                )
+            }
+        },
+        match &row.summary_message_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::uuid::Uuid>),
+                )
+            }
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.preserved_message_ids),
+            ),
+        ),
+        match &row.model_used {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        match &row.duration_ms {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
+        ),
+        match &row.reverted_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
+                )
+            }
+        },
+    ]
 }
 /// `SELECT` every column of the `compaction_events` row with primary key `id`.
 pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {

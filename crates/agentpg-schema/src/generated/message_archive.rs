@@ -185,39 +185,7 @@ pub fn insert(row: &NewMessageArchive) -> ::sea_query::InsertStatement {
             MessageArchiveIden::OriginalMessage,
             MessageArchiveIden::ArchivedAt,
         ])
-        .values_panic([
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.session_id),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::Json(
-                    Some(
-                        Box::new(
-                            ::serde_json::to_value(&row.original_message)
-                                .expect("a declared JSON type serializes to JSON"),
-                        ),
-                    ),
-                ),
-            ),
-            match &row.archived_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-        ]);
+        .values_panic(insert_values(row));
     query
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
     query
@@ -241,40 +209,7 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.session_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(&row.original_message)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
-                ),
-                match &row.archived_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-            ]);
+        query.values_panic(insert_values(row));
     }
     if !any {
         return None;
@@ -282,6 +217,40 @@ pub fn insert_many<'a>(
     query
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
     Some(query)
+}
+/// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::Json(
+                Some(
+                    Box::new(
+                        ::serde_json::to_value(&row.original_message)
+                            .expect("a declared JSON type serializes to JSON"),
+                    ),
+                ),
+            ),
+        ),
+        match &row.archived_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+    ]
 }
 /// `INSERT` whole `message_archive` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
@@ -303,39 +272,38 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.session_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(&row.original_message)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.archived_at),
-                    ),
-                ),
-            ]);
+        query.values_panic(row_values(row));
     }
     any.then_some(query)
+}
+/// The values of every restorable column of `row`, in `insert_rows` column order.
+fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::Json(
+                Some(
+                    Box::new(
+                        ::serde_json::to_value(&row.original_message)
+                            .expect("a declared JSON type serializes to JSON"),
+                    ),
+                ),
+            ),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.archived_at)),
+        ),
+    ]
 }
 /// `SELECT` every column of the `message_archive` row with primary key `id`.
 pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {

@@ -405,98 +405,7 @@ pub fn insert(row: &NewMessage) -> ::sea_query::InsertStatement {
             MessageIden::CreatedAt,
             MessageIden::UpdatedAt,
         ])
-        .values_panic([
-            match &row.id {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.session_id),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
-            ),
-            match &row.content {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
-                        ),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.usage {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
-                        ),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::serde_json::Value>),
-                    )
-                }
-            },
-            match &row.metadata {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.is_preserved {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.is_summary {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.created_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.updated_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-        ]);
+        .values_panic(insert_values(row));
     query.returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
     query
 }
@@ -524,105 +433,106 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                match &row.id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.session_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
-                ),
-                match &row.content {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Json(
-                                Some(
-                                    Box::new(
-                                        ::serde_json::to_value(v)
-                                            .expect("a declared JSON type serializes to JSON"),
-                                    ),
-                                ),
-                            ),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.usage {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Json(
-                                Some(
-                                    Box::new(
-                                        ::serde_json::to_value(v)
-                                            .expect("a declared JSON type serializes to JSON"),
-                                    ),
-                                ),
-                            ),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::serde_json::Value>),
-                        )
-                    }
-                },
-                match &row.metadata {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.is_preserved {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.is_summary {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.created_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.updated_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-            ]);
+        query.values_panic(insert_values(row));
     }
     if !any {
         return None;
     }
     query.returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
     Some(query)
+}
+/// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 10usize] {
+    [
+        match &row.id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
+        ),
+        match &row.content {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.usage {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::serde_json::Value>),
+                )
+            }
+        },
+        match &row.metadata {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.is_preserved {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.is_summary {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.created_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.updated_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+    ]
 }
 /// `INSERT` whole `messages` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
@@ -650,81 +560,70 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.session_id),
+        query.values_panic(row_values(row));
+    }
+    any.then_some(query)
+}
+/// The values of every restorable column of `row`, in `insert_rows` column order.
+fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 11usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.position)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::Json(
+                Some(
+                    Box::new(
+                        ::serde_json::to_value(&row.content)
+                            .expect("a declared JSON type serializes to JSON"),
                     ),
                 ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.position),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
-                ),
+            ),
+        ),
+        match &row.usage {
+            Some(v) => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::Json(
                         Some(
                             Box::new(
-                                ::serde_json::to_value(&row.content)
+                                ::serde_json::to_value(v)
                                     .expect("a declared JSON type serializes to JSON"),
                             ),
                         ),
                     ),
-                ),
-                match &row.usage {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Json(
-                                Some(
-                                    Box::new(
-                                        ::serde_json::to_value(v)
-                                            .expect("a declared JSON type serializes to JSON"),
-                                    ),
-                                ),
-                            ),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::serde_json::Value>),
-                        )
-                    }
-                },
+                )
+            }
+            None => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.metadata),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.is_preserved),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.is_summary),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.created_at),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.updated_at),
-                    ),
-                ),
-            ]);
-    }
-    any.then_some(query)
+                    ::sea_query::Value::from(None::<::serde_json::Value>),
+                )
+            }
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.metadata)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.is_preserved)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.is_summary)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.updated_at)),
+        ),
+    ]
 }
 /// `SELECT` every column of the `messages` row with primary key `id`.
 pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {

@@ -585,228 +585,7 @@ pub fn insert(row: &NewDocument) -> ::sea_query::InsertStatement {
             DocumentIden::QuotedCol,
             DocumentIden::Summary,
         ])
-        .values_panic([
-            match &row.id {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.uid {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.title)),
-            ),
-            match &row.code {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<String>),
-                    )
-                }
-            },
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
-            ),
-            match &row.status {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status"))
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
-            ),
-            match &row.tags {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.scores {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<Vec<i32>>),
-                    )
-                }
-            },
-            match &row.attributes {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
-                        ),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.small {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>))
-                }
-            },
-            match &row.medium {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.ratio {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>))
-                }
-            },
-            match &row.precise {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>))
-                }
-            },
-            match &row.amount {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
-                    )
-                }
-            },
-            match &row.flag {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.created_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.local_at {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
-                    )
-                }
-            },
-            match &row.day {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::chrono::NaiveDate>),
-                    )
-                }
-            },
-            match &row.at_time {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<::chrono::NaiveTime>),
-                    )
-                }
-            },
-            match &row.blob {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<Vec<u8>>),
-                    )
-                }
-            },
-            match &row.quoted_col {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<String>),
-                    )
-                }
-            },
-            match &row.summary {
-                Some(Some(v)) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                Some(None) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<String>),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-        ]);
+        .values_panic(insert_values(row));
     query.returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
     query
 }
@@ -847,247 +626,222 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                match &row.id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.uid {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.title),
-                    ),
-                ),
-                match &row.code {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.content),
-                    ),
-                ),
-                match &row.status {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(
-                                    ::std::borrow::ToOwned::to_owned(v),
-                                ),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status"))
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
-                ),
-                match &row.tags {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.scores {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<Vec<i32>>),
-                        )
-                    }
-                },
-                match &row.attributes {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Json(
-                                Some(
-                                    Box::new(
-                                        ::serde_json::to_value(v)
-                                            .expect("a declared JSON type serializes to JSON"),
-                                    ),
-                                ),
-                            ),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.small {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<i64>),
-                        )
-                    }
-                },
-                match &row.medium {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.ratio {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<f32>),
-                        )
-                    }
-                },
-                match &row.precise {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<f64>),
-                        )
-                    }
-                },
-                match &row.amount {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
-                        )
-                    }
-                },
-                match &row.flag {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.created_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.local_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
-                        )
-                    }
-                },
-                match &row.day {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::chrono::NaiveDate>),
-                        )
-                    }
-                },
-                match &row.at_time {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::chrono::NaiveTime>),
-                        )
-                    }
-                },
-                match &row.blob {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<Vec<u8>>),
-                        )
-                    }
-                },
-                match &row.quoted_col {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                match &row.summary {
-                    Some(Some(v)) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    Some(None) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-            ]);
+        query.values_panic(insert_values(row));
     }
     if !any {
         return None;
     }
     query.returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
     Some(query)
+}
+/// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
+    [
+        match &row.id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.uid {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.title)),
+        ),
+        match &row.code {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
+        ),
+        match &row.status {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status"))
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
+        ),
+        match &row.tags {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.scores {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>))
+            }
+        },
+        match &row.attributes {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.small {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
+        match &row.medium {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.ratio {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
+        },
+        match &row.precise {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
+        },
+        match &row.amount {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
+                )
+            }
+        },
+        match &row.flag {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.created_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.local_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
+                )
+            }
+        },
+        match &row.day {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::NaiveDate>),
+                )
+            }
+        },
+        match &row.at_time {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::NaiveTime>),
+                )
+            }
+        },
+        match &row.blob {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>))
+            }
+        },
+        match &row.quoted_col {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        match &row.summary {
+            Some(Some(v)) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            Some(None) => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+    ]
 }
 /// `INSERT` whole `documents` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
@@ -1127,206 +881,177 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.uid)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.title),
-                    ),
-                ),
-                match &row.code {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.content),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(&row.status),
-                        ),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status")),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tags)),
-                ),
-                match &row.scores {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<Vec<i32>>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(&row.attributes)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
-                ),
-                match &row.small {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<i64>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.medium),
-                    ),
-                ),
-                match &row.ratio {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<f32>),
-                        )
-                    }
-                },
-                match &row.precise {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<f64>),
-                        )
-                    }
-                },
-                match &row.amount {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.flag)),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.created_at),
-                    ),
-                ),
-                match &row.local_at {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
-                        )
-                    }
-                },
-                match &row.day {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::chrono::NaiveDate>),
-                        )
-                    }
-                },
-                match &row.at_time {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<::chrono::NaiveTime>),
-                        )
-                    }
-                },
-                match &row.blob {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<Vec<u8>>),
-                        )
-                    }
-                },
-                match &row.quoted_col {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                match &row.summary {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-            ]);
+        query.values_panic(row_values(row));
     }
     any.then_some(query)
+}
+/// The values of every restorable column of `row`, in `insert_rows` column order.
+fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.uid)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.title)),
+        ),
+        match &row.code {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
+        ),
+        ::sea_query::SimpleExpr::from(
+                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.status)),
+            )
+            .cast_as(::sea_query::Alias::new("doc_status")),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tags)),
+        ),
+        match &row.scores {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>))
+            }
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::Json(
+                Some(
+                    Box::new(
+                        ::serde_json::to_value(&row.attributes)
+                            .expect("a declared JSON type serializes to JSON"),
+                    ),
+                ),
+            ),
+        ),
+        match &row.small {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.medium)),
+        ),
+        match &row.ratio {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
+        },
+        match &row.precise {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
+        },
+        match &row.amount {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
+                )
+            }
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.flag)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
+        ),
+        match &row.local_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
+                )
+            }
+        },
+        match &row.day {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::NaiveDate>),
+                )
+            }
+        },
+        match &row.at_time {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::NaiveTime>),
+                )
+            }
+        },
+        match &row.blob {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>))
+            }
+        },
+        match &row.quoted_col {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        match &row.summary {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+    ]
 }
 /// `SELECT` every column of the `documents` row with primary key `id`.
 pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {

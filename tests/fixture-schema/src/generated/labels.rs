@@ -155,66 +155,7 @@ pub fn insert(row: &NewLabel) -> ::sea_query::InsertStatement {
             LabelIden::Status,
             LabelIden::Statuses,
         ])
-        .values_panic([
-            match &row.id {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => ::sea_query::Expr::cust("DEFAULT"),
-            },
-            match &row.document_id {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>))
-                }
-            },
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.r#type)),
-            ),
-            match &row.status {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status"))
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status"))
-                }
-            },
-            match &row.statuses {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::Array(
-                                ::sea_query::ArrayType::String,
-                                Some(
-                                    Box::new(
-                                        ::std::iter::IntoIterator::into_iter(v)
-                                            .map(|v| ::sea_query::Value::from(*v))
-                                            .collect(),
-                                    ),
-                                ),
-                            ),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status[]"))
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<Vec<String>>),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status[]"))
-                }
-            },
-        ]);
+        .values_panic(insert_values(row));
     query.returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
     query
 }
@@ -237,79 +178,72 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                match &row.id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => ::sea_query::Expr::cust("DEFAULT"),
-                },
-                match &row.document_id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<i64>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.r#type),
-                    ),
-                ),
-                match &row.status {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(
-                                    ::std::borrow::ToOwned::to_owned(v),
-                                ),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status"))
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(None::<String>),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status"))
-                    }
-                },
-                match &row.statuses {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::Array(
-                                    ::sea_query::ArrayType::String,
-                                    Some(
-                                        Box::new(
-                                            ::std::iter::IntoIterator::into_iter(v)
-                                                .map(|v| ::sea_query::Value::from(*v))
-                                                .collect(),
-                                        ),
-                                    ),
-                                ),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status[]"))
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(None::<Vec<String>>),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status[]"))
-                    }
-                },
-            ]);
+        query.values_panic(insert_values(row));
     }
     if !any {
         return None;
     }
     query.returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
     Some(query)
+}
+/// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+fn insert_values(row: &NewLabel) -> [::sea_query::SimpleExpr; 5usize] {
+    [
+        match &row.id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
+        match &row.document_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.r#type)),
+        ),
+        match &row.status {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status"))
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+                    .cast_as(::sea_query::Alias::new("doc_status"))
+            }
+        },
+        match &row.statuses {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Array(
+                            ::sea_query::ArrayType::String,
+                            Some(
+                                Box::new(
+                                    ::std::iter::IntoIterator::into_iter(v)
+                                        .map(|v| ::sea_query::Value::from(*v))
+                                        .collect(),
+                                ),
+                            ),
+                        ),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<Vec<String>>),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+            }
+        },
+    ]
 }
 /// `INSERT` whole `labels` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
@@ -331,70 +265,63 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-                ),
-                match &row.document_id {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<i64>),
-                        )
-                    }
-                },
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.r#type),
-                    ),
-                ),
-                match &row.status {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(
-                                    ::std::borrow::ToOwned::to_owned(v),
-                                ),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status"))
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(None::<String>),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status"))
-                    }
-                },
-                match &row.statuses {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::Array(
-                                    ::sea_query::ArrayType::String,
-                                    Some(
-                                        Box::new(
-                                            ::std::iter::IntoIterator::into_iter(v)
-                                                .map(|v| ::sea_query::Value::from(*v))
-                                                .collect(),
-                                        ),
-                                    ),
-                                ),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status[]"))
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                                ::sea_query::Value::from(None::<Vec<String>>),
-                            )
-                            .cast_as(::sea_query::Alias::new("doc_status[]"))
-                    }
-                },
-            ]);
+        query.values_panic(row_values(row));
     }
     any.then_some(query)
+}
+/// The values of every restorable column of `row`, in `insert_rows` column order.
+fn row_values(row: &Label) -> [::sea_query::SimpleExpr; 5usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        match &row.document_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.r#type)),
+        ),
+        match &row.status {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status"))
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+                    .cast_as(::sea_query::Alias::new("doc_status"))
+            }
+        },
+        match &row.statuses {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Array(
+                            ::sea_query::ArrayType::String,
+                            Some(
+                                Box::new(
+                                    ::std::iter::IntoIterator::into_iter(v)
+                                        .map(|v| ::sea_query::Value::from(*v))
+                                        .collect(),
+                                ),
+                            ),
+                        ),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<Vec<String>>),
+                    )
+                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+            }
+        },
+    ]
 }
 /// `SELECT` every column of the `labels` row with primary key `id`.
 pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {

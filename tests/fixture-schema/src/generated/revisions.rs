@@ -219,40 +219,7 @@ pub fn insert(row: &NewRevision) -> ::sea_query::InsertStatement {
             RevisionIden::Note,
             RevisionIden::Mood,
         ])
-        .values_panic([
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(
-                    ::std::borrow::ToOwned::to_owned(&row.document_id),
-                ),
-            ),
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.revision)),
-            ),
-            match &row.note {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<String>),
-                    )
-                }
-            },
-            match &row.mood {
-                Some(v) => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                }
-                None => {
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(None::<String>),
-                    )
-                }
-            },
-        ]);
+        .values_panic(insert_values(row));
     query.returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
     query
 }
@@ -274,49 +241,44 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.document_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.revision),
-                    ),
-                ),
-                match &row.note {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                match &row.mood {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-            ]);
+        query.values_panic(insert_values(row));
     }
     if !any {
         return None;
     }
     query.returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
     Some(query)
+}
+/// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
+fn insert_values(row: &NewRevision) -> [::sea_query::SimpleExpr; 4usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.document_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.revision)),
+        ),
+        match &row.note {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        match &row.mood {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+    ]
 }
 /// `INSERT` whole `revisions` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
@@ -337,45 +299,40 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query
-            .values_panic([
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.document_id),
-                    ),
-                ),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(&row.revision),
-                    ),
-                ),
-                match &row.note {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-                match &row.mood {
-                    Some(v) => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                    }
-                    None => {
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(None::<String>),
-                        )
-                    }
-                },
-            ]);
+        query.values_panic(row_values(row));
     }
     any.then_some(query)
+}
+/// The values of every restorable column of `row`, in `insert_rows` column order.
+fn row_values(row: &Revision) -> [::sea_query::SimpleExpr; 4usize] {
+    [
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.document_id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.revision)),
+        ),
+        match &row.note {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+        match &row.mood {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
+            }
+        },
+    ]
 }
 /// `SELECT` every column of the `revisions` row with primary key `document_id`, `revision`.
 pub fn select_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::SelectStatement {
