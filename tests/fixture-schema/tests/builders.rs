@@ -198,7 +198,6 @@ async fn composite_keys_identity_and_check_in_enums(pool: PgPool) {
             &RevisionPatch {
                 mood: Some(Some(RevisionMood::Calm)),
                 note: Some(Some("n".into())),
-                ..RevisionPatch::default()
             },
         )
         .unwrap(),
