@@ -1,5 +1,6 @@
 //! Project automation for agentpg: the code generator and the gate its writes go through.
 
+pub mod bench;
 pub mod codegen;
 pub mod files;
 

@@ -20,6 +20,17 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run a benchmark and print its table.
+    Bench {
+        #[command(subcommand)]
+        case: BenchCase,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCase {
+    /// Code generation on the real migrations and on 250, 500 and 1,000 synthetic ones.
+    Codegen,
 }
 
 fn main() -> ExitCode {
@@ -42,5 +53,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench {
+            case: BenchCase::Codegen,
+        } => match xtask::bench::codegen() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

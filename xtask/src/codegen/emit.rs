@@ -29,7 +29,6 @@ pub fn generate(
     json_types: &[JsonType],
     migrations: &str,
 ) -> Result<Vec<(String, String)>> {
-    let render = |tokens: TokenStream| render(tokens, migrations);
     for declared in json_types {
         let column = schema
             .table(declared.table)
@@ -57,14 +56,44 @@ pub fn generate(
     }
     let names = Names::new(schema)?;
     let mut files = Vec::new();
-    files.push(("mod.rs".to_string(), render(mod_rs(schema, &names)?)?));
+    files.push((
+        "mod.rs".to_string(),
+        render(mod_rs(schema, &names)?, migrations)?,
+    ));
     if !schema.enums.is_empty() {
-        files.push(("enums.rs".to_string(), render(enums_rs(schema)?)?));
+        files.push((
+            "enums.rs".to_string(),
+            render(enums_rs(schema)?, migrations)?,
+        ));
     }
-    for table in &schema.tables {
-        let tokens = table_rs(schema, table, json_types, &names)
-            .with_context(|| format!("generating table {}", table.name))?;
-        files.push((format!("{}.rs", table.name), render(tokens)?));
+    // Tables are independent: generate them on every core, keeping their order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = schema.tables.len().div_ceil(threads).max(1);
+    let names = &names;
+    let generated: Vec<Result<Vec<(String, String)>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = schema
+            .tables
+            .chunks(chunk)
+            .map(|tables| {
+                scope.spawn(move || {
+                    tables
+                        .iter()
+                        .map(|table| {
+                            let tokens = table_rs(schema, table, json_types, names)
+                                .with_context(|| format!("generating table {}", table.name))?;
+                            Ok((format!("{}.rs", table.name), render(tokens, migrations)?))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a generator thread panicked"))
+            .collect()
+    });
+    for part in generated {
+        files.extend(part?);
     }
     Ok(files)
 }
@@ -137,13 +166,20 @@ fn field_ident(name: &str) -> Result<Ident> {
     }
 }
 
-/// Rust names chosen for each table and enum, checked for collisions.
+/// Rust names chosen for each table and enum, checked for collisions. Plain strings, so the
+/// tables can be generated on several threads.
 struct Names {
-    tables: Vec<(String, TableNames)>,
+    tables: std::collections::HashMap<String, TableNames>,
 }
 
 #[derive(Clone)]
 struct TableNames {
+    module: String,
+    row: String,
+}
+
+/// The Rust items of one table, as identifiers.
+struct TableIdents {
     module: Ident,
     row: Ident,
     insert: Ident,
@@ -151,28 +187,49 @@ struct TableNames {
     iden: Ident,
 }
 
+impl TableNames {
+    fn idents(&self) -> Result<TableIdents> {
+        Ok(TableIdents {
+            module: field_ident(&self.module)?,
+            row: format_ident!("{}", self.row),
+            insert: format_ident!("New{}", self.row),
+            patch: format_ident!("{}Patch", self.row),
+            iden: format_ident!("{}Iden", self.row),
+        })
+    }
+}
+
 impl Names {
     fn new(schema: &Schema) -> Result<Self> {
-        let mut used: Vec<(String, String)> = Vec::new();
-        let mut claim = |name: String, owner: String| -> Result<Ident> {
-            if let Some((_, other)) = used.iter().find(|(n, _)| *n == name) {
+        let mut used: std::collections::HashMap<String, String> = Default::default();
+        let mut claim = |name: String, owner: String| -> Result<()> {
+            if let Some(other) = used.get(&name) {
                 bail!("the Rust name {name} is wanted by both {other} and {owner}");
             }
-            used.push((name.clone(), owner));
-            Ok(Ident::new(&name, Span::call_site()))
+            used.insert(name, owner);
+            Ok(())
         };
         for e in &schema.enums {
             claim(pascal(&e.name), format!("enum type {}", e.name))?;
         }
-        let mut tables = Vec::new();
+        let mut tables = std::collections::HashMap::new();
         for t in &schema.tables {
             let row = pascal(&singular(&t.name));
+            for name in [
+                row.clone(),
+                format!("New{row}"),
+                format!("{row}Patch"),
+                format!("{row}Iden"),
+            ] {
+                claim(name, format!("table {}", t.name))?;
+            }
+            claim(
+                field_ident(&t.name)?.to_string(),
+                format!("module of table {}", t.name),
+            )?;
             let names = TableNames {
-                module: field_ident(&t.name)?,
-                row: claim(row.clone(), format!("table {}", t.name))?,
-                insert: claim(format!("New{row}"), format!("table {}", t.name))?,
-                patch: claim(format!("{row}Patch"), format!("table {}", t.name))?,
-                iden: claim(format!("{row}Iden"), format!("table {}", t.name))?,
+                module: t.name.clone(),
+                row: row.clone(),
             };
             for c in &t.columns {
                 if t.check_in_values(&c.name).is_some() {
@@ -182,18 +239,13 @@ impl Names {
                     )?;
                 }
             }
-            tables.push((t.name.clone(), names));
+            tables.insert(t.name.clone(), names);
         }
         Ok(Names { tables })
     }
 
     fn table(&self, name: &str) -> &TableNames {
-        &self
-            .tables
-            .iter()
-            .find(|(n, _)| n == name)
-            .expect("every table is named")
-            .1
+        &self.tables[name]
     }
 }
 
@@ -203,14 +255,14 @@ fn doc(text: &str) -> TokenStream {
 }
 
 fn mod_rs(schema: &Schema, names: &Names) -> Result<TokenStream> {
-    let modules: Vec<&Ident> = schema
+    let modules: Vec<Ident> = schema
         .tables
         .iter()
-        .map(|t| &names.table(&t.name).module)
-        .collect();
+        .map(|t| field_ident(&names.table(&t.name).module))
+        .collect::<Result<_>>()?;
     let mut reexports = Vec::new();
     for t in &schema.tables {
-        let n = names.table(&t.name);
+        let n = names.table(&t.name).idents()?;
         let (module, row, insert, patch, iden) = (&n.module, &n.row, &n.insert, &n.patch, &n.iden);
         let enums: Vec<Ident> = t
             .columns
@@ -418,11 +470,7 @@ fn base_type(
         return Ok(quote! { ::sqlx::types::Json<#ty> });
     }
     if table.check_in_values(&column.name).is_some() {
-        let name = format_ident!(
-            "{}{}",
-            names.table(&table.name).row.to_string(),
-            pascal(&column.name)
-        );
+        let name = format_ident!("{}{}", names.table(&table.name).row, pascal(&column.name));
         return Ok(quote! { #name });
     }
     sql_rust_type(schema, &column.ty)
@@ -581,7 +629,7 @@ fn table_rs(
     json_types: &[JsonType],
     names: &Names,
 ) -> Result<TokenStream> {
-    let n = names.table(&table.name);
+    let n = names.table(&table.name).idents()?;
     let (row, insert, patch, iden) = (&n.row, &n.insert, &n.patch, &n.iden);
     let table_name = table.name.as_str();
     let json_of = |c: &Column| {
