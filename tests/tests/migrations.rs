@@ -301,3 +301,44 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
         "tables or columns without a comment: {uncommented:?}"
     );
 }
+
+/// The generated goose folder: one file per version holding both directions verbatim; its up
+/// sections build the same catalog as the up files, and its down sections empty it again.
+#[sqlx::test(migrations = false)]
+async fn goose_files_hold_both_directions_of_every_version(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let goose_dir = migrations_dir().join("goose");
+    let mut sections = Vec::new();
+    for m in migrations() {
+        let path = goose_dir.join(format!("{:03}_{}.sql", m.version, m.name));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (head, rest) = text.split_once("-- +goose Up\n").expect("an Up section");
+        assert!(head.starts_with("-- @generated"), "{}", path.display());
+        let (up, down) = rest
+            .split_once("\n-- +goose Down\n")
+            .expect("a Down section");
+        assert_eq!(up.trim(), m.up_sql().trim(), "{}", path.display());
+        assert_eq!(down.trim(), m.down_sql().trim(), "{}", path.display());
+        sections.push((up.to_string(), down.to_string()));
+    }
+    assert_eq!(
+        std::fs::read_dir(&goose_dir).unwrap().count(),
+        sections.len(),
+        "nothing else in the goose folder"
+    );
+    for (i, (up, _)) in sections.iter().enumerate() {
+        apply_sql(&mut conn, &format!("goose up {i}"), up).await;
+    }
+    let by_goose = catalog(&mut conn).await;
+    for (i, (_, down)) in sections.iter().enumerate().rev() {
+        apply_sql(&mut conn, &format!("goose down {i}"), down).await;
+    }
+    assert!(catalog(&mut conn).await.is_empty());
+    agentpg_repo::migrate(&pool).await.unwrap();
+    assert_same_catalog(
+        &catalog(&mut conn).await,
+        &by_goose,
+        "goose vs embedded migrator",
+    );
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer, Whitespace};
 
 /// Statements that cannot change a table's columns, recognised by their leading keywords and
 /// skipped on purpose. They are not parsed: sqlparser does not cover all of them (DO blocks,
@@ -174,7 +174,16 @@ impl RawStatement {
     /// Parses the statement with sqlparser. Exactly one statement must be there.
     pub fn parse(&self, file: &str) -> Result<Statement, LocatedError> {
         let dialect = PostgreSqlDialect {};
-        let mut parser = Parser::new(&dialect).with_tokens_with_locations(self.tokens.clone());
+        // An explicit end-of-statement token where the statement ends, so "found: EOF" errors
+        // carry a position.
+        let mut tokens = self.tokens.clone();
+        let end = tokens
+            .iter()
+            .rev()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map_or(self.pos_location(), |t| t.span.end);
+        tokens.push(TokenWithSpan::new(Token::EOF, Span::new(end, end)));
+        let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
         let statement = parser
             .parse_statement()
             .map_err(|e| self.error(file, parser_error_pos(&e.to_string(), self.pos), e))?;
@@ -187,6 +196,10 @@ impl RawStatement {
             ));
         }
         Ok(statement)
+    }
+
+    fn pos_location(&self) -> Location {
+        Location::new(self.pos.line, self.pos.col)
     }
 
     /// An error at `pos` quoting this statement.
