@@ -532,3 +532,35 @@ fn errors_name_file_line_and_column() {
     let e = replay_err("CREATE TABLE other.t (a int);");
     assert_eq!(at(&e), (1, 14), "{e}");
 }
+
+#[test]
+fn a_typed_json_declaration_must_name_a_json_column() {
+    use xtask::codegen::emit::{generate, JsonType};
+    let schema = replay("CREATE TABLE t (doc jsonb, n int);");
+    let declare = |column: &'static str, rust_type: &'static str| {
+        generate(
+            &schema,
+            &[JsonType {
+                table: "t",
+                column,
+                rust_type,
+            }],
+            "m",
+        )
+        .map(|files| files.len())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(declare("doc", "crate::Doc"), Ok(2));
+    assert_eq!(
+        declare("missing", "crate::Doc"),
+        Err("typed JSON declared for t.missing, but the migrations have no such column".into())
+    );
+    assert_eq!(
+        declare("n", "crate::Doc"),
+        Err("typed JSON declared for t.n, but its type is int4, not json or jsonb".into())
+    );
+    assert_eq!(
+        declare("doc", "not a type!"),
+        Err("typed JSON for t.doc: `not a type!` is not a Rust type".into())
+    );
+}
