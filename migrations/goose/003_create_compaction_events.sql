@@ -11,9 +11,13 @@
 -- * preserved_message_ids lists the messages the compaction was asked to keep; an array of ids
 --   for the same reason (the messages may later be deleted, the event must not be).
 -- * A revert does not delete the event: it sets reverted_at, so the audit trail stays whole.
+-- * seq orders a session's compactions totally (created_at is the transaction's start time, so
+--   two compactions in one transaction tie); only the latest standing compaction, the one with
+--   the highest seq and no reverted_at, may be reverted.
 CREATE TABLE compaction_events (
     id UUID NOT NULL DEFAULT gen_random_uuid(),
     session_id UUID NOT NULL,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
     strategy TEXT NOT NULL,
     original_tokens BIGINT NOT NULL,
     compacted_tokens BIGINT NOT NULL,
@@ -39,12 +43,15 @@ CREATE TABLE compaction_events (
 
 -- A session's compaction history, newest first.
 CREATE INDEX compaction_events_session_id_created_at_idx ON compaction_events (session_id, created_at DESC);
+-- The latest standing compaction of a session (revert, and the order of history).
+CREATE INDEX compaction_events_standing_idx ON compaction_events (session_id, seq DESC) WHERE reverted_at IS NULL;
 -- Compactions by strategy, for reporting.
 CREATE INDEX compaction_events_strategy_idx ON compaction_events (strategy);
 
 COMMENT ON TABLE compaction_events IS 'Audit trail of the compactions applied to a session; reverted events stay, marked by reverted_at.';
 COMMENT ON COLUMN compaction_events.id IS 'Primary key.';
 COMMENT ON COLUMN compaction_events.session_id IS 'Session that was compacted.';
+COMMENT ON COLUMN compaction_events.seq IS 'Order of the compactions: increases with every compaction, across sessions.';
 COMMENT ON COLUMN compaction_events.strategy IS 'Name of the compaction strategy (for example summarization or hybrid). Non-empty.';
 COMMENT ON COLUMN compaction_events.original_tokens IS 'Session token total before the compaction.';
 COMMENT ON COLUMN compaction_events.compacted_tokens IS 'Session token total after the compaction.';

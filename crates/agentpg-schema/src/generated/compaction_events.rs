@@ -18,6 +18,10 @@ pub struct CompactionEvent {
     ///
     /// SQL: `session_id uuid NOT NULL`
     pub session_id: ::uuid::Uuid,
+    /// Order of the compactions: increases with every compaction, across sessions.
+    ///
+    /// SQL: `seq int8 NOT NULL GENERATED ALWAYS AS IDENTITY`
+    pub seq: i64,
     /// Name of the compaction strategy (for example summarization or hybrid). Non-empty.
     ///
     /// SQL: `strategy text NOT NULL`
@@ -268,6 +272,8 @@ pub enum CompactionEventIden {
     Id,
     /// Column `session_id`.
     SessionId,
+    /// Column `seq`.
+    Seq,
     /// Column `strategy`.
     Strategy,
     /// Column `original_tokens`.
@@ -295,9 +301,10 @@ pub enum CompactionEventIden {
 }
 impl CompactionEventIden {
     /// The columns of `compaction_events`, in declared order.
-    pub const COLUMNS: [Self; 14usize] = [
+    pub const COLUMNS: [Self; 15usize] = [
         Self::Id,
         Self::SessionId,
+        Self::Seq,
         Self::Strategy,
         Self::OriginalTokens,
         Self::CompactedTokens,
@@ -317,6 +324,7 @@ impl CompactionEventIden {
             Self::Table => "compaction_events",
             Self::Id => "id",
             Self::SessionId => "session_id",
+            Self::Seq => "seq",
             Self::Strategy => "strategy",
             Self::OriginalTokens => "original_tokens",
             Self::CompactedTokens => "compacted_tokens",
@@ -340,9 +348,10 @@ impl ::sea_query::Iden for CompactionEventIden {
 /// The table's name.
 pub const TABLE: &str = "compaction_events";
 /// The columns of `compaction_events`, in declared order.
-pub const COLUMNS: [&str; 14usize] = [
+pub const COLUMNS: [&str; 15usize] = [
     "id",
     "session_id",
+    "seq",
     "strategy",
     "original_tokens",
     "compacted_tokens",
