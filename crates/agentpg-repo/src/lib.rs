@@ -1,16 +1,83 @@
-//! Storage for stateful AI agents on PostgreSQL: sessions, messages, compactions and their
-//! archive.
+//! Storage for stateful AI agents on PostgreSQL: sessions, their messages, an audit trail of
+//! context compactions, and an archive that makes every compaction reversible.
 //!
-//! Apply the schema with the embedded migrator:
+//! Thin async functions over sqlx, built on the statements and row types that
+//! [`agentpg_schema`] generates from the migrations. Every function that touches a session's
+//! data takes the tenant and behaves for another tenant's ids exactly as for missing ones.
+//!
+//! * Single statements take `impl PgExecutor<'_>`: pass `&pool`, or `&mut *tx` inside your own
+//!   transaction.
+//! * Operations of several statements take `impl Acquire<'_, Database = Postgres>`: pass
+//!   `&pool`, `&mut *conn` or `&mut tx`; [`compact`] and [`revert_compaction`] open a
+//!   transaction, or a savepoint inside yours.
 //!
 //! ```no_run
+//! use agentpg_repo::{append_messages, create_session, CreateSession};
+//! use agentpg_schema::{ContentBlock, MessageRole, NewMessage};
+//! use sqlx::types::Json;
+//!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = sqlx::PgPool::connect(&std::env::var("DATABASE_URL")?).await?;
 //! agentpg_repo::migrate(&pool).await?;
+//!
+//! let mut tx = pool.begin().await?;
+//! let session = create_session(&mut *tx, &CreateSession {
+//!     tenant_id: "acme".into(),
+//!     identifier: "support-42".into(),
+//!     ..CreateSession::default()
+//! }).await?;
+//! let hello = NewMessage {
+//!     content: Some(Json(vec![ContentBlock::text("hello")])),
+//!     ..NewMessage::new(session.id, MessageRole::User)
+//! };
+//! append_messages(&mut *tx, "acme", session.id, &[hello]).await?;
+//! tx.commit().await?;
 //! # Ok(())
 //! # }
 //! ```
 
+mod compaction;
+mod error;
+mod messages;
 mod migrate;
+mod sessions;
+mod validate;
 
+pub use compaction::{
+    archived_messages, compact, list_compactions, revert_compaction, CompactionPlan, Summary,
+};
+pub use error::{Entity, Error, Result};
+pub use messages::{
+    append_messages, delete_messages, get_message, list_messages, recompute_total_tokens,
+    set_preserved, MessageRange,
+};
 pub use migrate::{migrate, MIGRATOR};
+pub use sessions::{
+    create_session, delete_session, find_session, get_session, list_children, list_sessions,
+    update_metadata, CreateSession, MetadataUpdate, Page, SessionCursor, MAX_PAGE,
+};
+
+use agentpg_schema::SessionIden;
+use sea_query::{Expr, IntoColumnRef, Query, SimpleExpr};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// `column IN (SELECT id FROM sessions WHERE tenant_id = $tenant)`: scopes a row that points at
+/// a session to the tenant's sessions.
+fn session_of_tenant(column: impl IntoColumnRef, tenant: &str) -> SimpleExpr {
+    Expr::col(column).in_subquery(
+        Query::select()
+            .column(SessionIden::Id)
+            .from(SessionIden::Table)
+            .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+            .to_owned(),
+    )
+}
+
+/// [`Error::NotFound`] unless `id` is a session of `tenant`.
+async fn require_session(conn: &mut PgConnection, tenant: &str, id: Uuid) -> Result<()> {
+    match sessions::get_session(conn, tenant, id).await? {
+        Some(_) => Ok(()),
+        None => Err(Error::NotFound(Entity::Session)),
+    }
+}

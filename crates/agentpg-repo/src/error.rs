@@ -1,0 +1,149 @@
+//! The one error type of agentpg-repo.
+
+use std::fmt;
+
+/// What a [`Error::NotFound`] could not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Entity {
+    /// A session (missing, or owned by another tenant).
+    Session,
+    /// The parent session named when creating a session.
+    ParentSession,
+    /// A message.
+    Message,
+    /// A compaction event.
+    CompactionEvent,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entity::Session => "session",
+            Entity::ParentSession => "parent session",
+            Entity::Message => "message",
+            Entity::CompactionEvent => "compaction event",
+        })
+    }
+}
+
+/// Everything that can go wrong in agentpg-repo. Database errors are classified by SQLSTATE and
+/// constraint name, never by message text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The addressed row does not exist, or belongs to another tenant (the two are
+    /// indistinguishable by design).
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// The write conflicts with existing data or state: a unique key is taken, or the operation
+    /// is not allowed in the current state (e.g. reverting a compaction that is not the latest).
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What conflicts.
+        reason: String,
+        /// The database error behind it, if any.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
+    /// The input was refused before or by the database; nothing was written.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong with the input.
+        reason: String,
+        /// The database error behind it, if any.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
+    /// A foreign key was violated.
+    #[error("foreign key violation ({constraint})")]
+    ForeignKey {
+        /// The constraint's name.
+        constraint: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Any other database or connection error.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn conflict(reason: impl Into<String>) -> Self {
+        Error::Conflict {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// True if retrying the whole operation may succeed (serialization failure, deadlock, lost
+    /// connection, pool timeout).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Database(e) => match e {
+                sqlx::Error::Database(db) => {
+                    matches!(db.code().as_deref(), Some("40001" | "40P01"))
+                        || db
+                            .code()
+                            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+                }
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        let Some(db) = e.as_database_error() else {
+            return Error::Database(e);
+        };
+        let constraint = db.constraint().map(str::to_owned);
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        match db.kind() {
+            sqlx::error::ErrorKind::UniqueViolation => Error::Conflict {
+                reason: format!(
+                    "unique constraint {} violated",
+                    constraint.as_deref().unwrap_or("(unnamed)")
+                ),
+                source: Some(e),
+            },
+            sqlx::error::ErrorKind::ForeignKeyViolation => match constraint.as_deref() {
+                // The parent must exist in the same tenant: missing and foreign look alike.
+                Some("sessions_parent_session_fkey") => Error::NotFound(Entity::ParentSession),
+                _ => Error::ForeignKey {
+                    constraint: constraint.unwrap_or_default(),
+                    source: e,
+                },
+            },
+            sqlx::error::ErrorKind::CheckViolation | sqlx::error::ErrorKind::NotNullViolation => {
+                Error::InvalidInput {
+                    reason: format!(
+                        "constraint {} violated",
+                        constraint.as_deref().unwrap_or("(unnamed)")
+                    ),
+                    source: Some(e),
+                }
+            }
+            // Class 22: data exceptions (bad JSON, NUL in text, out-of-range numbers, …).
+            _ if code.starts_with("22") => Error::InvalidInput {
+                reason: format!("the database refused the data (SQLSTATE {code})"),
+                source: Some(e),
+            },
+            _ => Error::Database(e),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Sessions: create, look up, list, children, metadata, delete. Every call is scoped by tenant.
+
+use agentpg_schema::{sessions, NewSession, Session, SessionIden};
+use chrono::{DateTime, Utc};
+use sea_query::{Expr, Order, PostgresQueryBuilder};
+use sea_query_binder::SqlxBinder;
+use serde_json::{Map, Value};
+use sqlx::{Acquire, PgExecutor, Postgres};
+use uuid::Uuid;
+
+use crate::error::{Entity, Error, Result};
+use crate::validate;
+
+/// What a caller supplies to create a session.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CreateSession {
+    /// Owner; non-empty.
+    pub tenant_id: String,
+    /// The caller's name for the session, unique within the tenant; non-empty.
+    pub identifier: String,
+    /// The session that spawned this one (nested agents); must belong to the same tenant.
+    pub parent_session_id: Option<Uuid>,
+    /// Project metadata; a JSON object (`{}` when `None`).
+    pub metadata: Option<Value>,
+}
+
+/// Where a page of [`list_sessions`] ends; pass it back to get the next page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCursor {
+    /// `updated_at` of the last session of the page.
+    pub updated_at: DateTime<Utc>,
+    /// `id` of the last session of the page.
+    pub id: Uuid,
+}
+
+/// One page of sessions and the cursor of the next page (`None` when this is the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T, C> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// Pass to get the next page; `None` after the last page.
+    pub next: Option<C>,
+}
+
+/// The most rows one page may hold.
+pub const MAX_PAGE: u64 = 10_000;
+
+fn page_limit(limit: u64) -> Result<u64> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}, not {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// Creates a session and returns it.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an empty or NUL-holding tenant or identifier, or metadata that is
+/// not a JSON object; [`Error::Conflict`] if the tenant already has the identifier;
+/// [`Error::NotFound`]`(ParentSession)` if the parent does not exist in the tenant.
+#[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, parent = ?new.parent_session_id))]
+pub async fn create_session(executor: impl PgExecutor<'_>, new: &CreateSession) -> Result<Session> {
+    validate::tenant(&new.tenant_id)?;
+    validate::non_empty_text("identifier", &new.identifier)?;
+    if let Some(metadata) = &new.metadata {
+        validate::json_object("metadata", metadata)?;
+    }
+    let row = NewSession {
+        parent_session_id: new.parent_session_id,
+        metadata: new.metadata.clone(),
+        ..NewSession::new(new.tenant_id.clone(), new.identifier.clone())
+    };
+    let (sql, values) = sessions::insert(&row).build_sqlx(PostgresQueryBuilder);
+    Ok(sqlx::query_as_with(&sql, values)
+        .fetch_one(executor)
+        .await?)
+}
+
+/// The session `id` of `tenant`, if it exists.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %id))]
+pub async fn get_session(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<Session>> {
+    validate::tenant(tenant)?;
+    let mut query = sessions::select_by_pk(&id);
+    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
+    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    Ok(sqlx::query_as_with(&sql, values)
+        .fetch_optional(executor)
+        .await?)
+}
+
+/// The session of `tenant` named `identifier`, if it exists.
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
+pub async fn find_session(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    identifier: &str,
+) -> Result<Option<Session>> {
+    validate::tenant(tenant)?;
+    validate::text("identifier", identifier)?;
+    let mut query = sessions::select();
+    query
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::Identifier).eq(identifier));
+    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    Ok(sqlx::query_as_with(&sql, values)
+        .fetch_optional(executor)
+        .await?)
+}
+
+/// A page of `tenant`'s sessions, most recently updated first (ties broken by id), starting
+/// after `after` (the previous page's `next`).
+///
+/// # Errors
+/// [`Error::InvalidInput`] if `limit` is 0 or above [`MAX_PAGE`].
+#[tracing::instrument(skip_all, fields(tenant = %tenant, limit))]
+pub async fn list_sessions(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    after: Option<SessionCursor>,
+    limit: u64,
+) -> Result<Page<Session, SessionCursor>> {
+    validate::tenant(tenant)?;
+    let limit = page_limit(limit)?;
+    let mut query = sessions::select();
+    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
+    if let Some(cursor) = after {
+        // (updated_at, id) < (cursor.updated_at, cursor.id), for DESC order.
+        query.and_where(
+            Expr::tuple([
+                Expr::col(SessionIden::UpdatedAt).into(),
+                Expr::col(SessionIden::Id).into(),
+            ])
+            .lt(Expr::tuple([
+                Expr::val(cursor.updated_at).into(),
+                Expr::val(cursor.id).into(),
+            ])),
+        );
+    }
+    query
+        .order_by(SessionIden::UpdatedAt, Order::Desc)
+        .order_by(SessionIden::Id, Order::Desc)
+        .limit(limit + 1);
+    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    let mut items: Vec<Session> = sqlx::query_as_with(&sql, values)
+        .fetch_all(executor)
+        .await?;
+    let next = if items.len() as u64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|s| SessionCursor {
+            updated_at: s.updated_at,
+            id: s.id,
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// The direct children of session `parent` of `tenant`, oldest first.
+///
+/// # Errors
+/// [`Error::NotFound`] if `parent` is not a session of `tenant`.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %parent))]
+pub async fn list_children<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    tenant: &str,
+    parent: Uuid,
+) -> Result<Vec<Session>> {
+    validate::tenant(tenant)?;
+    let mut query = sessions::select();
+    query
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::ParentSessionId).eq(parent))
+        .order_by(SessionIden::CreatedAt, Order::Asc)
+        .order_by(SessionIden::Id, Order::Asc);
+    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    let mut conn = conn.acquire().await?;
+    let children: Vec<Session> = sqlx::query_as_with(&sql, values)
+        .fetch_all(&mut *conn)
+        .await?;
+    if children.is_empty() {
+        crate::require_session(&mut conn, tenant, parent).await?;
+    }
+    Ok(children)
+}
+
+/// How [`update_metadata`] changes a session's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetadataUpdate {
+    /// Replace the whole object.
+    Replace(Map<String, Value>),
+    /// Set these keys (top level), keep the others.
+    Merge(Map<String, Value>),
+}
+
+/// Replaces or merges session `id`'s metadata and returns the session.
+///
+/// # Errors
+/// [`Error::NotFound`] if `id` is not a session of `tenant`; [`Error::InvalidInput`] for
+/// metadata PostgreSQL would refuse.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %id))]
+pub async fn update_metadata(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+    update: &MetadataUpdate,
+) -> Result<Session> {
+    validate::tenant(tenant)?;
+    let (map, merge) = match update {
+        MetadataUpdate::Replace(map) => (map, false),
+        MetadataUpdate::Merge(map) => (map, true),
+    };
+    let value = Value::Object(map.clone());
+    validate::json("metadata", &value)?;
+    let new_value = if merge {
+        Expr::col(SessionIden::Metadata).binary(
+            sea_query::BinOper::Custom("||"),
+            Expr::val(value).cast_as(sea_query::Alias::new("jsonb")),
+        )
+    } else {
+        Expr::val(value).into()
+    };
+    let mut query = sea_query::Query::update();
+    query
+        .table(SessionIden::Table)
+        .value(SessionIden::Metadata, new_value)
+        .value(SessionIden::UpdatedAt, Expr::current_timestamp())
+        .and_where(Expr::col(SessionIden::Id).eq(id))
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .returning(sea_query::Query::returning().columns(SessionIden::COLUMNS));
+    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    sqlx::query_as_with(&sql, values)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(Error::NotFound(Entity::Session))
+}
+
+/// Deletes session `id` of `tenant` and everything below it (messages, compactions, archive,
+/// child sessions).
+///
+/// # Errors
+/// [`Error::NotFound`] if `id` is not a session of `tenant`.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %id))]
+pub async fn delete_session(executor: impl PgExecutor<'_>, tenant: &str, id: Uuid) -> Result<()> {
+    validate::tenant(tenant)?;
+    let mut query = sessions::delete_by_pk(&id);
+    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
+    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    let done = sqlx::query_with(&sql, values).execute(executor).await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(Entity::Session));
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Cheap checks before any SQL: what PostgreSQL or our constraints would refuse anyway, refused
+//! early with a clear reason.
+
+use agentpg_schema::{ContentBlock, Usage};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The deepest JSON nesting accepted (PostgreSQL's own limit is about the stack, not a number).
+pub(crate) const MAX_JSON_DEPTH: usize = 128;
+
+pub(crate) fn text(field: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(format!("{field} contains a NUL character")));
+    }
+    Ok(())
+}
+
+pub(crate) fn non_empty_text(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(format!("{field} is empty")));
+    }
+    text(field, value)
+}
+
+pub(crate) fn tenant(tenant: &str) -> Result<()> {
+    non_empty_text("tenant", tenant)
+}
+
+/// JSON that PostgreSQL's jsonb takes: no NUL in any string or key, bounded depth.
+pub(crate) fn json(field: &str, value: &Value) -> Result<()> {
+    fn walk(field: &str, value: &Value, depth: usize) -> Result<()> {
+        if depth > MAX_JSON_DEPTH {
+            return Err(Error::invalid(format!(
+                "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        match value {
+            Value::String(s) => text(field, s),
+            Value::Array(items) => items.iter().try_for_each(|v| walk(field, v, depth + 1)),
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                text(field, k)?;
+                walk(field, v, depth + 1)
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+        }
+    }
+    walk(field, value, 0)
+}
+
+pub(crate) fn json_object(field: &str, value: &Value) -> Result<()> {
+    if !value.is_object() {
+        return Err(Error::invalid(format!("{field} must be a JSON object")));
+    }
+    json(field, value)
+}
+
+pub(crate) fn content(field: &str, blocks: &[ContentBlock]) -> Result<()> {
+    let value = serde_json::to_value(blocks)
+        .map_err(|e| Error::invalid(format!("{field} does not serialize: {e}")))?;
+    json(field, &value)
+}
+
+/// Token counts must be non-negative; returns what the message adds to its session's total.
+pub(crate) fn usage(field: &str, usage: &Usage) -> Result<i64> {
+    let counts = [
+        ("input_tokens", Some(usage.input_tokens)),
+        ("output_tokens", Some(usage.output_tokens)),
+        (
+            "cache_creation_input_tokens",
+            usage.cache_creation_input_tokens,
+        ),
+        ("cache_read_input_tokens", usage.cache_read_input_tokens),
+    ];
+    for (name, count) in counts {
+        if count.is_some_and(|c| c < 0) {
+            return Err(Error::invalid(format!("{field}.{name} is negative")));
+        }
+    }
+    for (k, v) in &usage.extra {
+        text(field, k)?;
+        json(field, v)?;
+    }
+    usage
+        .input_tokens
+        .checked_add(usage.output_tokens)
+        .ok_or_else(|| Error::invalid(format!("{field}: input + output tokens overflow")))
+}

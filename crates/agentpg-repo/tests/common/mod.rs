@@ -1,0 +1,120 @@
+//! Helpers shared by the repo tests.
+#![allow(dead_code)]
+
+use agentpg_repo::{append_messages, create_session, CreateSession};
+use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, Session, Usage};
+use sqlx::types::Json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const TENANT: &str = "acme";
+pub const OTHER: &str = "globex";
+
+pub async fn session(pool: &PgPool, tenant: &str, identifier: &str) -> Session {
+    create_session(
+        pool,
+        &CreateSession {
+            tenant_id: tenant.into(),
+            identifier: identifier.into(),
+            ..CreateSession::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+pub fn usage(input: i64, output: i64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Usage::default()
+    }
+}
+
+/// A text message with usage `input`/`output`.
+pub fn text(
+    session_id: Uuid,
+    role: MessageRole,
+    body: &str,
+    input: i64,
+    output: i64,
+) -> NewMessage {
+    NewMessage {
+        content: Some(Json(vec![ContentBlock::text(body)])),
+        usage: Some(Json(usage(input, output))),
+        ..NewMessage::new(session_id, role)
+    }
+}
+
+/// Appends `n` messages `m0…` alternating user/assistant, each with usage (1, 2).
+pub async fn conversation(pool: &PgPool, session_id: Uuid, n: usize) -> Vec<Message> {
+    let batch: Vec<NewMessage> = (0..n)
+        .map(|i| {
+            let role = if i % 2 == 0 {
+                MessageRole::User
+            } else {
+                MessageRole::Assistant
+            };
+            text(session_id, role, &format!("m{i}"), 1, 2)
+        })
+        .collect();
+    append_messages(pool, TENANT, session_id, &batch)
+        .await
+        .unwrap()
+}
+
+pub async fn all_messages(pool: &PgPool, session_id: Uuid) -> Vec<Message> {
+    sqlx::query_as("SELECT * FROM messages WHERE session_id = $1 ORDER BY position")
+        .bind(session_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+pub async fn session_row(pool: &PgPool, id: Uuid) -> Session {
+    sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Row counts of every table, to show that nothing changed.
+pub async fn counts(pool: &PgPool) -> [i64; 4] {
+    let mut out = [0; 4];
+    for (i, table) in [
+        "sessions",
+        "messages",
+        "compaction_events",
+        "message_archive",
+    ]
+    .iter()
+    .enumerate()
+    {
+        out[i] = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    }
+    out
+}
+
+/// A full dump of the database's rows as JSON text, to show that nothing changed at all.
+pub async fn dump(pool: &PgPool) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in [
+        "sessions",
+        "messages",
+        "compaction_events",
+        "message_archive",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT to_jsonb(t)::text FROM {table} t ORDER BY to_jsonb(t)::text"
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    out
+}
