@@ -107,7 +107,7 @@ struct Locked {
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for an
 /// empty plan, duplicates, ids outside the session, preserved messages, or bad summary content.
 /// Nothing is written on any error.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %plan.session_id, remove = plan.remove.len()))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %plan.session_id, remove = plan.remove.len(), event = tracing::field::Empty))]
 pub async fn compact<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
@@ -273,7 +273,7 @@ async fn compact_in(
 /// [`Error::NotFound`] if the event is not in one of `tenant`'s sessions; [`Error::Conflict`] if
 /// it is not the session's latest standing (unreverted) compaction. Nothing is written on any
 /// error.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, event = %event_id))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, event = %event_id, session = tracing::field::Empty, restored = tracing::field::Empty))]
 pub async fn revert_compaction<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
@@ -356,6 +356,7 @@ async fn revert_in(
     .bind(event.id)
     .fetch_one(&mut *conn)
     .await?;
+    tracing::Span::current().record("restored", restored);
     if restored != event.messages_removed {
         return Err(Error::conflict(format!(
             "the archive of compaction {event_id} holds {restored} messages, not {}",
@@ -392,7 +393,7 @@ async fn revert_in(
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = tracing::field::Empty))]
 pub async fn list_compactions<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
@@ -412,6 +413,7 @@ pub async fn list_compactions<'c>(
     let events: Vec<CompactionEvent> = sqlx::query_as_with(&sql, values)
         .fetch_all(&mut *conn)
         .await?;
+    tracing::Span::current().record("count", events.len());
     if events.is_empty() {
         crate::require_session(&mut conn, tenant, session_id).await?;
     }
@@ -423,7 +425,7 @@ pub async fn list_compactions<'c>(
 ///
 /// # Errors
 /// [`Error::NotFound`] if the event is not in one of `tenant`'s sessions.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, event = %event_id))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, event = %event_id, count = tracing::field::Empty))]
 pub async fn archived_messages<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
@@ -444,6 +446,7 @@ pub async fn archived_messages<'c>(
     let rows: Vec<Json<Message>> = sqlx::query_scalar_with(&sql, values)
         .fetch_all(&mut *conn)
         .await?;
+    tracing::Span::current().record("count", rows.len());
     if rows.is_empty() {
         let mut exists = compaction_events::select_by_pk(&event_id);
         exists.and_where(crate::session_of_tenant(

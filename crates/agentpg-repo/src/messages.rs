@@ -137,7 +137,7 @@ pub struct MessageRange {
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = tracing::field::Empty))]
 pub async fn list_messages<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
@@ -191,7 +191,7 @@ pub async fn get_message(
 ///
 /// # Errors
 /// [`Error::NotFound`] if the message is not in session `session_id` of `tenant`.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, message = %id, preserved))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, message = %id, preserved = preserved))]
 pub async fn set_preserved(
     executor: impl PgExecutor<'_>,
     tenant: &str,
@@ -222,7 +222,7 @@ pub async fn set_preserved(
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = ids.len()))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = ids.len(), deleted = tracing::field::Empty))]
 pub async fn delete_messages(
     executor: impl PgExecutor<'_>,
     tenant: &str,
@@ -255,6 +255,7 @@ pub async fn delete_messages(
     if sessions == 0 {
         return Err(Error::NotFound(Entity::Session));
     }
+    tracing::Span::current().record("deleted", deleted);
     Ok(deleted as u64)
 }
 

@@ -14,6 +14,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// # Errors
 /// Returns [`MigrateError`] if a migration fails or if an applied migration's checksum no
 /// longer matches its file.
+#[tracing::instrument(skip_all, fields(migrations = MIGRATOR.iter().count()))]
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await
 }

@@ -118,7 +118,7 @@ pub async fn find_session(
 ///
 /// # Errors
 /// [`Error::InvalidInput`] if `limit` is 0 or above [`MAX_PAGE`].
-#[tracing::instrument(skip_all, fields(tenant = %tenant, limit))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, limit = limit, count = tracing::field::Empty))]
 pub async fn list_sessions(
     executor: impl PgExecutor<'_>,
     tenant: &str,
@@ -150,6 +150,7 @@ pub async fn list_sessions(
     let mut items: Vec<Session> = sqlx::query_as_with(&sql, values)
         .fetch_all(executor)
         .await?;
+    tracing::Span::current().record("count", items.len().min(limit as usize));
     let next = if items.len() as u64 > limit {
         items.truncate(limit as usize);
         items.last().map(|s| SessionCursor {
@@ -166,7 +167,7 @@ pub async fn list_sessions(
 ///
 /// # Errors
 /// [`Error::NotFound`] if `parent` is not a session of `tenant`.
-#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %parent))]
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %parent, count = tracing::field::Empty))]
 pub async fn list_children<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
@@ -184,6 +185,7 @@ pub async fn list_children<'c>(
     let children: Vec<Session> = sqlx::query_as_with(&sql, values)
         .fetch_all(&mut *conn)
         .await?;
+    tracing::Span::current().record("count", children.len());
     if children.is_empty() {
         crate::require_session(&mut conn, tenant, parent).await?;
     }

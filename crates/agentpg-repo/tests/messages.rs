@@ -123,7 +123,7 @@ async fn append_refuses_bad_input_and_writes_nothing(pool: PgPool) {
         );
     }
     // A taken id: the database refuses, the statement writes nothing.
-    let first = append_messages(&pool, TENANT, s.id, &[good.clone()])
+    let first = append_messages(&pool, TENANT, s.id, std::slice::from_ref(&good))
         .await
         .unwrap();
     let taken = NewMessage {

@@ -1,5 +1,5 @@
 //! Helpers shared by the repo tests.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use agentpg_repo::{append_messages, create_session, CreateSession};
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, Session, Usage};
