@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .execute(&mut conn)
         .await?;
     conn.close().await?;
-    let pool = PgPool::connect_with(admin.database("agentpg_example")).await?;
+    let pool = PgPool::connect_with(admin.clone().database("agentpg_example")).await?;
 
     agentpg_repo::migrate(&pool).await?;
     println!("1. migrated a fresh database agentpg_example");
