@@ -4,15 +4,15 @@ use std::collections::HashSet;
 
 use agentpg_schema::{
     compaction_events, messages, sessions, CompactionEvent, CompactionEventIden,
-    CompactionEventPatch, ContentBlocks, Message, MessageArchiveIden, MessageRole,
+    CompactionEventPatch, ContentBlocks, Message, MessageArchiveIden, MessageIden, MessageRole,
     NewCompactionEvent, SessionPatch, Usage,
 };
 use chrono::{DateTime, Utc};
-use sea_query::{Expr, Order, PostgresQueryBuilder};
+use sea_query::{Alias, CommonTableExpression, Expr, Order, PgFunc, PostgresQueryBuilder, Query};
 use sea_query_binder::SqlxBinder;
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Acquire, PgConnection, Postgres};
+use sqlx::{Acquire, FromRow, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
@@ -101,7 +101,7 @@ struct Locked {
 /// every id is a non-preserved message of the session; write the event (token figures, preserved
 /// ids, summary id, strategy, model, duration); archive each removed row whole and delete it;
 /// insert the summary at the position of the first removed message; bump `compaction_count` and
-/// set `total_tokens`. Six statements whatever the plan's size.
+/// set `total_tokens`. Four statements (plus BEGIN and COMMIT) whatever the plan's size.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for an
@@ -185,7 +185,9 @@ async fn compact_in(
         .as_ref()
         .map(|s| s.id.unwrap_or_else(Uuid::new_v4));
 
-    // 3. The event.
+    // 3. One statement, so a compaction of any size costs the same round trips: write the
+    //    event, archive each removed row whole (to_jsonb of the row) and delete it, and set the
+    //    counters — each part built from the generated statements.
     let new_event = NewCompactionEvent {
         summary_content: plan.summary.as_ref().map(|s| Json(s.content.clone())),
         summary_message_id: summary_id,
@@ -201,32 +203,26 @@ async fn compact_in(
             removed as i64,
         )
     };
-    let (sql, values) = compaction_events::insert(&new_event).build_sqlx(PostgresQueryBuilder);
-    let event: CompactionEvent = sqlx::query_as_with(&sql, values)
-        .fetch_one(&mut *conn)
-        .await?;
-
-    // 4. Archive each removed row whole (to_jsonb of the row) and delete it, in one statement.
-    let archived = sqlx::query(
-        "WITH removed AS (
-             DELETE FROM messages WHERE session_id = $1 AND id = ANY($2) RETURNING *
-         )
-         INSERT INTO message_archive (id, compaction_event_id, session_id, original_message, archived_at)
-         SELECT removed.id, $3, removed.session_id, to_jsonb(removed), $4 FROM removed",
-    )
-    .bind(session.id)
-    .bind(&plan.remove)
-    .bind(event.id)
-    .bind(session.now)
-    .execute(&mut *conn)
-    .await?;
-    if archived.rows_affected() != removed as u64 {
+    let counters = SessionPatch {
+        total_tokens: Some(compacted_tokens),
+        compaction_count: Some(session.compaction_count + 1),
+        updated_at: Some(session.now),
+        ..SessionPatch::default()
+    };
+    let (sql, values) =
+        apply_statement(&new_event, &counters, session.id, &plan.remove, session.now)
+            .build_sqlx(PostgresQueryBuilder);
+    let row = sqlx::query_with(&sql, values).fetch_one(&mut *conn).await?;
+    let archived: i64 = row.try_get("archived")?;
+    let event = CompactionEvent::from_row(&row)?;
+    if archived != removed as i64 {
         return Err(Error::conflict(
             "the session's messages changed during the compaction",
         ));
     }
+    tracing::Span::current().record("event", tracing::field::display(event.id));
 
-    // 5. The summary, in the place of the first removed message.
+    // 4. The summary, in the place of the first removed message.
     if let (Some(summary), Some(id), Some(position)) = (&plan.summary, summary_id, first_position) {
         let row = Message {
             id,
@@ -250,18 +246,80 @@ async fn compact_in(
         sqlx::query_with(&sql, values).execute(&mut *conn).await?;
     }
 
-    // 6. The counters.
-    let patch = SessionPatch {
-        total_tokens: Some(compacted_tokens),
-        compaction_count: Some(session.compaction_count + 1),
-        updated_at: Some(session.now),
-        ..SessionPatch::default()
-    };
-    let (sql, values) = sessions::update_by_pk(&session.id, &patch)
-        .expect("the patch sets columns")
-        .build_sqlx(PostgresQueryBuilder);
-    sqlx::query_with(&sql, values).execute(&mut *conn).await?;
     Ok(event)
+}
+
+/// `WITH event AS (INSERT INTO compaction_events …), removed AS (DELETE FROM messages …),
+/// archived AS (INSERT INTO message_archive SELECT … to_jsonb(removed) …), counters AS
+/// (UPDATE sessions …) SELECT event.*, (SELECT count(*) FROM archived) AS archived FROM event`.
+fn apply_statement(
+    event: &NewCompactionEvent,
+    counters: &SessionPatch,
+    session_id: Uuid,
+    remove: &[Uuid],
+    now: DateTime<Utc>,
+) -> sea_query::WithQuery {
+    let (event_cte, removed_cte, archived_cte) = (
+        Alias::new("event"),
+        Alias::new("removed"),
+        Alias::new("archived"),
+    );
+    let mut delete = Query::delete();
+    delete
+        .from_table(MessageIden::Table)
+        .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
+        .and_where(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(remove.to_vec()))))
+        .returning_all();
+    let mut rows = Query::select();
+    rows.column((removed_cte.clone(), MessageIden::Id))
+        .expr(Expr::cust("(SELECT id FROM event)"))
+        .column((removed_cte.clone(), MessageIden::SessionId))
+        .expr(Expr::cust("to_jsonb(removed)"))
+        .expr(Expr::val(now))
+        .from(removed_cte.clone());
+    let mut archive = Query::insert();
+    archive
+        .into_table(MessageArchiveIden::Table)
+        .columns([
+            MessageArchiveIden::Id,
+            MessageArchiveIden::CompactionEventId,
+            MessageArchiveIden::SessionId,
+            MessageArchiveIden::OriginalMessage,
+            MessageArchiveIden::ArchivedAt,
+        ])
+        .select_from(rows)
+        .expect("five columns, five values")
+        .returning_col(MessageArchiveIden::Id);
+    let counters = sessions::update_by_pk(&session_id, counters).expect("the patch sets columns");
+    let cte = |name: &Alias, query: &dyn Fn(&mut CommonTableExpression)| {
+        let mut cte = CommonTableExpression::new();
+        cte.table_name(name.clone());
+        query(&mut cte);
+        cte
+    };
+    let with = Query::with()
+        .cte(cte(&event_cte, &|c| {
+            c.query(compaction_events::insert(event));
+        }))
+        .cte(cte(&removed_cte, &|c| {
+            c.query(delete.clone());
+        }))
+        .cte(cte(&archived_cte, &|c| {
+            c.query(archive.clone());
+        }))
+        .cte(cte(&Alias::new("counters"), &|c| {
+            c.query(counters.clone());
+        }))
+        .to_owned();
+    Query::select()
+        .expr(Expr::cust("event.*"))
+        .expr_as(
+            Expr::cust("(SELECT count(*) FROM archived)"),
+            Alias::new("archived"),
+        )
+        .from(event_cte)
+        .to_owned()
+        .with(with)
 }
 
 /// Reverts compaction `event_id` of `tenant`: restores the archived messages exactly (id,
