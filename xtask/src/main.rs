@@ -20,16 +20,19 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Run a benchmark and print its table.
+    /// Run the benchmarks and print their table (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
-        case: BenchCase,
+        case: Option<BenchCase>,
+        /// Fewer rounds and smaller sizes, for a quick look.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum BenchCase {
-    /// Code generation on the real migrations and on 250, 500 and 1,000 synthetic ones.
+    /// Only code generation: the real migrations and 250, 500 and 1,000 synthetic ones.
     Codegen,
 }
 
@@ -54,7 +57,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench {
-            case: BenchCase::Codegen,
+            case: Some(BenchCase::Codegen),
+            ..
         } => match xtask::bench::codegen() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -62,5 +66,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Bench { case: None, quick } => {
+            // The database benchmarks live in their own crate so xtask stays light; they run
+            // in a release build.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut command = std::process::Command::new(cargo);
+            command.current_dir(xtask::workspace_root()).args([
+                "run",
+                "--release",
+                "--quiet",
+                "--package",
+                "agentpg-bench",
+                "--",
+            ]);
+            if quick {
+                command.arg("--quick");
+            }
+            match command.status() {
+                Ok(status) if status.success() => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("error: the benchmark failed ({status})");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: running cargo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

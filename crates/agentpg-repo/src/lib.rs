@@ -57,6 +57,15 @@ pub use sessions::{
     update_metadata, CreateSession, MetadataUpdate, Page, SessionCursor, MAX_PAGE,
 };
 
+/// SQL this crate writes by hand because no generated builder covers it, for inspection (and
+/// for benchmarks that compare against hand-written sqlx running the same text).
+pub mod sql {
+    /// Appends messages from arrays: `$1` session id, `$2` tenant, `$3` tokens to add, `$4`–`$12`
+    /// arrays of id, role, content, usage, metadata, is_preserved, is_summary, created_at,
+    /// updated_at. Returns the inserted rows.
+    pub const APPEND_MESSAGES: &str = crate::messages::APPEND;
+}
+
 use agentpg_schema::SessionIden;
 use sea_query::{Expr, IntoColumnRef, Query, SimpleExpr};
 use sqlx::PgConnection;

@@ -40,11 +40,12 @@ fn check(session_id: Uuid, index: usize, m: &NewMessage) -> Result<i64> {
     }
 }
 
-/// The append statement: one round trip for any number of messages. It updates the session
+/// The append statement: one round trip for any number of messages. Public as
+/// [`crate::sql::APPEND_MESSAGES`]. It updates the session
 /// row first (scoped by tenant; the row lock also keeps concurrent appends to one session from
 /// interleaving their positions), then inserts the rows from arrays in the given order.
 /// Columns the caller leaves `None` get the values of the table's defaults.
-const APPEND: &str = "\
+pub(crate) const APPEND: &str = "\
 WITH session AS (
     UPDATE sessions
        SET total_tokens = total_tokens + $3, updated_at = now()

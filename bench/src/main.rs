@@ -1,0 +1,779 @@
+//! agentpg against the baselines a user would otherwise write, measured in one run: hand-written
+//! sqlx running the same SQL, one INSERT per message in a transaction, `COPY … FROM STDIN`, raw
+//! decoding into `serde_json::Value`, and the same compaction written by hand.
+//!
+//! Creates (and drops) its own database `agentpg_bench` on the `DATABASE_URL` server. The two
+//! sides are interleaved (alternating which goes first) and repeated; the table shows medians.
+//! Statements are counted from sqlx's own per-statement events (target `sqlx::query`), in a
+//! separate untimed pass so that counting costs nothing in the timed runs. Two kinds of
+//! statement sqlx sends without such an event are added by hand: `BEGIN` (which sqlx pipelines
+//! in front of the transaction's first statement, so it costs no round trip of its own) and
+//! `COPY`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentpg_repo::{
+    append_messages, compact, create_session, get_session, list_messages, CompactionPlan,
+    CreateSession, MessageRange, Summary,
+};
+use agentpg_schema::{
+    sessions, ContentBlock, Message, MessageRole, NewMessage, NewSession, Session, SessionIden,
+    Usage,
+};
+use chrono::{DateTime, Utc};
+use sea_query::{Expr, PostgresQueryBuilder};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use uuid::Uuid;
+
+const TENANT: &str = "bench";
+
+/// A tracing subscriber that only counts sqlx's per-statement events.
+struct StatementCounter(Arc<AtomicU64>);
+
+impl tracing::Subscriber for StatementCounter {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "sqlx::query"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() == "sqlx::query" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Runs `f` once and returns how many statements it sent, given how many transactions it opens
+/// (their `BEGIN`s are not logged by sqlx).
+async fn count_statements<F: std::future::Future<Output = ()>>(begins: u64, f: F) -> u64 {
+    let counter = Arc::new(AtomicU64::new(0));
+    let dispatch = tracing::Dispatch::new(StatementCounter(counter.clone()));
+    let guard = tracing::dispatcher::set_default(&dispatch);
+    tracing::callsite::rebuild_interest_cache();
+    f.await;
+    drop(guard);
+    tracing::callsite::rebuild_interest_cache();
+    counter.load(Ordering::Relaxed) + begins
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+struct Row {
+    case: String,
+    ours: Duration,
+    base: Option<Duration>,
+    ours_statements: String,
+    base_statements: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<52} {:>11} {:>11} {:>7} {:>9} {:>9}  target",
+        "case", "ours", "baseline", "ratio", "stmts", "base stmts"
+    );
+    for r in rows {
+        let (base, ratio) = match r.base {
+            Some(b) => (
+                fmt(b),
+                format!("{:.3}", r.ours.as_secs_f64() / b.as_secs_f64()),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        let verdict = match r.met {
+            Some(true) => " (met)",
+            Some(false) => " (MISSED)",
+            None => "",
+        };
+        println!(
+            "{:<52} {:>11} {:>11} {:>7} {:>9} {:>9}  {}{}",
+            r.case,
+            fmt(r.ours),
+            base,
+            ratio,
+            r.ours_statements,
+            r.base_statements,
+            r.target,
+            verdict
+        );
+    }
+}
+
+/// Times `rounds` rounds of `per_round` calls of each side, alternating which side goes first,
+/// and returns the median time per call of each.
+async fn interleave<A, B, FA, FB>(
+    rounds: usize,
+    per_round: usize,
+    mut ours: A,
+    mut base: B,
+) -> (Duration, Duration)
+where
+    A: FnMut(usize) -> FA,
+    B: FnMut(usize) -> FB,
+    FA: std::future::Future<Output = ()>,
+    FB: std::future::Future<Output = ()>,
+{
+    let mut o = Vec::with_capacity(rounds);
+    let mut b = Vec::with_capacity(rounds);
+    let mut i = 0;
+    for round in 0..rounds {
+        for side in [round % 2, 1 - round % 2] {
+            let start = Instant::now();
+            for _ in 0..per_round {
+                i += 1;
+                if side == 0 {
+                    ours(i).await
+                } else {
+                    base(i).await
+                }
+            }
+            let per_call = start.elapsed() / per_round as u32;
+            if side == 0 {
+                o.push(per_call)
+            } else {
+                b.push(per_call)
+            }
+        }
+    }
+    (median(o), median(b))
+}
+
+fn message(session_id: Uuid, i: usize) -> NewMessage {
+    let role = if i % 2 == 0 {
+        MessageRole::User
+    } else {
+        MessageRole::Assistant
+    };
+    let mut blocks = vec![ContentBlock::text(format!(
+        "Message {i}: a realistic paragraph of agent conversation text that goes on for a while, \
+         describing a plan, a tool call and its result, so that each row carries a few hundred \
+         bytes of JSON like a real transcript would."
+    ))];
+    if i % 3 == 0 {
+        blocks.push(
+            serde_json::from_value(serde_json::json!({
+                "type": "tool_use", "id": format!("call_{i}"), "name": "search",
+                "input": {"query": "postgres keyset pagination", "limit": 10}
+            }))
+            .expect("a tool_use block"),
+        );
+    }
+    NewMessage {
+        content: Some(Json(blocks)),
+        usage: Some(Json(Usage {
+            input_tokens: 120 + (i % 50) as i64,
+            output_tokens: 40 + (i % 13) as i64,
+            ..Usage::default()
+        })),
+        ..NewMessage::new(session_id, role)
+    }
+}
+
+async fn new_session(pool: &PgPool, name: String) -> Session {
+    create_session(
+        pool,
+        &CreateSession {
+            tenant_id: TENANT.into(),
+            identifier: name,
+            ..CreateSession::default()
+        },
+    )
+    .await
+    .expect("create session")
+}
+
+/// Same row shape as [`Message`], with the JSON columns decoded into `serde_json::Value`.
+#[derive(sqlx::FromRow)]
+#[allow(dead_code)]
+struct RawMessage {
+    id: Uuid,
+    session_id: Uuid,
+    position: i64,
+    role: String,
+    content: serde_json::Value,
+    usage: Option<serde_json::Value>,
+    metadata: serde_json::Value,
+    is_preserved: bool,
+    is_summary: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The per-row baseline: how a hand-written (or Go AgentPG-style) store writes a batch.
+async fn append_per_row(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
+    let mut tx = pool.begin().await.unwrap();
+    let tokens: i64 = batch
+        .iter()
+        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
+        .sum();
+    for m in batch {
+        sqlx::query(
+            "INSERT INTO messages (session_id, role, content, usage) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session_id)
+        .bind(m.role)
+        .bind(&m.content)
+        .bind(&m.usage)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "UPDATE sessions SET total_tokens = total_tokens + $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(session_id)
+    .bind(tokens)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// COPY text format: escape backslash, tab, newline, carriage return.
+fn copy_field(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The COPY baseline: the same rows through `COPY … FROM STDIN`, and the session's total.
+async fn append_copy(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
+    let mut data = String::with_capacity(batch.len() * 512);
+    for m in batch {
+        data.push_str(&session_id.to_string());
+        data.push('\t');
+        data.push_str(m.role.as_str());
+        data.push('\t');
+        copy_field(&mut data, &serde_json::to_string(&m.content).unwrap());
+        data.push('\t');
+        copy_field(&mut data, &serde_json::to_string(&m.usage).unwrap());
+        data.push('\n');
+    }
+    let tokens: i64 = batch
+        .iter()
+        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
+        .sum();
+    let mut tx = pool.begin().await.unwrap();
+    let mut copy = tx
+        .copy_in_raw("COPY messages (session_id, role, content, usage) FROM STDIN")
+        .await
+        .unwrap();
+    copy.send(data.into_bytes()).await.unwrap();
+    copy.finish().await.unwrap();
+    sqlx::query(
+        "UPDATE sessions SET total_tokens = total_tokens + $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(session_id)
+    .bind(tokens)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The compaction baseline: the same work in hand-written SQL, one statement per step.
+async fn compact_by_hand(pool: &PgPool, session_id: Uuid, remove: &[Uuid]) {
+    let mut tx = pool.begin().await.unwrap();
+    let (total,): (i64,) = sqlx::query_as(
+        "SELECT total_tokens FROM sessions WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+    )
+    .bind(session_id)
+    .bind(TENANT)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let (removed_tokens, first_position): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(coalesce((usage ->> 'input_tokens')::bigint, 0) + coalesce((usage ->> 'output_tokens')::bigint, 0)), 0)::bigint, min(position)
+           FROM messages WHERE session_id = $1 AND id = ANY($2)",
+    )
+    .bind(session_id)
+    .bind(remove)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let compacted = total - removed_tokens + 10;
+    let event_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO compaction_events (session_id, strategy, original_tokens, compacted_tokens, messages_removed)
+         VALUES ($1, 'hand', $2, $3, $4) RETURNING id",
+    )
+    .bind(session_id)
+    .bind(total)
+    .bind(compacted)
+    .bind(remove.len() as i64)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH removed AS (DELETE FROM messages WHERE session_id = $1 AND id = ANY($2) RETURNING *)
+         INSERT INTO message_archive (id, compaction_event_id, session_id, original_message)
+         SELECT id, $3, session_id, to_jsonb(removed) FROM removed",
+    )
+    .bind(session_id)
+    .bind(remove)
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        r#"INSERT INTO messages (session_id, position, role, content, usage, is_summary)
+           VALUES ($1, $2, 'user', '[{"type": "text", "text": "summary"}]', '{"input_tokens": 10}', true)"#,
+    )
+    .bind(session_id)
+    .bind(first_position)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE sessions SET total_tokens = $2, compaction_count = compaction_count + 1, updated_at = now() WHERE id = $1")
+        .bind(session_id)
+        .bind(compacted)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
+    CompactionPlan {
+        session_id,
+        remove,
+        summary: Some(Summary {
+            id: None,
+            role: MessageRole::User,
+            content: vec![ContentBlock::text("summary")],
+            usage: Some(Usage {
+                input_tokens: 10,
+                ..Usage::default()
+            }),
+            metadata: None,
+        }),
+        strategy: "bench".into(),
+        model_used: None,
+        duration_ms: None,
+    }
+}
+
+/// A session holding `n` messages.
+async fn filled_session(pool: &PgPool, name: String, n: usize) -> (Session, Vec<Message>) {
+    let s = new_session(pool, name).await;
+    let batch: Vec<NewMessage> = (0..n).map(|i| message(s.id, i)).collect();
+    let mut stored = Vec::with_capacity(n);
+    for chunk in batch.chunks(5_000) {
+        stored.extend(append_messages(pool, TENANT, s.id, chunk).await.unwrap());
+    }
+    (s, stored)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick { 4 } else { 1 };
+    let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
+    let admin: PgConnectOptions = url.parse()?;
+    let mut conn = admin.connect().await?;
+    sqlx::query("DROP DATABASE IF EXISTS agentpg_bench WITH (FORCE)")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("CREATE DATABASE agentpg_bench")
+        .execute(&mut conn)
+        .await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(admin.clone().database("agentpg_bench"))
+        .await?;
+    agentpg_repo::migrate(&pool).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
+    println!(
+        "agentpg benchmark: PostgreSQL {version} on {}, {} build, {} cores",
+        admin.get_host(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut rows = Vec::new();
+
+    // --- single-row calls against hand-written sqlx running the same SQL ---
+    let probe = NewSession::new(TENANT.into(), "probe".into());
+    let (create_sql, _) = sessions::insert(&probe).build(PostgresQueryBuilder);
+    let rounds = 21;
+    let per_round = 200 / scale;
+    let (ours, base) = interleave(
+        rounds,
+        per_round,
+        |i| {
+            let pool = &pool;
+            async move {
+                new_session(pool, format!("o{i}")).await;
+            }
+        },
+        |i| {
+            let (pool, sql) = (&pool, &create_sql);
+            async move {
+                let _: Session = sqlx::query_as(sql)
+                    .bind(TENANT)
+                    .bind(format!("b{i}"))
+                    .bind(None::<Uuid>)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    let so = count_statements(0, async {
+        new_session(&pool, "count-o".into()).await;
+    })
+    .await;
+    let sb = count_statements(0, async {
+        let _: Session = sqlx::query_as(&create_sql)
+            .bind(TENANT)
+            .bind("count-b")
+            .bind(None::<Uuid>)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+    rows.push(Row {
+        case: "create session".into(),
+        ours,
+        base: Some(base),
+        ours_statements: so.to_string(),
+        base_statements: sb.to_string(),
+        target: "ratio <= 1.05",
+        met: Some(ours.as_secs_f64() / base.as_secs_f64() <= 1.05),
+    });
+
+    let target_session = new_session(&pool, "target".into()).await;
+    let mut get = sessions::select_by_pk(&target_session.id);
+    get.and_where(Expr::col(SessionIden::TenantId).eq(TENANT));
+    let (get_sql, _) = get.build(PostgresQueryBuilder);
+    let (ours, base) = interleave(
+        rounds,
+        per_round * 2,
+        |_| {
+            let pool = &pool;
+            async move {
+                get_session(pool, TENANT, target_session.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        },
+        |_| {
+            let (pool, sql) = (&pool, &get_sql);
+            async move {
+                let _: Session = sqlx::query_as(sql)
+                    .bind(target_session.id)
+                    .bind(TENANT)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    rows.push(Row {
+        case: "get session".into(),
+        ours,
+        base: Some(base),
+        ours_statements: "1".into(),
+        base_statements: "1".into(),
+        target: "ratio <= 1.05",
+        met: Some(ours.as_secs_f64() / base.as_secs_f64() <= 1.05),
+    });
+
+    let one_a = new_session(&pool, "one-a".into()).await;
+    let one_b = new_session(&pool, "one-b".into()).await;
+    let append_sql = agentpg_repo::sql::APPEND_MESSAGES;
+    let bind_one = |m: &NewMessage| {
+        sqlx::query_as::<_, Message>(append_sql)
+            .bind(m.session_id)
+            .bind(TENANT)
+            .bind(m.usage.as_ref().map_or(0, |u| u.total()))
+            .bind(vec![m.id])
+            .bind(vec![m.role])
+            .bind(vec![m.content.clone()])
+            .bind(vec![m.usage.clone()])
+            .bind(vec![m.metadata.clone().map(Json)])
+            .bind(vec![m.is_preserved])
+            .bind(vec![m.is_summary])
+            .bind(vec![m.created_at])
+            .bind(vec![m.updated_at])
+    };
+    let (ours, base) = interleave(
+        rounds,
+        per_round,
+        |i| {
+            let pool = &pool;
+            async move {
+                append_messages(pool, TENANT, one_a.id, &[message(one_a.id, i)])
+                    .await
+                    .unwrap();
+            }
+        },
+        |i| {
+            let (pool, bind_one) = (&pool, &bind_one);
+            async move {
+                let m = message(one_b.id, i);
+                bind_one(&m).fetch_all(pool).await.unwrap();
+            }
+        },
+    )
+    .await;
+    let so = count_statements(0, async {
+        append_messages(&pool, TENANT, one_a.id, &[message(one_a.id, 0)])
+            .await
+            .unwrap();
+    })
+    .await;
+    rows.push(Row {
+        case: "append one message".into(),
+        ours,
+        base: Some(base),
+        ours_statements: so.to_string(),
+        base_statements: "1".into(),
+        target: "ratio <= 1.05",
+        met: Some(ours.as_secs_f64() / base.as_secs_f64() <= 1.05),
+    });
+
+    // --- append 1,000 messages: one call vs one INSERT per message vs COPY ---
+    let n = 1000;
+    let big_rounds = 15 / scale.min(3);
+    let mut ours_t = Vec::new();
+    let mut row_t = Vec::new();
+    let mut copy_t = Vec::new();
+    for round in 0..big_rounds {
+        let so = new_session(&pool, format!("bo{round}")).await;
+        let sr = new_session(&pool, format!("br{round}")).await;
+        let sc = new_session(&pool, format!("bc{round}")).await;
+        let bo: Vec<NewMessage> = (0..n).map(|i| message(so.id, i)).collect();
+        let br: Vec<NewMessage> = (0..n).map(|i| message(sr.id, i)).collect();
+        let bc: Vec<NewMessage> = (0..n).map(|i| message(sc.id, i)).collect();
+        let mut order = [0, 1, 2];
+        order.rotate_left(round % 3);
+        for side in order {
+            let start = Instant::now();
+            match side {
+                0 => {
+                    append_messages(&pool, TENANT, so.id, &bo).await.unwrap();
+                    ours_t.push(start.elapsed());
+                }
+                1 => {
+                    append_per_row(&pool, sr.id, &br).await;
+                    row_t.push(start.elapsed());
+                }
+                _ => {
+                    append_copy(&pool, sc.id, &bc).await;
+                    copy_t.push(start.elapsed());
+                }
+            }
+        }
+    }
+    let counted = new_session(&pool, "count-big".into()).await;
+    let batch: Vec<NewMessage> = (0..n).map(|i| message(counted.id, i)).collect();
+    let so = count_statements(0, async {
+        append_messages(&pool, TENANT, counted.id, &batch)
+            .await
+            .unwrap();
+    })
+    .await;
+    let sr = count_statements(1, append_per_row(&pool, counted.id, &batch)).await;
+    // BEGIN and COPY are not logged by sqlx; UPDATE and COMMIT are.
+    let sc = count_statements(1, append_copy(&pool, counted.id, &batch)).await + 1;
+    let (ours, per_row, copy) = (median(ours_t), median(row_t), median(copy_t));
+    rows.push(Row {
+        case: format!("append {n} messages vs one INSERT each (1 tx)"),
+        ours,
+        base: Some(per_row),
+        ours_statements: so.to_string(),
+        base_statements: sr.to_string(),
+        target: "1 statement, >= 5x faster",
+        met: Some(so == 1 && per_row.as_secs_f64() / ours.as_secs_f64() >= 5.0),
+    });
+    rows.push(Row {
+        case: format!("append {n} messages vs COPY FROM STDIN"),
+        ours,
+        base: Some(copy),
+        ours_statements: so.to_string(),
+        base_statements: sc.to_string(),
+        target: ">= 0.8x COPY throughput (ratio <= 1.25)",
+        met: Some(copy.as_secs_f64() / ours.as_secs_f64() >= 0.8),
+    });
+
+    // --- load a 10,000-message history: typed decode vs serde_json::Value ---
+    let history_n = 10_000 / scale;
+    let (history, _) = filled_session(&pool, "history".into(), history_n).await;
+    let raw_sql = "SELECT id, session_id, position, role, content, usage, metadata, is_preserved, \
+                   is_summary, created_at, updated_at FROM messages WHERE session_id = $1 ORDER BY position";
+    let (ours, base) = interleave(
+        if quick { 5 } else { 11 },
+        1,
+        |_| {
+            let pool = &pool;
+            async move {
+                let rows = list_messages(pool, TENANT, history.id, MessageRange::default())
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len(), history_n);
+            }
+        },
+        |_| {
+            let pool = &pool;
+            async move {
+                let rows: Vec<RawMessage> = sqlx::query_as(raw_sql)
+                    .bind(history.id)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len(), history_n);
+            }
+        },
+    )
+    .await;
+    let so = count_statements(0, async {
+        list_messages(&pool, TENANT, history.id, MessageRange::default())
+            .await
+            .unwrap();
+    })
+    .await;
+    rows.push(Row {
+        case: format!("load {history_n} messages, typed vs Value decode"),
+        ours,
+        base: Some(base),
+        ours_statements: so.to_string(),
+        base_statements: "1".into(),
+        target: "ratio <= 1.1",
+        met: Some(ours.as_secs_f64() / base.as_secs_f64() <= 1.1),
+    });
+
+    // --- compact a 10,000-message session removing 9,000 ---
+    let compact_n = 10_000 / scale;
+    let remove_n = compact_n * 9 / 10;
+    let mut ours_t = Vec::new();
+    let mut base_t = Vec::new();
+    for round in 0..(if quick { 3 } else { 7 }) {
+        let (a, am) = filled_session(&pool, format!("ca{round}"), compact_n).await;
+        let (b, bm) = filled_session(&pool, format!("cb{round}"), compact_n).await;
+        let ra: Vec<Uuid> = am[..remove_n].iter().map(|m| m.id).collect();
+        let rb: Vec<Uuid> = bm[..remove_n].iter().map(|m| m.id).collect();
+        for side in [round % 2, 1 - round % 2] {
+            let start = Instant::now();
+            if side == 0 {
+                compact(&pool, TENANT, &plan(a.id, ra.clone()))
+                    .await
+                    .unwrap();
+                ours_t.push(start.elapsed());
+            } else {
+                compact_by_hand(&pool, b.id, &rb).await;
+                base_t.push(start.elapsed());
+            }
+        }
+    }
+    let mut counts = Vec::new();
+    for size in [10, compact_n] {
+        let (s, m) = filled_session(&pool, format!("count-compact-{size}"), size).await;
+        let remove: Vec<Uuid> = m[..size * 9 / 10].iter().map(|m| m.id).collect();
+        counts.push(
+            count_statements(1, async {
+                compact(&pool, TENANT, &plan(s.id, remove)).await.unwrap();
+            })
+            .await,
+        );
+    }
+    let (s, m) = filled_session(&pool, "count-hand".into(), 100).await;
+    let remove: Vec<Uuid> = m[..90].iter().map(|m| m.id).collect();
+    let sb = count_statements(1, compact_by_hand(&pool, s.id, &remove)).await;
+    let (ours, base) = (median(ours_t), median(base_t));
+    rows.push(Row {
+        case: format!("compact {compact_n} messages removing {remove_n}"),
+        ours,
+        base: Some(base),
+        ours_statements: format!("{}/{}", counts[0], counts[1]),
+        base_statements: sb.to_string(),
+        target: "<= 6 statements at any size (10/10k)",
+        met: Some(counts[0] == counts[1] && counts[1] <= 6),
+    });
+
+    // --- codegen ---
+    let root = xtask::workspace_root();
+    let target = &xtask::codegen::config::TARGETS[0];
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        let migrations =
+            xtask::codegen::read_migrations(&root.join(target.migrations), target.migrations)?;
+        let schema = xtask::codegen::schema_of(&migrations)?;
+        xtask::codegen::emit::generate(&schema, target.json_types, target.migrations)?;
+        times.push(start.elapsed());
+    }
+    let real = median(times);
+    rows.push(Row {
+        case: "codegen, real migrations".into(),
+        ours: real,
+        base: None,
+        ours_statements: "-".into(),
+        base_statements: "-".into(),
+        target: "< 100 ms",
+        met: Some(real < Duration::from_millis(100)),
+    });
+    let synthetic = xtask::bench::synthetic_migrations(1000);
+    let mut times = Vec::new();
+    for _ in 0..(if quick { 1 } else { 3 }) {
+        let start = Instant::now();
+        let schema = xtask::codegen::schema_of(&synthetic)?;
+        xtask::codegen::emit::generate(&schema, &[], "migrations")?;
+        times.push(start.elapsed());
+    }
+    let thousand = median(times);
+    rows.push(Row {
+        case: "codegen, 1000 synthetic migrations".into(),
+        ours: thousand,
+        base: None,
+        ours_statements: "-".into(),
+        base_statements: "-".into(),
+        target: "< 2 s",
+        met: Some(thousand < Duration::from_secs(2)),
+    });
+
+    print_table(&rows);
+    pool.close().await;
+    sqlx::query("DROP DATABASE agentpg_bench WITH (FORCE)")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
