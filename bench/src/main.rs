@@ -520,7 +520,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let one_b = new_session(&pool, "one-b".into()).await;
     let append_sql = agentpg_repo::sql::APPEND_MESSAGES;
     let bind_one = |m: &NewMessage| {
-        sqlx::query_as::<_, Message>(append_sql)
+        sqlx::query_as::<_, (Uuid, i64, DateTime<Utc>, DateTime<Utc>)>(append_sql)
             .bind(m.session_id)
             .bind(TENANT)
             .bind(m.usage.as_ref().map_or(0, |u| u.total()))

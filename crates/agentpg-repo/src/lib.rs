@@ -36,6 +36,19 @@
 //! # }
 //! ```
 
+/// The SQL text of a statement whose shape never changes, built once from its generated
+/// builder (the expression) and kept; callers bind the values themselves, in the builder's
+/// placeholder order. Saves rebuilding the same text on every call.
+macro_rules! cached_sql {
+    ($build:expr) => {{
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SQL.get_or_init(|| {
+            sea_query_binder::SqlxBinder::build_sqlx(&$build, sea_query::PostgresQueryBuilder).0
+        })
+        .as_str()
+    }};
+}
+
 mod compaction;
 mod error;
 mod messages;

@@ -44,7 +44,9 @@ fn check(session_id: Uuid, index: usize, m: &NewMessage) -> Result<i64> {
 /// [`crate::sql::APPEND_MESSAGES`]. It updates the session
 /// row first (scoped by tenant; the row lock also keeps concurrent appends to one session from
 /// interleaving their positions), then inserts the rows from arrays in the given order.
-/// Columns the caller leaves `None` get the values of the table's defaults.
+/// Columns the caller leaves `None` get the values of the table's defaults (mirrored here and in
+/// [`append_messages`]; the tests compare the returned rows with the stored ones). Only the
+/// columns the database fills come back, so the content is not sent twice over the wire.
 pub(crate) const APPEND: &str = "\
 WITH session AS (
     UPDATE sessions
@@ -63,11 +65,15 @@ SELECT coalesce(i.id, gen_random_uuid()), session.id, i.role, coalesce(i.content
        WITH ORDINALITY AS i(id, role, content, usage, metadata, is_preserved, is_summary,
                             created_at, updated_at, ord)
  ORDER BY i.ord
-RETURNING *";
+RETURNING id, position, created_at, updated_at";
 
 /// Appends `batch` to session `session_id` of `tenant` in one statement, in the given order,
 /// and adds their tokens (input + output) to the session's `total_tokens`. Returns the stored
-/// rows in order. An empty batch is a no-op (and does not check the session).
+/// rows in order: id, position and timestamps as the database filled them, the other fields as
+/// given (or their defaults). An empty batch is a no-op (and does not check the session).
+///
+/// PostgreSQL keeps JSON in a canonical form (object keys sorted, numbers like `1e2` as `100`);
+/// read the rows back with [`list_messages`] to see exactly what was stored.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for a
@@ -103,7 +109,7 @@ pub async fn append_messages(
     let summary: Vec<Option<bool>> = batch.iter().map(|m| m.is_summary).collect();
     let created: Vec<Option<DateTime<Utc>>> = batch.iter().map(|m| m.created_at).collect();
     let updated: Vec<Option<DateTime<Utc>>> = batch.iter().map(|m| m.updated_at).collect();
-    let mut rows: Vec<Message> = sqlx::query_as(APPEND)
+    let mut filled: Vec<(Uuid, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(APPEND)
         .bind(session_id)
         .bind(tenant)
         .bind(tokens)
@@ -118,10 +124,34 @@ pub async fn append_messages(
         .bind(updated)
         .fetch_all(executor)
         .await?;
-    if rows.is_empty() {
+    if filled.is_empty() {
         return Err(Error::NotFound(Entity::Session));
     }
-    rows.sort_by_key(|m| m.position);
+    // Positions were drawn in input order.
+    filled.sort_by_key(|f| f.1);
+    let rows = batch
+        .iter()
+        .zip(filled)
+        .map(|(m, (id, position, created_at, updated_at))| {
+            debug_assert!(m.id.is_none_or(|given| given == id));
+            Message {
+                id,
+                session_id,
+                position,
+                role: m.role,
+                content: m.content.clone().unwrap_or_else(|| Json(Vec::new())),
+                usage: m.usage.clone(),
+                metadata: m
+                    .metadata
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                is_preserved: m.is_preserved.unwrap_or(false),
+                is_summary: m.is_summary.unwrap_or(false),
+                created_at,
+                updated_at,
+            }
+        })
+        .collect();
     Ok(rows)
 }
 

@@ -67,15 +67,26 @@ pub async fn create_session(executor: impl PgExecutor<'_>, new: &CreateSession) 
     if let Some(metadata) = &new.metadata {
         validate::json_object("metadata", metadata)?;
     }
-    let row = NewSession {
-        parent_session_id: new.parent_session_id,
-        metadata: new.metadata.clone(),
-        ..NewSession::new(new.tenant_id.clone(), new.identifier.clone())
+    // Two shapes: metadata given or left to its default. Placeholders in column order:
+    // tenant_id, identifier, parent_session_id[, metadata].
+    let shape = |metadata: Option<Value>| {
+        sessions::insert(&NewSession {
+            metadata,
+            ..NewSession::new(String::new(), String::new())
+        })
     };
-    let (sql, values) = sessions::insert(&row).build_sqlx(PostgresQueryBuilder);
-    Ok(sqlx::query_as_with(&sql, values)
-        .fetch_one(executor)
-        .await?)
+    let sql = match new.metadata {
+        None => cached_sql!(shape(None)),
+        Some(_) => cached_sql!(shape(Some(Value::Null))),
+    };
+    let mut query = sqlx::query_as(sql)
+        .bind(&new.tenant_id)
+        .bind(&new.identifier)
+        .bind(new.parent_session_id);
+    if let Some(metadata) = &new.metadata {
+        query = query.bind(metadata);
+    }
+    Ok(query.fetch_one(executor).await?)
 }
 
 /// The session `id` of `tenant`, if it exists.
@@ -86,10 +97,14 @@ pub async fn get_session(
     id: Uuid,
 ) -> Result<Option<Session>> {
     validate::tenant(tenant)?;
-    let mut query = sessions::select_by_pk(&id);
-    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    Ok(sqlx::query_as_with(&sql, values)
+    let sql = cached_sql!({
+        let mut query = sessions::select_by_pk(&Uuid::nil());
+        query.and_where(Expr::col(SessionIden::TenantId).eq(""));
+        query
+    });
+    Ok(sqlx::query_as(sql)
+        .bind(id)
+        .bind(tenant)
         .fetch_optional(executor)
         .await?)
 }
@@ -103,12 +118,16 @@ pub async fn find_session(
 ) -> Result<Option<Session>> {
     validate::tenant(tenant)?;
     validate::text("identifier", identifier)?;
-    let mut query = sessions::select();
-    query
-        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
-        .and_where(Expr::col(SessionIden::Identifier).eq(identifier));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    Ok(sqlx::query_as_with(&sql, values)
+    let sql = cached_sql!({
+        let mut query = sessions::select();
+        query
+            .and_where(Expr::col(SessionIden::TenantId).eq(""))
+            .and_where(Expr::col(SessionIden::Identifier).eq(""));
+        query
+    });
+    Ok(sqlx::query_as(sql)
+        .bind(tenant)
+        .bind(identifier)
         .fetch_optional(executor)
         .await?)
 }

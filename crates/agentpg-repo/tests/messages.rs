@@ -58,9 +58,9 @@ async fn append_keeps_order_and_counts_tokens_in_one_statement(pool: PgPool) {
     assert!(stored.windows(2).all(|w| w[0].position < w[1].position));
     assert!(stored.iter().all(|m| !m.is_summary && m.session_id == s.id));
 
-    let after = session_row(&pool, s.id).await;
-    assert_eq!(after.total_tokens, 20);
-    assert!(after.updated_at > s.updated_at);
+    let after_first = session_row(&pool, s.id).await;
+    assert_eq!(after_first.total_tokens, 20);
+    assert!(after_first.updated_at > s.updated_at);
     assert_eq!(
         recompute_total_tokens(&pool, TENANT, s.id).await.unwrap(),
         20
@@ -71,6 +71,23 @@ async fn append_keeps_order_and_counts_tokens_in_one_statement(pool: PgPool) {
             .unwrap(),
         stored
     );
+
+    // A message left entirely to the defaults comes back as stored.
+    let bare = append_messages(
+        &pool,
+        TENANT,
+        s.id,
+        &[NewMessage::new(s.id, MessageRole::User)],
+    )
+    .await
+    .unwrap();
+    let listed = list_messages(&pool, TENANT, s.id, MessageRange::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.last(), bare.last());
+    assert_eq!(bare[0].content.0, vec![]);
+    assert_eq!(bare[0].metadata, json!({}));
+    let after = session_row(&pool, s.id).await;
 
     // An empty batch is a no-op, even for an unknown session.
     assert_eq!(
