@@ -122,8 +122,9 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Times `rounds` rounds of `per_round` calls of each side, alternating which side goes first,
-/// and returns the median time per call of each.
+/// Times `rounds` rounds of `per_round` calls of each side. Calls alternate one by one (which
+/// side goes first alternates too), so drift in the machine hits both sides alike. Returns the
+/// median over rounds of each side's mean time per call.
 async fn interleave<A, B, FA, FB>(
     rounds: usize,
     per_round: usize,
@@ -139,24 +140,23 @@ where
     let mut o = Vec::with_capacity(rounds);
     let mut b = Vec::with_capacity(rounds);
     let mut i = 0;
-    for round in 0..rounds {
-        for side in [round % 2, 1 - round % 2] {
-            let start = Instant::now();
-            for _ in 0..per_round {
+    for _ in 0..rounds {
+        let (mut ours_total, mut base_total) = (Duration::ZERO, Duration::ZERO);
+        for k in 0..per_round {
+            for side in [k % 2, 1 - k % 2] {
                 i += 1;
+                let start = Instant::now();
                 if side == 0 {
-                    ours(i).await
+                    ours(i).await;
+                    ours_total += start.elapsed();
                 } else {
-                    base(i).await
+                    base(i).await;
+                    base_total += start.elapsed();
                 }
             }
-            let per_call = start.elapsed() / per_round as u32;
-            if side == 0 {
-                o.push(per_call)
-            } else {
-                b.push(per_call)
-            }
         }
+        o.push(ours_total / per_round as u32);
+        b.push(base_total / per_round as u32);
     }
     (median(o), median(b))
 }
@@ -477,6 +477,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         met: Some(ours.as_secs_f64() / base.as_secs_f64() <= 1.05),
     });
 
+    // The noise floor: the hand-written side against itself, measured the same way.
+    let hand_create = |i: usize, prefix: &'static str| {
+        let (pool, sql) = (&pool, &create_sql);
+        async move {
+            let _: Session = sqlx::query_as(sql)
+                .bind(TENANT)
+                .bind(format!("{prefix}{i}"))
+                .bind(None::<Uuid>)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        }
+    };
+    let (a, b) = interleave(
+        rounds,
+        per_round,
+        |i| hand_create(i, "aa"),
+        |i| hand_create(i, "ab"),
+    )
+    .await;
+    rows.push(Row {
+        case: "noise floor: create session, hand-written vs itself".into(),
+        ours: a,
+        base: Some(b),
+        ours_statements: "1".into(),
+        base_statements: "1".into(),
+        target: "(shows the run's noise)",
+        met: None,
+    });
+
     let target_session = new_session(&pool, "target".into()).await;
     let mut get = sessions::select_by_pk(&target_session.id);
     get.and_where(Expr::col(SessionIden::TenantId).eq(TENANT));
@@ -603,6 +633,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    // The floor of any one-statement append: the server must receive the whole parameter
+    // message before it starts, where COPY parses and inserts while the data still streams in.
+    let payload: usize = {
+        let probe: Vec<NewMessage> = (0..n).map(|i| message(Uuid::nil(), i)).collect();
+        probe
+            .iter()
+            .map(|m| {
+                serde_json::to_vec(&m.content).unwrap().len()
+                    + serde_json::to_vec(&m.usage).unwrap().len()
+            })
+            .sum()
+    };
+    let blob = vec![b'x'; payload];
+    let mut upload = Vec::new();
+    for _ in 0..big_rounds {
+        let start = Instant::now();
+        let _: i32 = sqlx::query_scalar("SELECT octet_length($1::bytea)")
+            .bind(&blob)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        upload.push(start.elapsed());
+    }
+    let upload = median(upload);
     let counted = new_session(&pool, "count-big".into()).await;
     let batch: Vec<NewMessage> = (0..n).map(|i| message(counted.id, i)).collect();
     let so = count_statements(0, async {
@@ -632,6 +686,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         base_statements: sc.to_string(),
         target: ">= 0.8x COPY throughput (ratio <= 1.25)",
         met: Some(copy.as_secs_f64() / ours.as_secs_f64() >= 0.8),
+    });
+
+    rows.push(Row {
+        case: format!(
+            "  floor: send the batch's {} kB as one parameter",
+            payload / 1000
+        ),
+        ours: upload,
+        base: None,
+        ours_statements: "1".into(),
+        base_statements: "-".into(),
+        target: "(what one statement pays before it starts)",
+        met: None,
     });
 
     // --- load a 10,000-message history: typed decode vs serde_json::Value ---

@@ -2,7 +2,7 @@
 //! early with a clear reason.
 
 use agentpg_schema::{ContentBlock, Usage};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
@@ -29,23 +29,28 @@ pub(crate) fn tenant(tenant: &str) -> Result<()> {
 
 /// JSON that PostgreSQL's jsonb takes: no NUL in any string or key, bounded depth.
 pub(crate) fn json(field: &str, value: &Value) -> Result<()> {
-    fn walk(field: &str, value: &Value, depth: usize) -> Result<()> {
-        if depth > MAX_JSON_DEPTH {
-            return Err(Error::invalid(format!(
-                "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
-            )));
-        }
-        match value {
-            Value::String(s) => text(field, s),
-            Value::Array(items) => items.iter().try_for_each(|v| walk(field, v, depth + 1)),
-            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-                text(field, k)?;
-                walk(field, v, depth + 1)
-            }),
-            Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
-        }
+    json_at(field, value, 0)
+}
+
+fn json_at(field: &str, value: &Value, depth: usize) -> Result<()> {
+    if depth > MAX_JSON_DEPTH {
+        return Err(Error::invalid(format!(
+            "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
     }
-    walk(field, value, 0)
+    match value {
+        Value::String(s) => text(field, s),
+        Value::Array(items) => items.iter().try_for_each(|v| json_at(field, v, depth + 1)),
+        Value::Object(map) => object_at(field, map, depth + 1),
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+    }
+}
+
+fn object_at(field: &str, map: &Map<String, Value>, depth: usize) -> Result<()> {
+    map.iter().try_for_each(|(k, v)| {
+        text(field, k)?;
+        json_at(field, v, depth)
+    })
 }
 
 pub(crate) fn json_object(field: &str, value: &Value) -> Result<()> {
@@ -55,10 +60,52 @@ pub(crate) fn json_object(field: &str, value: &Value) -> Result<()> {
     json(field, value)
 }
 
+/// Content blocks PostgreSQL's jsonb takes, checked in place (no copy into a JSON tree): the
+/// array is depth 0, each block depth 1, its fields' values depth 2.
 pub(crate) fn content(field: &str, blocks: &[ContentBlock]) -> Result<()> {
-    let value = serde_json::to_value(blocks)
-        .map_err(|e| Error::invalid(format!("{field} does not serialize: {e}")))?;
-    json(field, &value)
+    const FIELDS: usize = 2;
+    for block in blocks {
+        match block {
+            ContentBlock::Text(b) => {
+                text(field, &b.text)?;
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::ToolUse(b) => {
+                text(field, &b.id)?;
+                text(field, &b.name)?;
+                json_at(field, &b.input, FIELDS)?;
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::ToolResult(b) => {
+                text(field, &b.tool_use_id)?;
+                if let Some(content) = &b.content {
+                    json_at(field, content, FIELDS)?;
+                }
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::Image(b) => {
+                json_at(field, &b.source, FIELDS)?;
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::Document(b) => {
+                json_at(field, &b.source, FIELDS)?;
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::Thinking(b) => {
+                text(field, &b.thinking)?;
+                if let Some(signature) = &b.signature {
+                    text(field, signature)?;
+                }
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::RedactedThinking(b) => {
+                text(field, &b.data)?;
+                object_at(field, &b.extra, FIELDS)?;
+            }
+            ContentBlock::Unknown(map) => object_at(field, map, FIELDS)?,
+        }
+    }
+    Ok(())
 }
 
 /// Token counts must be non-negative; returns what the message adds to its session's total.
@@ -77,10 +124,7 @@ pub(crate) fn usage(field: &str, usage: &Usage) -> Result<i64> {
             return Err(Error::invalid(format!("{field}.{name} is negative")));
         }
     }
-    for (k, v) in &usage.extra {
-        text(field, k)?;
-        json(field, v)?;
-    }
+    object_at(field, &usage.extra, 1)?;
     usage
         .input_tokens
         .checked_add(usage.output_tokens)
