@@ -11,6 +11,12 @@
 -- * total_tokens and compaction_count are kept exact by agentpg-repo in the same transaction as
 --   the writes that change them; they can never go negative.
 -- * updated_at is set by agentpg-repo (no trigger), so bulk inserts pay for no per-row trigger.
+
+-- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
+-- references); both settings end with this migration's transaction.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE sessions (
     id UUID NOT NULL DEFAULT gen_random_uuid(),
     tenant_id TEXT NOT NULL,

@@ -13,6 +13,12 @@
 -- * role is one of user, assistant, system.
 -- * is_preserved messages are never compacted away; is_summary marks a synthetic summary written
 --   by a compaction.
+
+-- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
+-- references); both settings end with this migration's transaction.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE messages (
     id UUID NOT NULL DEFAULT gen_random_uuid(),
     session_id UUID NOT NULL,

@@ -12,6 +12,12 @@
 -- * seq orders a session's compactions totally (created_at is the transaction's start time, so
 --   two compactions in one transaction tie); only the latest standing compaction, the one with
 --   the highest seq and no reverted_at, may be reverted.
+
+-- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
+-- references); both settings end with this migration's transaction.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE compaction_events (
     id UUID NOT NULL DEFAULT gen_random_uuid(),
     session_id UUID NOT NULL,

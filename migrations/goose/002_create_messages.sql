@@ -15,6 +15,12 @@
 -- * role is one of user, assistant, system.
 -- * is_preserved messages are never compacted away; is_summary marks a synthetic summary written
 --   by a compaction.
+
+-- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
+-- references); both settings end with this migration's transaction.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE messages (
     id UUID NOT NULL DEFAULT gen_random_uuid(),
     session_id UUID NOT NULL,
@@ -59,4 +65,8 @@ COMMENT ON COLUMN messages.updated_at IS 'When the message last changed.';
 -- +goose Down
 -- Reverts 002_create_messages.up.sql: the table takes its identity sequence, indexes,
 -- constraints and comments with it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+-- A down migration exists to drop what its up created.
+-- squawk-ignore ban-drop-table
 DROP TABLE messages;

@@ -8,6 +8,12 @@
 -- * original_message is the whole messages row as a JSON object (to_jsonb of the row): every
 --   column, including position, flags and timestamps, so a revert restores it field for field.
 --   CHECKs tie it to the row's id and session.
+
+-- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
+-- references); both settings end with this migration's transaction.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE message_archive (
     id UUID NOT NULL,
     compaction_event_id UUID NOT NULL,
@@ -40,4 +46,8 @@ COMMENT ON COLUMN message_archive.archived_at IS 'When the message was archived.
 
 -- +goose Down
 -- Reverts 004_create_message_archive.up.sql.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+-- A down migration exists to drop what its up created.
+-- squawk-ignore ban-drop-table
 DROP TABLE message_archive;
