@@ -6,8 +6,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// The deepest JSON nesting accepted (PostgreSQL's own limit is about the stack, not a number).
-pub(crate) const MAX_JSON_DEPTH: usize = 128;
+/// The deepest JSON nesting accepted in a column: serde_json reads at most 127 nested arrays and
+/// objects (its recursion limit), and an archived message sits inside one more object (the row),
+/// so anything deeper could be stored but not read back from the archive.
+pub(crate) const MAX_JSON_DEPTH: usize = 126;
 
 pub(crate) fn text(field: &str, value: &str) -> Result<()> {
     if value.contains('\0') {
@@ -32,20 +34,28 @@ pub(crate) fn json(field: &str, value: &Value) -> Result<()> {
     json_at(field, value, 0)
 }
 
+/// `depth`: how many arrays and objects enclose `value`.
 fn json_at(field: &str, value: &Value, depth: usize) -> Result<()> {
-    if depth > MAX_JSON_DEPTH {
-        return Err(Error::invalid(format!(
-            "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
-        )));
-    }
+    let inner = || -> Result<usize> {
+        if depth + 1 > MAX_JSON_DEPTH {
+            return Err(Error::invalid(format!(
+                "{field} nests more than {MAX_JSON_DEPTH} arrays and objects"
+            )));
+        }
+        Ok(depth + 1)
+    };
     match value {
         Value::String(s) => text(field, s),
-        Value::Array(items) => items.iter().try_for_each(|v| json_at(field, v, depth + 1)),
-        Value::Object(map) => object_at(field, map, depth + 1),
+        Value::Array(items) => {
+            let depth = inner()?;
+            items.iter().try_for_each(|v| json_at(field, v, depth))
+        }
+        Value::Object(map) => object_at(field, map, inner()?),
         Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
     }
 }
 
+/// `depth`: how many arrays and objects enclose the map's values, the map included.
 fn object_at(field: &str, map: &Map<String, Value>, depth: usize) -> Result<()> {
     map.iter().try_for_each(|(k, v)| {
         text(field, k)?;

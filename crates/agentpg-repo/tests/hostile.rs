@@ -1,0 +1,254 @@
+//! Hostile input: each case gets a typed error (or is stored exactly) and changes nothing else.
+
+mod common;
+
+use agentpg_repo::*;
+use agentpg_schema::{ContentBlock, MessageRole, NewMessage, Usage};
+use common::{dump, session, session_row, text, usage, TENANT};
+use serde_json::json;
+use sqlx::types::Json;
+use sqlx::PgPool;
+
+const INJECTIONS: [&str; 5] = [
+    "x'; DROP TABLE sessions; --",
+    "\"); DELETE FROM messages; --",
+    "' OR '1'='1",
+    "$$; TRUNCATE message_archive; $$",
+    "\\'; SELECT pg_sleep(10); --",
+];
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn injection_strings_are_stored_verbatim_and_do_nothing(pool: PgPool) {
+    for (i, evil) in INJECTIONS.iter().enumerate() {
+        let tenant = format!("{evil}{i}");
+        let metadata = json!({ *evil: evil, "nested": { *evil: [evil] } });
+        let s = create_session(
+            &pool,
+            &CreateSession {
+                tenant_id: tenant.clone(),
+                identifier: evil.to_string(),
+                parent_session_id: None,
+                metadata: Some(metadata.clone()),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (s.tenant_id.as_str(), s.identifier.as_str()),
+            (tenant.as_str(), *evil)
+        );
+        assert_eq!(s.metadata, metadata);
+        assert_eq!(
+            find_session(&pool, &tenant, evil).await.unwrap(),
+            Some(s.clone())
+        );
+        let stored = append_messages(
+            &pool,
+            &tenant,
+            s.id,
+            &[text(s.id, MessageRole::User, evil, 1, 1)],
+        )
+        .await
+        .unwrap();
+        let listed = list_messages(&pool, &tenant, s.id, MessageRange::default())
+            .await
+            .unwrap();
+        assert_eq!(listed, stored);
+        assert_eq!(listed[0].content[0].as_text(), Some(*evil));
+        let merged = update_metadata(
+            &pool,
+            &tenant,
+            s.id,
+            &MetadataUpdate::Merge(json!({ *evil: 1 }).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(merged.metadata[*evil], json!(1));
+    }
+    assert_eq!(
+        common::counts(&pool).await,
+        [5, 5, 0, 0],
+        "every table intact"
+    );
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn nul_characters_are_refused_everywhere(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let before = dump(&pool).await;
+    let nul_key = NewMessage {
+        metadata: Some(json!({"k\u{0}": 1})),
+        ..text(s.id, MessageRole::User, "x", 0, 0)
+    };
+    let nul_usage_extra = NewMessage {
+        usage: Some(Json(Usage {
+            extra: json!({"tier": "a\u{0}"}).as_object().unwrap().clone(),
+            ..usage(1, 1)
+        })),
+        ..text(s.id, MessageRole::User, "x", 0, 0)
+    };
+    for m in [
+        text(s.id, MessageRole::User, "\u{0}", 0, 0),
+        nul_key,
+        nul_usage_extra,
+    ] {
+        assert!(matches!(
+            append_messages(&pool, TENANT, s.id, &[m]).await,
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+    assert!(matches!(
+        get_session(&pool, "a\u{0}", s.id).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        find_session(&pool, TENANT, "a\u{0}").await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(dump(&pool).await, before);
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn fifty_megabytes_of_content_round_trip(pool: PgPool) {
+    let s = session(&pool, TENANT, "big").await;
+    let big = "ab\"\\é\n".repeat(50 * 1024 * 1024 / 8);
+    let stored = append_messages(
+        &pool,
+        TENANT,
+        s.id,
+        &[NewMessage {
+            content: Some(Json(vec![ContentBlock::text(big.clone())])),
+            ..NewMessage::new(s.id, MessageRole::User)
+        }],
+    )
+    .await
+    .unwrap();
+    let listed = list_messages(&pool, TENANT, s.id, MessageRange::default())
+        .await
+        .unwrap();
+    let back = listed[0].content[0].as_text().unwrap();
+    assert_eq!(back.len(), big.len());
+    assert!(back == big, "50 MB came back changed");
+    assert_eq!(listed[0].id, stored[0].id);
+}
+
+/// `levels` nested containers: an object holding arrays holding … a string.
+fn nested(levels: usize) -> serde_json::Value {
+    let inner = (1..levels).fold(json!("leaf"), |v, _| json!([v]));
+    json!({ "deep": inner })
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn deep_json_up_to_the_limit_round_trips_and_beyond_is_refused(pool: PgPool) {
+    let s = session(&pool, TENANT, "deep").await;
+    let with = |metadata| NewMessage {
+        metadata: Some(metadata),
+        ..text(s.id, MessageRole::User, "x", 0, 0)
+    };
+    let stored = append_messages(&pool, TENANT, s.id, &[with(nested(126))])
+        .await
+        .unwrap();
+    let listed = list_messages(&pool, TENANT, s.id, MessageRange::default())
+        .await
+        .unwrap();
+    assert_eq!(listed, stored, "126 levels: stored and read back");
+    // Also from the archive, where the row wraps it in one more object.
+    let plan = CompactionPlan {
+        session_id: s.id,
+        remove: vec![stored[0].id],
+        summary: None,
+        strategy: "deep".into(),
+        model_used: None,
+        duration_ms: None,
+    };
+    let event = compact(&pool, TENANT, &plan).await.unwrap();
+    assert_eq!(
+        archived_messages(&pool, TENANT, event.id).await.unwrap(),
+        stored
+    );
+    revert_compaction(&pool, TENANT, event.id).await.unwrap();
+    let before = dump(&pool).await;
+    let err = append_messages(&pool, TENANT, s.id, &[with(nested(127))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+    assert_eq!(dump(&pool).await, before);
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn what_the_types_cannot_stop_the_database_does(pool: PgPool) {
+    // Content that is not an array can only come from outside agentpg's types; the CHECK
+    // refuses it and the error maps to InvalidInput by constraint.
+    let s = session(&pool, TENANT, "raw").await;
+    let err: Error =
+        sqlx::query("INSERT INTO messages (session_id, role, content) VALUES ($1, 'user', '{}')")
+            .bind(s.id)
+            .execute(&pool)
+            .await
+            .unwrap_err()
+            .into();
+    assert!(
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("messages_content_check")),
+        "{err:?}"
+    );
+    let err: Error = sqlx::query("INSERT INTO messages (session_id, role) VALUES ($1, 'robot')")
+        .bind(s.id)
+        .execute(&pool)
+        .await
+        .unwrap_err()
+        .into();
+    assert!(
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("messages_role_check")),
+        "{err:?}"
+    );
+    let err: Error =
+        sqlx::query("INSERT INTO messages (session_id, role) VALUES (gen_random_uuid(), 'user')")
+            .execute(&pool)
+            .await
+            .unwrap_err()
+            .into();
+    assert!(
+        matches!(&err, Error::ForeignKey { constraint, .. } if constraint == "messages_session_id_fkey"),
+        "{err:?}"
+    );
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn absurd_token_counts_are_refused_and_change_nothing(pool: PgPool) {
+    let s = session(&pool, TENANT, "tokens").await;
+    append_messages(
+        &pool,
+        TENANT,
+        s.id,
+        &[text(s.id, MessageRole::User, "x", i64::MAX - 10, 0)],
+    )
+    .await
+    .unwrap();
+    let before = dump(&pool).await;
+    // The session total would overflow bigint: the database refuses, nothing is written.
+    let err = append_messages(
+        &pool,
+        TENANT,
+        s.id,
+        &[text(s.id, MessageRole::User, "y", 100, 0)],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+    for (input, output) in [(-1, 0), (0, -5), (i64::MAX, 1)] {
+        let err = append_messages(
+            &pool,
+            TENANT,
+            s.id,
+            &[text(s.id, MessageRole::User, "z", input, output)],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput { .. }),
+            "{input}/{output}: {err:?}"
+        );
+    }
+    assert_eq!(dump(&pool).await, before);
+    assert_eq!(session_row(&pool, s.id).await.total_tokens, i64::MAX - 10);
+}
