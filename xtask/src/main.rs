@@ -28,6 +28,45 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Soak and fault run against a loopback DATABASE_URL; checks every invariant at the end.
+    Soak {
+        /// How long to run, e.g. 60s or 5m.
+        #[arg(long, default_value = "60s")]
+        duration: String,
+        /// Also restart the local PostgreSQL once, at half time (pg_ctlcluster).
+        #[arg(long)]
+        restart_server: bool,
+    },
+}
+
+/// Runs a binary of the agentpg-bench crate in a release build with `args`.
+fn run_bench_binary(binary: &str, args: &[String]) -> ExitCode {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .current_dir(xtask::workspace_root())
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "agentpg-bench",
+            "--bin",
+            binary,
+            "--",
+        ])
+        .args(args);
+    match command.status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("error: {binary} failed ({status})");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: running cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -66,33 +105,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        // The database benchmark and the soak live in their own crate so xtask stays light;
+        // they run in a release build.
         Command::Bench { case: None, quick } => {
-            // The database benchmarks live in their own crate so xtask stays light; they run
-            // in a release build.
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut command = std::process::Command::new(cargo);
-            command.current_dir(xtask::workspace_root()).args([
-                "run",
-                "--release",
-                "--quiet",
-                "--package",
-                "agentpg-bench",
-                "--",
-            ]);
-            if quick {
-                command.arg("--quick");
+            let args: Vec<String> = quick.then(|| "--quick".to_string()).into_iter().collect();
+            run_bench_binary("agentpg-bench", &args)
+        }
+        Command::Soak {
+            duration,
+            restart_server,
+        } => {
+            let mut args = vec!["--duration".to_string(), duration];
+            if restart_server {
+                args.push("--restart-server".into());
             }
-            match command.status() {
-                Ok(status) if status.success() => ExitCode::SUCCESS,
-                Ok(status) => {
-                    eprintln!("error: the benchmark failed ({status})");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("error: running cargo: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_bench_binary("agentpg-soak", &args)
         }
     }
 }
