@@ -399,17 +399,16 @@ async fn revert_in(
     // 4. Restore every archived row exactly as it was and drop the archive rows.
     let (restored, restored_tokens): (i64, i64) = sqlx::query_as(&format!(
         "WITH restored AS (
-             INSERT INTO messages
+             INSERT INTO messages AS m
              SELECT r.* FROM message_archive a
                   CROSS JOIN LATERAL jsonb_populate_record(NULL::messages, a.original_message) r
               WHERE a.compaction_event_id = $1
               ORDER BY r.position
-             RETURNING {MESSAGE_TOKENS_RETURNING} AS tokens
+             RETURNING {MESSAGE_TOKENS} AS tokens
          ), dropped AS (
              DELETE FROM message_archive WHERE compaction_event_id = $1
          )
          SELECT count(*), coalesce(sum(tokens), 0)::bigint FROM restored",
-        MESSAGE_TOKENS_RETURNING = MESSAGE_TOKENS.replace("m.usage", "usage")
     ))
     .bind(event.id)
     .fetch_one(&mut *conn)
