@@ -252,6 +252,37 @@ async fn append_per_row(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
     tx.commit().await.unwrap();
 }
 
+/// The same append statement agentpg sends, written by hand with sqlx (no validation, no row
+/// rebuilding): what agentpg's own code costs on top of its SQL.
+async fn append_same_sql(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
+    let tokens: i64 = batch
+        .iter()
+        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
+        .sum();
+    let _: Vec<(Uuid, i64, DateTime<Utc>, DateTime<Utc>)> =
+        sqlx::query_as(agentpg_repo::sql::APPEND_MESSAGES)
+            .bind(session_id)
+            .bind(TENANT)
+            .bind(tokens)
+            .bind(batch.iter().map(|m| m.id).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.role).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.content.as_ref()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.usage.as_ref()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|m| m.metadata.as_ref().map(Json))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(batch.iter().map(|m| m.is_preserved).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.is_summary).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.created_at).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.updated_at).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await
+            .unwrap();
+}
+
 /// COPY text format: escape backslash, tab, newline, carriage return.
 fn copy_field(out: &mut String, text: &str) {
     for c in text.chars() {
@@ -606,15 +637,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ours_t = Vec::new();
     let mut row_t = Vec::new();
     let mut copy_t = Vec::new();
+    let mut same_t = Vec::new();
     for round in 0..big_rounds {
+        let ss = new_session(&pool, format!("bs{round}")).await;
+        let bs: Vec<NewMessage> = (0..n).map(|i| message(ss.id, i)).collect();
         let so = new_session(&pool, format!("bo{round}")).await;
         let sr = new_session(&pool, format!("br{round}")).await;
         let sc = new_session(&pool, format!("bc{round}")).await;
         let bo: Vec<NewMessage> = (0..n).map(|i| message(so.id, i)).collect();
         let br: Vec<NewMessage> = (0..n).map(|i| message(sr.id, i)).collect();
         let bc: Vec<NewMessage> = (0..n).map(|i| message(sc.id, i)).collect();
-        let mut order = [0, 1, 2];
-        order.rotate_left(round % 3);
+        let mut order = [0, 1, 2, 3];
+        order.rotate_left(round % 4);
         for side in order {
             let start = Instant::now();
             match side {
@@ -626,9 +660,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     append_per_row(&pool, sr.id, &br).await;
                     row_t.push(start.elapsed());
                 }
-                _ => {
+                2 => {
                     append_copy(&pool, sc.id, &bc).await;
                     copy_t.push(start.elapsed());
+                }
+                _ => {
+                    append_same_sql(&pool, ss.id, &bs).await;
+                    same_t.push(start.elapsed());
                 }
             }
         }
@@ -668,7 +706,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sr = count_statements(1, append_per_row(&pool, counted.id, &batch)).await;
     // BEGIN and COPY are not logged by sqlx; UPDATE and COMMIT are.
     let sc = count_statements(1, append_copy(&pool, counted.id, &batch)).await + 1;
-    let (ours, per_row, copy) = (median(ours_t), median(row_t), median(copy_t));
+    let (ours, per_row, copy, same) = (
+        median(ours_t),
+        median(row_t),
+        median(copy_t),
+        median(same_t),
+    );
+    rows.push(Row {
+        case: format!("append {n} messages vs hand-written sqlx, same SQL"),
+        ours,
+        base: Some(same),
+        ours_statements: so.to_string(),
+        base_statements: "1".into(),
+        target: "(what agentpg's own code costs)",
+        met: None,
+    });
     rows.push(Row {
         case: format!("append {n} messages vs one INSERT each (1 tx)"),
         ours,
