@@ -460,10 +460,7 @@ pub async fn list_compactions<'c>(
     let mut query = compaction_events::select();
     query
         .and_where(Expr::col(CompactionEventIden::SessionId).eq(session_id))
-        .and_where(crate::session_of_tenant(
-            CompactionEventIden::SessionId,
-            tenant,
-        ))
+        .and_where(crate::session_is_tenants(session_id, tenant))
         .order_by(CompactionEventIden::Seq, Order::Desc);
     let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
     let mut conn = conn.acquire().await?;

@@ -84,13 +84,28 @@ use sea_query::{Expr, IntoColumnRef, Query, SimpleExpr};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// `column IN (SELECT id FROM sessions WHERE tenant_id = $tenant)`: scopes a row that points at
-/// a session to the tenant's sessions.
+/// `column IN (SELECT id FROM sessions WHERE tenant_id = $tenant)`: scopes rows that point at
+/// a session not known in advance to the tenant's sessions.
 fn session_of_tenant(column: impl IntoColumnRef, tenant: &str) -> SimpleExpr {
     Expr::col(column).in_subquery(
         Query::select()
             .column(SessionIden::Id)
             .from(SessionIden::Table)
+            .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+            .to_owned(),
+    )
+}
+
+/// `EXISTS (SELECT 1 FROM sessions WHERE id = $session AND tenant_id = $tenant)`: scopes a
+/// query already limited to one session. Uncorrelated, so PostgreSQL checks it once (a primary
+/// key lookup) whatever the number of rows; the `IN` form above let the planner join all the
+/// tenant's sessions once statistics were current (see BENCHMARKS.md).
+fn session_is_tenants(session_id: Uuid, tenant: &str) -> SimpleExpr {
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(SessionIden::Table)
+            .and_where(Expr::col(SessionIden::Id).eq(session_id))
             .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
             .to_owned(),
     )

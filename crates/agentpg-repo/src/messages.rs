@@ -179,7 +179,7 @@ pub async fn list_messages<'c>(
     let mut query = messages::select();
     query
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
-        .and_where(crate::session_of_tenant(MessageIden::SessionId, tenant))
+        .and_where(crate::session_is_tenants(session_id, tenant))
         .order_by(MessageIden::Position, Order::Asc);
     if let Some(after) = range.after_position {
         query.and_where(Expr::col(MessageIden::Position).gt(after));
@@ -211,7 +211,7 @@ pub async fn get_message(
     let mut query = messages::select_by_pk(&id);
     query
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
-        .and_where(crate::session_of_tenant(MessageIden::SessionId, tenant));
+        .and_where(crate::session_is_tenants(session_id, tenant));
     let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
     Ok(sqlx::query_as_with(&sql, values)
         .fetch_optional(executor)
@@ -238,7 +238,7 @@ pub async fn set_preserved(
         .value(MessageIden::UpdatedAt, Expr::current_timestamp())
         .and_where(Expr::col(MessageIden::Id).eq(id))
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
-        .and_where(crate::session_of_tenant(MessageIden::SessionId, tenant))
+        .and_where(crate::session_is_tenants(session_id, tenant))
         .returning(sea_query::Query::returning().columns(MessageIden::COLUMNS));
     let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
     sqlx::query_as_with(&sql, values)
