@@ -222,13 +222,30 @@ struct RawMessage {
     updated_at: DateTime<Utc>,
 }
 
+/// Input + output tokens of a batch, as agentpg adds them to the session.
+fn batch_tokens(batch: &[NewMessage]) -> i64 {
+    batch
+        .iter()
+        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
+        .sum()
+}
+
+/// The baselines' bookkeeping: add the batch's tokens to the session.
+async fn add_session_tokens(conn: &mut sqlx::PgConnection, session_id: Uuid, tokens: i64) {
+    sqlx::query(
+        "UPDATE sessions SET total_tokens = total_tokens + $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(session_id)
+    .bind(tokens)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 /// The per-row baseline: how a hand-written (or Go AgentPG-style) store writes a batch.
 async fn append_per_row(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
     let mut tx = pool.begin().await.unwrap();
-    let tokens: i64 = batch
-        .iter()
-        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
-        .sum();
+    let tokens = batch_tokens(batch);
     for m in batch {
         sqlx::query(
             "INSERT INTO messages (session_id, role, content, usage) VALUES ($1, $2, $3, $4)",
@@ -241,24 +258,14 @@ async fn append_per_row(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
         .await
         .unwrap();
     }
-    sqlx::query(
-        "UPDATE sessions SET total_tokens = total_tokens + $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(session_id)
-    .bind(tokens)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    add_session_tokens(&mut tx, session_id, tokens).await;
     tx.commit().await.unwrap();
 }
 
 /// The same append statement agentpg sends, written by hand with sqlx (no validation, no row
 /// rebuilding): what agentpg's own code costs on top of its SQL.
 async fn append_same_sql(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
-    let tokens: i64 = batch
-        .iter()
-        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
-        .sum();
+    let tokens = batch_tokens(batch);
     let _: Vec<(Uuid, i64, DateTime<Utc>, DateTime<Utc>)> =
         sqlx::query_as(agentpg_repo::sql::APPEND_MESSAGES)
             .bind(session_id)
@@ -309,10 +316,7 @@ async fn append_copy(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
         copy_field(&mut data, &serde_json::to_string(&m.usage).unwrap());
         data.push('\n');
     }
-    let tokens: i64 = batch
-        .iter()
-        .map(|m| m.usage.as_ref().map_or(0, |u| u.total()))
-        .sum();
+    let tokens = batch_tokens(batch);
     let mut tx = pool.begin().await.unwrap();
     let mut copy = tx
         .copy_in_raw("COPY messages (session_id, role, content, usage) FROM STDIN")
@@ -320,14 +324,7 @@ async fn append_copy(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) {
         .unwrap();
     copy.send(data.into_bytes()).await.unwrap();
     copy.finish().await.unwrap();
-    sqlx::query(
-        "UPDATE sessions SET total_tokens = total_tokens + $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(session_id)
-    .bind(tokens)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    add_session_tokens(&mut tx, session_id, tokens).await;
     tx.commit().await.unwrap();
 }
 
@@ -579,22 +576,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let one_a = new_session(&pool, "one-a".into()).await;
     let one_b = new_session(&pool, "one-b".into()).await;
-    let append_sql = agentpg_repo::sql::APPEND_MESSAGES;
-    let bind_one = |m: &NewMessage| {
-        sqlx::query_as::<_, (Uuid, i64, DateTime<Utc>, DateTime<Utc>)>(append_sql)
-            .bind(m.session_id)
-            .bind(TENANT)
-            .bind(m.usage.as_ref().map_or(0, |u| u.total()))
-            .bind(vec![m.id])
-            .bind(vec![m.role])
-            .bind(vec![m.content.clone()])
-            .bind(vec![m.usage.clone()])
-            .bind(vec![m.metadata.clone().map(Json)])
-            .bind(vec![m.is_preserved])
-            .bind(vec![m.is_summary])
-            .bind(vec![m.created_at])
-            .bind(vec![m.updated_at])
-    };
     let (ours, base) = interleave(
         rounds,
         per_round,
@@ -607,10 +588,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         },
         |i| {
-            let (pool, bind_one) = (&pool, &bind_one);
+            let pool = &pool;
             async move {
-                let m = message(one_b.id, i);
-                bind_one(&m).fetch_all(pool).await.unwrap();
+                append_same_sql(pool, one_b.id, &[message(one_b.id, i)]).await;
             }
         },
     )
