@@ -654,6 +654,8 @@ fn table_rs(
     struct Field {
         column: Column,
         ident: Ident,
+        /// The column's variant of the `…Iden` enum.
+        variant: Ident,
         base: TokenStream,
         json: Option<JsonType>,
         doc: TokenStream,
@@ -676,13 +678,10 @@ fn table_rs(
             doc: doc(&column_doc(c)),
             rename,
             ident,
+            variant: format_ident!("{}", pascal(&c.name)),
         });
     }
-    let variants: Vec<Ident> = table
-        .columns
-        .iter()
-        .map(|c| format_ident!("{}", pascal(&c.name)))
-        .collect();
+    let variants: Vec<&Ident> = fields.iter().map(|f| &f.variant).collect();
     let column_names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
     let count = column_names.len();
 
@@ -722,16 +721,7 @@ fn table_rs(
         let note = doc(note);
         quote! { #docs #[doc = ""] #note #rename pub #ident: #ty, }
     });
-    let insert_columns: Vec<&Ident> = insertable
-        .iter()
-        .map(|f| {
-            &variants[table
-                .columns
-                .iter()
-                .position(|c| c.name == f.column.name)
-                .unwrap()]
-        })
-        .collect();
+    let insert_columns: Vec<&Ident> = insertable.iter().map(|f| &f.variant).collect();
     let mut insert_values = Vec::new();
     for f in &insertable {
         let ident = &f.ident;
@@ -756,16 +746,7 @@ fn table_rs(
         .iter()
         .filter(|f| f.column.generated.is_none() && f.column.identity != Some(Identity::Always))
         .collect();
-    let restore_columns: Vec<&Ident> = restorable
-        .iter()
-        .map(|f| {
-            &variants[table
-                .columns
-                .iter()
-                .position(|c| c.name == f.column.name)
-                .unwrap()]
-        })
-        .collect();
+    let restore_columns: Vec<&Ident> = restorable.iter().map(|f| &f.variant).collect();
     let mut restore_values = Vec::new();
     for f in &restorable {
         let ident = &f.ident;
@@ -808,11 +789,7 @@ fn table_rs(
     let mut patch_sets = Vec::new();
     for f in &patchable {
         let ident = &f.ident;
-        let variant = &variants[table
-            .columns
-            .iter()
-            .position(|c| c.name == f.column.name)
-            .unwrap()];
+        let variant = &f.variant;
         let some = value_expr(&f.column, f.json.as_ref(), quote! { v });
         patch_sets.push(if f.column.nullable {
             let null = null_expr(schema, table, &f.column, f.json.as_ref())?;
@@ -840,7 +817,7 @@ fn table_rs(
                 .find(|f| &f.column.name == name)
                 .expect("key column exists");
             let (ident, base) = (&f.ident, &f.base);
-            let variant = &variants[table.columns.iter().position(|c| &c.name == name).unwrap()];
+            let variant = &f.variant;
             params.push(quote! { #ident: &#base });
             let value = value_expr(&f.column, f.json.as_ref(), quote! { #ident });
             conds.push(quote! { .and_where(::sea_query::Expr::col(#iden::#variant).eq(#value)) });
