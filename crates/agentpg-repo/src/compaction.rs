@@ -462,16 +462,7 @@ pub async fn list_compactions<'c>(
         .and_where(Expr::col(CompactionEventIden::SessionId).eq(session_id))
         .and_where(crate::session_is_tenants(session_id, tenant))
         .order_by(CompactionEventIden::Seq, Order::Desc);
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    let mut conn = conn.acquire().await?;
-    let events: Vec<CompactionEvent> = sqlx::query_as_with(&sql, values)
-        .fetch_all(&mut *conn)
-        .await?;
-    tracing::Span::current().record("count", events.len());
-    if events.is_empty() {
-        crate::require_session(&mut conn, tenant, session_id).await?;
-    }
-    Ok(events)
+    crate::rows_of_session(conn, &query, tenant, session_id).await
 }
 
 /// The messages compaction `event_id` of `tenant` archived and still holds (none once it is

@@ -81,7 +81,8 @@ pub mod sql {
 
 use agentpg_schema::SessionIden;
 use sea_query::{Expr, IntoColumnRef, Query, SimpleExpr};
-use sqlx::PgConnection;
+use sea_query_binder::SqlxBinder;
+use sqlx::{Acquire, PgConnection, Postgres};
 use uuid::Uuid;
 
 /// `column IN (SELECT id FROM sessions WHERE tenant_id = $tenant)`: scopes rows that point at
@@ -109,6 +110,30 @@ fn session_is_tenants(session_id: Uuid, tenant: &str) -> SimpleExpr {
             .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
             .to_owned(),
     )
+}
+
+/// Runs `query` (rows of one session) on one connection and returns its rows; when there are
+/// none, tells an empty result from a session that is not the tenant's ([`Error::NotFound`]).
+/// Records the row count on the current span.
+async fn rows_of_session<'c, T>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    query: &impl SqlxBinder,
+    tenant: &str,
+    session_id: Uuid,
+) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let (sql, values) = query.build_sqlx(sea_query::PostgresQueryBuilder);
+    let mut conn = conn.acquire().await?;
+    let rows: Vec<T> = sqlx::query_as_with(&sql, values)
+        .fetch_all(&mut *conn)
+        .await?;
+    tracing::Span::current().record("count", rows.len());
+    if rows.is_empty() {
+        require_session(&mut conn, tenant, session_id).await?;
+    }
+    Ok(rows)
 }
 
 /// [`Error::NotFound`] unless `id` is a session of `tenant`.

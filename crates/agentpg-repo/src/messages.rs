@@ -187,16 +187,7 @@ pub async fn list_messages<'c>(
     if let Some(limit) = range.limit {
         query.limit(limit);
     }
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    let mut conn = conn.acquire().await?;
-    let rows: Vec<Message> = sqlx::query_as_with(&sql, values)
-        .fetch_all(&mut *conn)
-        .await?;
-    tracing::Span::current().record("count", rows.len());
-    if rows.is_empty() {
-        crate::require_session(&mut conn, tenant, session_id).await?;
-    }
-    Ok(rows)
+    crate::rows_of_session(conn, &query, tenant, session_id).await
 }
 
 /// Message `id` of session `session_id` of `tenant`, if it exists.

@@ -199,16 +199,7 @@ pub async fn list_children<'c>(
         .and_where(Expr::col(SessionIden::ParentSessionId).eq(parent))
         .order_by(SessionIden::CreatedAt, Order::Asc)
         .order_by(SessionIden::Id, Order::Asc);
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    let mut conn = conn.acquire().await?;
-    let children: Vec<Session> = sqlx::query_as_with(&sql, values)
-        .fetch_all(&mut *conn)
-        .await?;
-    tracing::Span::current().record("count", children.len());
-    if children.is_empty() {
-        crate::require_session(&mut conn, tenant, parent).await?;
-    }
-    Ok(children)
+    crate::rows_of_session(conn, &query, tenant, parent).await
 }
 
 /// How [`update_metadata`] changes a session's metadata.
