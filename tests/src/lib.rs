@@ -169,9 +169,15 @@ pub fn psql_apply(database_url: &str, file: &Path) {
 }
 
 /// Runs `sql` (several statements allowed) in one transaction on `conn`.
+///
+/// `sql` is a migration script the test read from the repository, run as a script the way
+/// `psql -1 -f` runs it; it carries no data from outside, hence the safety assertion.
 pub async fn apply_sql(conn: &mut PgConnection, label: &str, sql: &str) {
     let wrapped = format!("BEGIN;\n{sql}\n;COMMIT;");
-    if let Err(e) = sqlx::raw_sql(&wrapped).execute(&mut *conn).await {
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(wrapped))
+        .execute(&mut *conn)
+        .await
+    {
         // Leave the connection usable for the caller's diagnostics.
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         panic!("{label}: {e}");

@@ -64,7 +64,8 @@ async fn apply_fixture(pool: &PgPool) -> Schema {
         "the fixture spreads ALTERs over several files"
     );
     for m in &migrations {
-        sqlx::raw_sql(&m.pair.up.0)
+        // The fixture's own migration script, read from the repository.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(m.pair.up.0.clone()))
             .execute(pool)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", m.pair.up.1));

@@ -8,15 +8,13 @@ use agentpg_schema::{
     NewCompactionEvent, SessionPatch, Usage,
 };
 use chrono::{DateTime, Utc};
-use sea_query::{Alias, CommonTableExpression, Expr, Order, PgFunc, PostgresQueryBuilder, Query};
-use sea_query_binder::SqlxBinder;
+use sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, Order, PgFunc, Query};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{Acquire, FromRow, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
-use crate::messages::MESSAGE_TOKENS;
 use crate::validate;
 
 /// The summary message a compaction puts in place of the messages it removes.
@@ -138,9 +136,10 @@ async fn compact_in(
     .ok_or(Error::NotFound(Entity::Session))?;
 
     // 2. The plan's messages and the session's preserved ones.
-    let found: Vec<(Uuid, i64, bool, bool, i64)> = sqlx::query_as(&format!(
-        "SELECT m.id, m.position, m.is_preserved, m.id = ANY($2), {MESSAGE_TOKENS}
-           FROM messages m
+    let found: Vec<(Uuid, i64, bool, bool, i64)> = sqlx::query_as(concat!(
+        "SELECT m.id, m.position, m.is_preserved, m.id = ANY($2), ",
+        message_tokens!(),
+        " FROM messages m
           WHERE m.session_id = $1 AND (m.id = ANY($2) OR m.is_preserved)
           ORDER BY m.position"
     ))
@@ -209,10 +208,14 @@ async fn compact_in(
         updated_at: Some(session.now),
         ..SessionPatch::default()
     };
-    let (sql, values) =
-        apply_statement(&new_event, &counters, session.id, &plan.remove, session.now)
-            .build_sqlx(PostgresQueryBuilder);
-    let row = sqlx::query_with(&sql, values).fetch_one(&mut *conn).await?;
+    let (sql, values) = crate::built(&apply_statement(
+        &new_event,
+        &counters,
+        session.id,
+        &plan.remove,
+        session.now,
+    ));
+    let row = sqlx::query_with(sql, values).fetch_one(&mut *conn).await?;
     let archived: i64 = row.try_get("archived")?;
     let event = CompactionEvent::from_row(&row)?;
     if archived != removed as i64 {
@@ -240,10 +243,8 @@ async fn compact_in(
             created_at: session.now,
             updated_at: session.now,
         };
-        let (sql, values) = messages::insert_rows([&row])
-            .expect("one row")
-            .build_sqlx(PostgresQueryBuilder);
-        sqlx::query_with(&sql, values).execute(&mut *conn).await?;
+        let (sql, values) = crate::built(&messages::insert_rows([&row]).expect("one row"));
+        sqlx::query_with(sql, values).execute(&mut *conn).await?;
     }
 
     Ok(event)
@@ -370,8 +371,8 @@ async fn revert_in(
         .and_where(Expr::col(CompactionEventIden::RevertedAt).is_null())
         .order_by(CompactionEventIden::Seq, Order::Desc)
         .limit(1);
-    let (sql, values) = latest.build_sqlx(PostgresQueryBuilder);
-    let latest: Option<CompactionEvent> = sqlx::query_as_with(&sql, values)
+    let (sql, values) = crate::built(&latest);
+    let latest: Option<CompactionEvent> = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *conn)
         .await?;
     let event = match latest {
@@ -385,8 +386,9 @@ async fn revert_in(
 
     // 3. Remove the summary (its position goes back to the first restored message).
     let summary_tokens: i64 = match event.summary_message_id {
-        Some(id) => sqlx::query_scalar(&format!(
-            "DELETE FROM messages m WHERE m.id = $1 AND m.session_id = $2 RETURNING {MESSAGE_TOKENS}"
+        Some(id) => sqlx::query_scalar(concat!(
+            "DELETE FROM messages m WHERE m.id = $1 AND m.session_id = $2 RETURNING ",
+            message_tokens!()
         ))
         .bind(id)
         .bind(session.id)
@@ -397,14 +399,16 @@ async fn revert_in(
     };
 
     // 4. Restore every archived row exactly as it was and drop the archive rows.
-    let (restored, restored_tokens): (i64, i64) = sqlx::query_as(&format!(
+    let (restored, restored_tokens): (i64, i64) = sqlx::query_as(concat!(
         "WITH restored AS (
              INSERT INTO messages AS m
              SELECT r.* FROM message_archive a
                   CROSS JOIN LATERAL jsonb_populate_record(NULL::messages, a.original_message) r
               WHERE a.compaction_event_id = $1
               ORDER BY r.position
-             RETURNING {MESSAGE_TOKENS} AS tokens
+             RETURNING ",
+        message_tokens!(),
+        " AS tokens
          ), dropped AS (
              DELETE FROM message_archive WHERE compaction_event_id = $1
          )
@@ -428,20 +432,19 @@ async fn revert_in(
         updated_at: Some(session.now),
         ..SessionPatch::default()
     };
-    let (sql, values) = sessions::update_by_pk(&session.id, &patch)
-        .expect("the patch sets columns")
-        .build_sqlx(PostgresQueryBuilder);
-    sqlx::query_with(&sql, values).execute(&mut *conn).await?;
+    let (sql, values) =
+        crate::built(&sessions::update_by_pk(&session.id, &patch).expect("the patch sets columns"));
+    sqlx::query_with(sql, values).execute(&mut *conn).await?;
 
     // 6. Mark the event reverted; it stays as history.
     let patch = CompactionEventPatch {
         reverted_at: Some(Some(session.now)),
         ..CompactionEventPatch::default()
     };
-    let (sql, values) = compaction_events::update_by_pk(&event.id, &patch)
-        .expect("the patch sets columns")
-        .build_sqlx(PostgresQueryBuilder);
-    Ok(sqlx::query_as_with(&sql, values)
+    let (sql, values) = crate::built(
+        &compaction_events::update_by_pk(&event.id, &patch).expect("the patch sets columns"),
+    );
+    Ok(sqlx::query_as_with(sql, values)
         .fetch_one(&mut *conn)
         .await?)
 }
@@ -486,9 +489,9 @@ pub async fn archived_messages<'c>(
             MessageArchiveIden::SessionId,
             tenant,
         ));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
+    let (sql, values) = crate::built(&query);
     let mut conn = conn.acquire().await?;
-    let rows: Vec<Json<Message>> = sqlx::query_scalar_with(&sql, values)
+    let rows: Vec<Json<Message>> = sqlx::query_scalar_with(sql, values)
         .fetch_all(&mut *conn)
         .await?;
     tracing::Span::current().record("count", rows.len());
@@ -498,8 +501,8 @@ pub async fn archived_messages<'c>(
             CompactionEventIden::SessionId,
             tenant,
         ));
-        let (sql, values) = exists.build_sqlx(PostgresQueryBuilder);
-        let event: Option<CompactionEvent> = sqlx::query_as_with(&sql, values)
+        let (sql, values) = crate::built(&exists);
+        let event: Option<CompactionEvent> = sqlx::query_as_with(sql, values)
             .fetch_optional(&mut *conn)
             .await?;
         if event.is_none() {

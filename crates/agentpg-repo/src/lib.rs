@@ -36,16 +36,29 @@
 //! # }
 //! ```
 
+/// SQL for the tokens one `messages` row adds to its session's `total_tokens` (input + output
+/// tokens of its usage), over a row aliased `m`, as a literal so statements that use it stay
+/// `&'static str` (`concat!`). The one place this rule is written in SQL; [`agentpg_schema::Usage::total`]
+/// is the same rule in Rust.
+macro_rules! message_tokens {
+    () => {
+        "(coalesce((m.usage ->> 'input_tokens')::bigint, 0) \
+         + coalesce((m.usage ->> 'output_tokens')::bigint, 0))"
+    };
+}
+
 /// The SQL text of a statement whose shape never changes, built once from its generated
 /// builder (the expression) and kept; callers bind the values themselves, in the builder's
 /// placeholder order. Saves rebuilding the same text on every call.
 macro_rules! cached_sql {
     ($build:expr) => {{
         static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        SQL.get_or_init(|| {
-            sea_query_binder::SqlxBinder::build_sqlx(&$build, sea_query::PostgresQueryBuilder).0
-        })
-        .as_str()
+        sqlx::AssertSqlSafe(
+            SQL.get_or_init(|| {
+                sea_query_sqlx::SqlxBinder::build_sqlx(&$build, sea_query::PostgresQueryBuilder).0
+            })
+            .as_str(),
+        )
     }};
 }
 
@@ -80,10 +93,18 @@ pub mod sql {
 }
 
 use agentpg_schema::SessionIden;
-use sea_query::{Expr, IntoColumnRef, Query, SimpleExpr};
-use sea_query_binder::SqlxBinder;
-use sqlx::{Acquire, PgConnection, Postgres};
+use sea_query::{Expr, ExprTrait, IntoColumnRef, Query, SimpleExpr};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sqlx::{Acquire, AssertSqlSafe, PgConnection, Postgres};
 use uuid::Uuid;
+
+/// A sea-query statement as sqlx takes it. The one place this crate asserts run-time SQL text
+/// safe: the text is rendered by sea-query from generated identifiers, and every value is a bind
+/// parameter in the returned [`SqlxValues`], never part of the text.
+fn built(query: &impl SqlxBinder) -> (AssertSqlSafe<String>, SqlxValues) {
+    let (sql, values) = query.build_sqlx(sea_query::PostgresQueryBuilder);
+    (AssertSqlSafe(sql), values)
+}
 
 /// `column IN (SELECT id FROM sessions WHERE tenant_id = $tenant)`: scopes rows that point at
 /// a session not known in advance to the tenant's sessions.
@@ -124,9 +145,9 @@ async fn rows_of_session<'c, T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let (sql, values) = query.build_sqlx(sea_query::PostgresQueryBuilder);
+    let (sql, values) = built(query);
     let mut conn = conn.acquire().await?;
-    let rows: Vec<T> = sqlx::query_as_with(&sql, values)
+    let rows: Vec<T> = sqlx::query_as_with(sql, values)
         .fetch_all(&mut *conn)
         .await?;
     tracing::Span::current().record("count", rows.len());

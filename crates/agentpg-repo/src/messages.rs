@@ -2,8 +2,7 @@
 
 use agentpg_schema::{messages, Message, MessageIden, MessageRole, NewMessage, Usage};
 use chrono::{DateTime, Utc};
-use sea_query::{Expr, Order, PostgresQueryBuilder};
-use sea_query_binder::SqlxBinder;
+use sea_query::{Expr, ExprTrait, Order};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{Acquire, PgExecutor, Postgres};
@@ -11,12 +10,6 @@ use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
 use crate::validate;
-
-/// SQL for the tokens one `messages` row adds to its session's `total_tokens` (input + output
-/// tokens of its usage), over a row aliased `m`. The one place this rule is written in SQL;
-/// [`Usage::total`] is the same rule in Rust.
-pub(crate) const MESSAGE_TOKENS: &str = "(coalesce((m.usage ->> 'input_tokens')::bigint, 0) \
-     + coalesce((m.usage ->> 'output_tokens')::bigint, 0))";
 
 /// Checks one message to append and returns its tokens.
 fn check(session_id: Uuid, index: usize, m: &NewMessage) -> Result<i64> {
@@ -203,8 +196,8 @@ pub async fn get_message(
     query
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
         .and_where(crate::session_is_tenants(session_id, tenant));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    Ok(sqlx::query_as_with(&sql, values)
+    let (sql, values) = crate::built(&query);
+    Ok(sqlx::query_as_with(sql, values)
         .fetch_optional(executor)
         .await?)
 }
@@ -231,8 +224,8 @@ pub async fn set_preserved(
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
         .and_where(crate::session_is_tenants(session_id, tenant))
         .returning(sea_query::Query::returning().columns(MessageIden::COLUMNS));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    sqlx::query_as_with(&sql, values)
+    let (sql, values) = crate::built(&query);
+    sqlx::query_as_with(sql, values)
         .fetch_optional(executor)
         .await?
         .ok_or(Error::NotFound(Entity::Message))
@@ -252,13 +245,15 @@ pub async fn delete_messages(
     ids: &[Uuid],
 ) -> Result<u64> {
     validate::tenant(tenant)?;
-    let sql = format!(
+    let sql = concat!(
         "WITH session AS (
              SELECT id FROM sessions WHERE id = $1 AND tenant_id = $2 FOR UPDATE
          ), gone AS (
              DELETE FROM messages m USING session
               WHERE m.session_id = session.id AND m.id = ANY($3)
-          RETURNING {MESSAGE_TOKENS} AS tokens
+          RETURNING ",
+        message_tokens!(),
+        " AS tokens
          ), updated AS (
              UPDATE sessions s
                 SET total_tokens = s.total_tokens - (SELECT coalesce(sum(tokens), 0) FROM gone),
@@ -268,7 +263,7 @@ pub async fn delete_messages(
          )
          SELECT (SELECT count(*) FROM session), (SELECT count(*) FROM gone)"
     );
-    let (sessions, deleted): (i64, i64) = sqlx::query_as(&sql)
+    let (sessions, deleted): (i64, i64) = sqlx::query_as(sql)
         .bind(session_id)
         .bind(tenant)
         .bind(ids)
@@ -293,11 +288,13 @@ pub async fn recompute_total_tokens(
     session_id: Uuid,
 ) -> Result<i64> {
     validate::tenant(tenant)?;
-    let sql = format!(
-        "SELECT (SELECT coalesce(sum({MESSAGE_TOKENS}), 0)::bigint FROM messages m WHERE m.session_id = s.id)
+    let sql = concat!(
+        "SELECT (SELECT coalesce(sum(",
+        message_tokens!(),
+        "), 0)::bigint FROM messages m WHERE m.session_id = s.id)
            FROM sessions s WHERE s.id = $1 AND s.tenant_id = $2"
     );
-    sqlx::query_scalar(&sql)
+    sqlx::query_scalar(sql)
         .bind(session_id)
         .bind(tenant)
         .fetch_optional(executor)

@@ -2,8 +2,7 @@
 
 use agentpg_schema::{sessions, NewSession, Session, SessionIden};
 use chrono::{DateTime, Utc};
-use sea_query::{Expr, Order, PostgresQueryBuilder};
-use sea_query_binder::SqlxBinder;
+use sea_query::{Expr, ExprTrait, Order};
 use serde_json::{Map, Value};
 use sqlx::{Acquire, PgExecutor, Postgres};
 use uuid::Uuid;
@@ -152,12 +151,12 @@ pub async fn list_sessions(
         // (updated_at, id) < (cursor.updated_at, cursor.id), for DESC order.
         query.and_where(
             Expr::tuple([
-                Expr::col(SessionIden::UpdatedAt).into(),
-                Expr::col(SessionIden::Id).into(),
+                Expr::col(SessionIden::UpdatedAt),
+                Expr::col(SessionIden::Id),
             ])
             .lt(Expr::tuple([
-                Expr::val(cursor.updated_at).into(),
-                Expr::val(cursor.id).into(),
+                Expr::val(cursor.updated_at),
+                Expr::val(cursor.id),
             ])),
         );
     }
@@ -165,10 +164,8 @@ pub async fn list_sessions(
         .order_by(SessionIden::UpdatedAt, Order::Desc)
         .order_by(SessionIden::Id, Order::Desc)
         .limit(limit + 1);
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    let mut items: Vec<Session> = sqlx::query_as_with(&sql, values)
-        .fetch_all(executor)
-        .await?;
+    let (sql, values) = crate::built(&query);
+    let mut items: Vec<Session> = sqlx::query_as_with(sql, values).fetch_all(executor).await?;
     tracing::Span::current().record("count", items.len().min(limit as usize));
     let next = if items.len() as u64 > limit {
         items.truncate(limit as usize);
@@ -236,7 +233,7 @@ pub async fn update_metadata(
             Expr::val(value).cast_as(sea_query::Alias::new("jsonb")),
         )
     } else {
-        Expr::val(value).into()
+        Expr::val(value)
     };
     let mut query = sea_query::Query::update();
     query
@@ -246,8 +243,8 @@ pub async fn update_metadata(
         .and_where(Expr::col(SessionIden::Id).eq(id))
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .returning(sea_query::Query::returning().columns(SessionIden::COLUMNS));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    sqlx::query_as_with(&sql, values)
+    let (sql, values) = crate::built(&query);
+    sqlx::query_as_with(sql, values)
         .fetch_optional(executor)
         .await?
         .ok_or(Error::NotFound(Entity::Session))
@@ -263,8 +260,8 @@ pub async fn delete_session(executor: impl PgExecutor<'_>, tenant: &str, id: Uui
     validate::tenant(tenant)?;
     let mut query = sessions::delete_by_pk(&id);
     query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
-    let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-    let done = sqlx::query_with(&sql, values).execute(executor).await?;
+    let (sql, values) = crate::built(&query);
+    let done = sqlx::query_with(sql, values).execute(executor).await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound(Entity::Session));
     }

@@ -7,16 +7,18 @@ use agentpg_fixture_schema::{
     Label, LabelPatch, NewDocument, NewLabel, NewRevision, Revision, RevisionMood, RevisionPatch,
 };
 use sea_query::PostgresQueryBuilder;
-use sea_query_binder::SqlxBinder;
+// The statements are rendered by sea-query from generated identifiers with every value bound as
+// a parameter, which is what `AssertSqlSafe` asserts below.
+use sea_query_sqlx::SqlxBinder;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 
 async fn one<T>(pool: &PgPool, statement: impl SqlxBinder) -> T
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
     let (sql, values) = statement.build_sqlx(PostgresQueryBuilder);
-    sqlx::query_as_with::<_, T, _>(&sql, values)
+    sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql.clone()), values)
         .fetch_one(pool)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -117,7 +119,7 @@ async fn insert_many_patch_and_delete(pool: PgPool) {
     let (sql, values) = documents::insert_many(&rows)
         .unwrap()
         .build_sqlx(PostgresQueryBuilder);
-    let inserted: Vec<Document> = sqlx::query_as_with(&sql, values)
+    let inserted: Vec<Document> = sqlx::query_as_with(AssertSqlSafe(sql), values)
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -150,10 +152,13 @@ async fn insert_many_patch_and_delete(pool: PgPool) {
     assert_eq!(updated.content, "x", "untouched");
 
     let (sql, values) = documents::delete_by_pk(&inserted[0].id).build_sqlx(PostgresQueryBuilder);
-    let deleted = sqlx::query_with(&sql, values).execute(&pool).await.unwrap();
+    let deleted = sqlx::query_with(AssertSqlSafe(sql), values)
+        .execute(&pool)
+        .await
+        .unwrap();
     assert_eq!(deleted.rows_affected(), 1);
     let (sql, values) = documents::select().build_sqlx(PostgresQueryBuilder);
-    let left: Vec<Document> = sqlx::query_as_with(&sql, values)
+    let left: Vec<Document> = sqlx::query_as_with(AssertSqlSafe(sql), values)
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -246,7 +251,10 @@ async fn pg_enums_enum_arrays_and_keyword_columns(pool: PgPool) {
 
     // Whole rows written back exactly (what a restore does).
     let (sql, values) = labels::delete_by_pk(&label.id).build_sqlx(PostgresQueryBuilder);
-    sqlx::query_with(&sql, values).execute(&pool).await.unwrap();
+    sqlx::query_with(AssertSqlSafe(sql), values)
+        .execute(&pool)
+        .await
+        .unwrap();
     let restored: Label = one(&pool, labels::insert_rows([&label]).unwrap()).await;
     assert_eq!(restored, label);
 }

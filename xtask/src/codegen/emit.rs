@@ -429,7 +429,7 @@ fn rust_enum(
 
         impl From<#name> for ::sea_query::Value {
             fn from(value: #name) -> Self {
-                ::sea_query::Value::String(Some(Box::new(value.as_str().to_owned())))
+                ::sea_query::Value::String(Some(value.as_str().to_owned()))
             }
         }
     })
@@ -542,7 +542,7 @@ fn value_expr(column: &Column, json: Option<&JsonType>, value: TokenStream) -> T
     };
     match cast {
         Some(cast) => quote! {
-            ::sea_query::SimpleExpr::from(#to_value).cast_as(::sea_query::Alias::new(#cast))
+            ::sea_query::ExprTrait::cast_as(::sea_query::SimpleExpr::from(#to_value), ::sea_query::Alias::new(#cast))
         },
         None => quote! { ::sea_query::SimpleExpr::from(#to_value) },
     }
@@ -577,7 +577,7 @@ fn null_expr(
     };
     Ok(match cast {
         Some(cast) => quote! {
-            ::sea_query::SimpleExpr::from(#null).cast_as(::sea_query::Alias::new(#cast))
+            ::sea_query::ExprTrait::cast_as(::sea_query::SimpleExpr::from(#null), ::sea_query::Alias::new(#cast))
         },
         None => quote! { ::sea_query::SimpleExpr::from(#null) },
     })
@@ -820,7 +820,7 @@ fn table_rs(
             let variant = &f.variant;
             params.push(quote! { #ident: &#base });
             let value = value_expr(&f.column, f.json.as_ref(), quote! { #ident });
-            conds.push(quote! { .and_where(::sea_query::Expr::col(#iden::#variant).eq(#value)) });
+            conds.push(quote! { .and_where(::sea_query::ExprTrait::eq(::sea_query::Expr::col(#iden::#variant), #value)) });
         }
         let key_doc = format!("`{}`", pk.join("`, `"));
         let select_doc = doc(&format!(
@@ -1081,8 +1081,18 @@ fn table_rs(
         }
 
         impl ::sea_query::Iden for #iden {
-            fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-                s.write_str(self.name()).expect("writing an identifier");
+            fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+                // A name holding `"` is escaped by the query builder; an owned value says so.
+                let name = self.name();
+                if name.contains('"') {
+                    ::std::borrow::Cow::Owned(name.to_owned())
+                } else {
+                    ::std::borrow::Cow::Borrowed(name)
+                }
+            }
+
+            fn unquoted(&self) -> &str {
+                self.name()
             }
         }
 

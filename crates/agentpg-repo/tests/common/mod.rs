@@ -79,22 +79,28 @@ pub async fn session_row(pool: &PgPool, id: Uuid) -> Session {
         .unwrap()
 }
 
+/// The tables of the schema, each with its name, its row count and its rows as JSON text.
+macro_rules! tables {
+    ($($table:literal),*) => {
+        [$((
+            $table,
+            concat!("SELECT count(*) FROM ", $table),
+            concat!("SELECT to_jsonb(t)::text FROM ", $table, " t ORDER BY to_jsonb(t)::text"),
+        )),*]
+    };
+}
+const TABLES: [(&str, &str, &str); 4] = tables!(
+    "sessions",
+    "messages",
+    "compaction_events",
+    "message_archive"
+);
+
 /// Row counts of every table, to show that nothing changed.
 pub async fn counts(pool: &PgPool) -> [i64; 4] {
     let mut out = [0; 4];
-    for (i, table) in [
-        "sessions",
-        "messages",
-        "compaction_events",
-        "message_archive",
-    ]
-    .iter()
-    .enumerate()
-    {
-        out[i] = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    for (i, (_, count, _)) in TABLES.iter().enumerate() {
+        out[i] = sqlx::query_scalar(*count).fetch_one(pool).await.unwrap();
     }
     out
 }
@@ -102,18 +108,8 @@ pub async fn counts(pool: &PgPool) -> [i64; 4] {
 /// A full dump of the database's rows as JSON text, to show that nothing changed at all.
 pub async fn dump(pool: &PgPool) -> Vec<String> {
     let mut out = Vec::new();
-    for table in [
-        "sessions",
-        "messages",
-        "compaction_events",
-        "message_archive",
-    ] {
-        let rows: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT to_jsonb(t)::text FROM {table} t ORDER BY to_jsonb(t)::text"
-        ))
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    for (table, _, rows) in TABLES {
+        let rows: Vec<String> = sqlx::query_scalar(rows).fetch_all(pool).await.unwrap();
         out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
     }
     out

@@ -341,8 +341,16 @@ impl CompactionEventIden {
     }
 }
 impl ::sea_query::Iden for CompactionEventIden {
-    fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-        s.write_str(self.name()).expect("writing an identifier");
+    fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+        let name = self.name();
+        if name.contains('"') {
+            ::std::borrow::Cow::Owned(name.to_owned())
+        } else {
+            ::std::borrow::Cow::Borrowed(name)
+        }
+    }
+    fn unquoted(&self) -> &str {
+        self.name()
     }
 }
 /// The table's name.
@@ -684,12 +692,12 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
         .and_where(
-            ::sea_query::Expr::col(CompactionEventIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(CompactionEventIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }
@@ -884,12 +892,12 @@ pub fn update_by_pk(
         .table(CompactionEventIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(CompactionEventIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(CompactionEventIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         )
         .returning(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
@@ -902,12 +910,12 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
     query
         .from_table(CompactionEventIden::Table)
         .and_where(
-            ::sea_query::Expr::col(CompactionEventIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(CompactionEventIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }

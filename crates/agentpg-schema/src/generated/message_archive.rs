@@ -153,8 +153,16 @@ impl MessageArchiveIden {
     }
 }
 impl ::sea_query::Iden for MessageArchiveIden {
-    fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-        s.write_str(self.name()).expect("writing an identifier");
+    fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+        let name = self.name();
+        if name.contains('"') {
+            ::std::borrow::Cow::Owned(name.to_owned())
+        } else {
+            ::std::borrow::Cow::Borrowed(name)
+        }
+    }
+    fn unquoted(&self) -> &str {
+        self.name()
     }
 }
 /// The table's name.
@@ -310,12 +318,12 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
         .and_where(
-            ::sea_query::Expr::col(MessageArchiveIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageArchiveIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }
@@ -378,12 +386,12 @@ pub fn update_by_pk(
         .table(MessageArchiveIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(MessageArchiveIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageArchiveIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         )
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
     Some(query)
@@ -394,12 +402,12 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
     query
         .from_table(MessageArchiveIden::Table)
         .and_where(
-            ::sea_query::Expr::col(MessageArchiveIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageArchiveIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }

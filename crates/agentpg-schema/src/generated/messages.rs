@@ -88,7 +88,7 @@ impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for MessageRole {
 }
 impl From<MessageRole> for ::sea_query::Value {
     fn from(value: MessageRole) -> Self {
-        ::sea_query::Value::String(Some(Box::new(value.as_str().to_owned())))
+        ::sea_query::Value::String(Some(value.as_str().to_owned()))
     }
 }
 /// A row of `messages`: The messages of a session, totally ordered by position.
@@ -362,8 +362,16 @@ impl MessageIden {
     }
 }
 impl ::sea_query::Iden for MessageIden {
-    fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-        s.write_str(self.name()).expect("writing an identifier");
+    fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+        let name = self.name();
+        if name.contains('"') {
+            ::std::borrow::Cow::Owned(name.to_owned())
+        } else {
+            ::std::borrow::Cow::Borrowed(name)
+        }
+    }
+    fn unquoted(&self) -> &str {
+        self.name()
     }
 }
 /// The table's name.
@@ -630,12 +638,12 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
         .and_where(
-            ::sea_query::Expr::col(MessageIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }
@@ -771,12 +779,12 @@ pub fn update_by_pk(
         .table(MessageIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(MessageIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         )
         .returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
     Some(query)
@@ -787,12 +795,12 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
     query
         .from_table(MessageIden::Table)
         .and_where(
-            ::sea_query::Expr::col(MessageIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }

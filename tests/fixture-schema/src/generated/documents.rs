@@ -88,7 +88,7 @@ impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for DocumentKind {
 }
 impl From<DocumentKind> for ::sea_query::Value {
     fn from(value: DocumentKind) -> Self {
-        ::sea_query::Value::String(Some(Box::new(value.as_str().to_owned())))
+        ::sea_query::Value::String(Some(value.as_str().to_owned()))
     }
 }
 /// A row of `documents`: Documents of the fixture.
@@ -516,8 +516,16 @@ impl DocumentIden {
     }
 }
 impl ::sea_query::Iden for DocumentIden {
-    fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-        s.write_str(self.name()).expect("writing an identifier");
+    fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+        let name = self.name();
+        if name.contains('"') {
+            ::std::borrow::Cow::Owned(name.to_owned())
+        } else {
+            ::std::borrow::Cow::Borrowed(name)
+        }
+    }
+    fn unquoted(&self) -> &str {
+        self.name()
     }
 }
 /// The table's name.
@@ -671,10 +679,12 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
         ),
         match &row.status {
             Some(v) => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status"))
+                    ),
+                    ::sea_query::Alias::new("doc_status"),
+                )
             }
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
@@ -910,10 +920,12 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
         ),
-        ::sea_query::SimpleExpr::from(
+        ::sea_query::ExprTrait::cast_as(
+            ::sea_query::SimpleExpr::from(
                 ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.status)),
-            )
-            .cast_as(::sea_query::Alias::new("doc_status")),
+            ),
+            ::sea_query::Alias::new("doc_status"),
+        ),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
         ),
@@ -1058,12 +1070,12 @@ pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
         .and_where(
-            ::sea_query::Expr::col(DocumentIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(DocumentIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }
@@ -1127,10 +1139,12 @@ pub fn update_by_pk(
         values
             .push((
                 DocumentIden::Status,
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status")),
+                    ),
+                    ::sea_query::Alias::new("doc_status"),
+                ),
             ));
     }
     if let Some(v) = &patch.kind {
@@ -1427,12 +1441,12 @@ pub fn update_by_pk(
         .table(DocumentIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(DocumentIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(DocumentIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         )
         .returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
     Some(query)
@@ -1443,12 +1457,12 @@ pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {
     query
         .from_table(DocumentIden::Table)
         .and_where(
-            ::sea_query::Expr::col(DocumentIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(DocumentIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }

@@ -97,6 +97,6 @@ impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for DocStatus {
 }
 impl From<DocStatus> for ::sea_query::Value {
     fn from(value: DocStatus) -> Self {
-        ::sea_query::Value::String(Some(Box::new(value.as_str().to_owned())))
+        ::sea_query::Value::String(Some(value.as_str().to_owned()))
     }
 }

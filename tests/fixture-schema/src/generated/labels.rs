@@ -129,8 +129,16 @@ impl LabelIden {
     }
 }
 impl ::sea_query::Iden for LabelIden {
-    fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-        s.write_str(self.name()).expect("writing an identifier");
+    fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+        let name = self.name();
+        if name.contains('"') {
+            ::std::borrow::Cow::Owned(name.to_owned())
+        } else {
+            ::std::borrow::Cow::Borrowed(name)
+        }
+    }
+    fn unquoted(&self) -> &str {
+        self.name()
     }
 }
 /// The table's name.
@@ -210,19 +218,26 @@ fn insert_values(row: &NewLabel) -> [::sea_query::SimpleExpr; 5usize] {
         ),
         match &row.status {
             Some(v) => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status"))
+                    ),
+                    ::sea_query::Alias::new("doc_status"),
+                )
             }
             None => {
-                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
-                    .cast_as(::sea_query::Alias::new("doc_status"))
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                    ::sea_query::Alias::new("doc_status"),
+                )
             }
         },
         match &row.statuses {
             Some(v) => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::Array(
                             ::sea_query::ArrayType::String,
                             Some(
@@ -233,14 +248,17 @@ fn insert_values(row: &NewLabel) -> [::sea_query::SimpleExpr; 5usize] {
                                 ),
                             ),
                         ),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+                    ),
+                    ::sea_query::Alias::new("doc_status[]"),
+                )
             }
             None => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(None::<Vec<String>>),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+                    ),
+                    ::sea_query::Alias::new("doc_status[]"),
+                )
             }
         },
     ]
@@ -288,19 +306,26 @@ fn row_values(row: &Label) -> [::sea_query::SimpleExpr; 5usize] {
         ),
         match &row.status {
             Some(v) => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status"))
+                    ),
+                    ::sea_query::Alias::new("doc_status"),
+                )
             }
             None => {
-                ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
-                    .cast_as(::sea_query::Alias::new("doc_status"))
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<String>),
+                    ),
+                    ::sea_query::Alias::new("doc_status"),
+                )
             }
         },
         match &row.statuses {
             Some(v) => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::Array(
                             ::sea_query::ArrayType::String,
                             Some(
@@ -311,14 +336,17 @@ fn row_values(row: &Label) -> [::sea_query::SimpleExpr; 5usize] {
                                 ),
                             ),
                         ),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+                    ),
+                    ::sea_query::Alias::new("doc_status[]"),
+                )
             }
             None => {
-                ::sea_query::SimpleExpr::from(
+                ::sea_query::ExprTrait::cast_as(
+                    ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(None::<Vec<String>>),
-                    )
-                    .cast_as(::sea_query::Alias::new("doc_status[]"))
+                    ),
+                    ::sea_query::Alias::new("doc_status[]"),
+                )
             }
         },
     ]
@@ -328,12 +356,12 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
         .and_where(
-            ::sea_query::Expr::col(LabelIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(LabelIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }
@@ -378,20 +406,24 @@ pub fn update_by_pk(
             values
                 .push((
                     LabelIden::Status,
-                    ::sea_query::SimpleExpr::from(
+                    ::sea_query::ExprTrait::cast_as(
+                        ::sea_query::SimpleExpr::from(
                             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status")),
+                        ),
+                        ::sea_query::Alias::new("doc_status"),
+                    ),
                 ))
         }
         Some(None) => {
             values
                 .push((
                     LabelIden::Status,
-                    ::sea_query::SimpleExpr::from(
+                    ::sea_query::ExprTrait::cast_as(
+                        ::sea_query::SimpleExpr::from(
                             ::sea_query::Value::from(None::<String>),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status")),
+                        ),
+                        ::sea_query::Alias::new("doc_status"),
+                    ),
                 ))
         }
         None => {}
@@ -401,7 +433,8 @@ pub fn update_by_pk(
             values
                 .push((
                     LabelIden::Statuses,
-                    ::sea_query::SimpleExpr::from(
+                    ::sea_query::ExprTrait::cast_as(
+                        ::sea_query::SimpleExpr::from(
                             ::sea_query::Value::Array(
                                 ::sea_query::ArrayType::String,
                                 Some(
@@ -412,18 +445,21 @@ pub fn update_by_pk(
                                     ),
                                 ),
                             ),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status[]")),
+                        ),
+                        ::sea_query::Alias::new("doc_status[]"),
+                    ),
                 ))
         }
         Some(None) => {
             values
                 .push((
                     LabelIden::Statuses,
-                    ::sea_query::SimpleExpr::from(
+                    ::sea_query::ExprTrait::cast_as(
+                        ::sea_query::SimpleExpr::from(
                             ::sea_query::Value::from(None::<Vec<String>>),
-                        )
-                        .cast_as(::sea_query::Alias::new("doc_status[]")),
+                        ),
+                        ::sea_query::Alias::new("doc_status[]"),
+                    ),
                 ))
         }
         None => {}
@@ -436,12 +472,12 @@ pub fn update_by_pk(
         .table(LabelIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(LabelIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(LabelIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         )
         .returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
     Some(query)
@@ -452,12 +488,12 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
     query
         .from_table(LabelIden::Table)
         .and_where(
-            ::sea_query::Expr::col(LabelIden::Id)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(LabelIden::Id),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
                 ),
+            ),
         );
     query
 }

@@ -83,7 +83,7 @@ impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for RevisionMood {
 }
 impl From<RevisionMood> for ::sea_query::Value {
     fn from(value: RevisionMood) -> Self {
-        ::sea_query::Value::String(Some(Box::new(value.as_str().to_owned())))
+        ::sea_query::Value::String(Some(value.as_str().to_owned()))
     }
 }
 /// A row of `revisions`.
@@ -194,8 +194,16 @@ impl RevisionIden {
     }
 }
 impl ::sea_query::Iden for RevisionIden {
-    fn unquoted(&self, s: &mut dyn ::std::fmt::Write) {
-        s.write_str(self.name()).expect("writing an identifier");
+    fn quoted(&self) -> ::std::borrow::Cow<'static, str> {
+        let name = self.name();
+        if name.contains('"') {
+            ::std::borrow::Cow::Owned(name.to_owned())
+        } else {
+            ::std::borrow::Cow::Borrowed(name)
+        }
+    }
+    fn unquoted(&self) -> &str {
+        self.name()
     }
 }
 /// The table's name.
@@ -339,24 +347,22 @@ pub fn select_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::SelectSta
     let mut query = select();
     query
         .and_where(
-            ::sea_query::Expr::col(RevisionIden::DocumentId)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(document_id),
-                        ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(RevisionIden::DocumentId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(document_id),
                     ),
                 ),
+            ),
         )
         .and_where(
-            ::sea_query::Expr::col(RevisionIden::Revision)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(revision),
-                        ),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(RevisionIden::Revision),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(revision)),
                 ),
+            ),
         );
     query
 }
@@ -419,24 +425,22 @@ pub fn update_by_pk(
         .table(RevisionIden::Table)
         .values(values)
         .and_where(
-            ::sea_query::Expr::col(RevisionIden::DocumentId)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(document_id),
-                        ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(RevisionIden::DocumentId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(document_id),
                     ),
                 ),
+            ),
         )
         .and_where(
-            ::sea_query::Expr::col(RevisionIden::Revision)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(revision),
-                        ),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(RevisionIden::Revision),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(revision)),
                 ),
+            ),
         )
         .returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
     Some(query)
@@ -447,24 +451,22 @@ pub fn delete_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::DeleteSta
     query
         .from_table(RevisionIden::Table)
         .and_where(
-            ::sea_query::Expr::col(RevisionIden::DocumentId)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(document_id),
-                        ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(RevisionIden::DocumentId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(
+                        ::std::borrow::ToOwned::to_owned(document_id),
                     ),
                 ),
+            ),
         )
         .and_where(
-            ::sea_query::Expr::col(RevisionIden::Revision)
-                .eq(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(
-                            ::std::borrow::ToOwned::to_owned(revision),
-                        ),
-                    ),
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(RevisionIden::Revision),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(revision)),
                 ),
+            ),
         );
     query
 }
