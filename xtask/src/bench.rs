@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::codegen::config::TARGETS;
-use crate::codegen::goose::Pair;
+use crate::codegen::Pair;
 use crate::codegen::{emit, read_migrations, schema_of, Migration};
 
 /// `n` synthetic migrations: each creates a table (keys, a CHECK-IN enum column, JSONB, an

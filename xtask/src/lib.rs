@@ -1,8 +1,10 @@
-//! Project automation for agentpg: the code generator and the gate its writes go through.
+//! Project automation for agentpg: the code generator and the gate its writes go through, and
+//! the test runner.
 
 pub mod bench;
 pub mod codegen;
 pub mod files;
+pub mod test;
 
 use std::path::PathBuf;
 

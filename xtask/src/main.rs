@@ -20,6 +20,13 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run every workspace test against DATABASE_URL, or against a throwaway PostgreSQL started
+    /// from the local server binaries when that server is not usable.
+    Test {
+        /// Passed on to `cargo test --workspace` (e.g. a test name filter, or `-- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the benchmarks and print their table (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -95,6 +102,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Test { args } => match xtask::test::run(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench {
             case: Some(BenchCase::Codegen),
             ..

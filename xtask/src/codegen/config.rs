@@ -14,6 +14,9 @@ pub struct Target {
     pub json_types: &'static [JsonType],
     /// Where the goose-format copy of the migrations goes, if anywhere.
     pub goose_dir: Option<&'static str>,
+    /// Where a byte-for-byte copy of the migrations goes, if anywhere: the folder a crate's
+    /// embedded migrator compiles in, inside that crate so that its package holds it.
+    pub embedded_copy: Option<&'static str>,
 }
 
 /// Typed JSONB columns of the agentpg schema. The types live in `agentpg-schema` beside the
@@ -55,11 +58,13 @@ pub const TARGETS: &[Target] = &[
         out_dir: "crates/agentpg-schema/src/generated",
         json_types: AGENTPG_JSON_TYPES,
         goose_dir: Some("migrations/goose"),
+        embedded_copy: Some("crates/agentpg-repo/migrations"),
     },
     Target {
         migrations: "tests/fixture-schema/migrations",
         out_dir: "tests/fixture-schema/src/generated",
         json_types: FIXTURE_JSON_TYPES,
         goose_dir: None,
+        embedded_copy: None,
     },
 ];

@@ -4,18 +4,8 @@
 
 use sqlparser::tokenizer::Token;
 
+use super::migrations::Pair;
 use super::parse::{split_statements, LocatedError};
-
-/// One migration version read from disk.
-#[derive(Debug, Clone)]
-pub struct Pair {
-    /// File name stem shared by both files, e.g. `001_create_sessions`.
-    pub stem: String,
-    /// Up SQL and its display path.
-    pub up: (String, String),
-    /// Down SQL and its display path.
-    pub down: (String, String),
-}
 
 /// The goose file for one version: `(file name, contents)`.
 pub fn goose_file(pair: &Pair, migrations: &str) -> Result<(String, String), LocatedError> {

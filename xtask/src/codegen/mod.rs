@@ -3,87 +3,20 @@
 pub mod config;
 pub mod emit;
 pub mod goose;
+pub mod migrations;
 pub mod model;
 pub mod parse;
 pub mod replay;
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::files::{Files, Mode, Report};
 use config::{Target, TARGETS};
-use goose::Pair;
+pub use migrations::{read_migrations, Migration, Pair};
 use model::Schema;
 use replay::SourceFile;
-
-/// One version's files in a migrations folder.
-#[derive(Debug, Clone)]
-pub struct Migration {
-    /// Numeric version.
-    pub version: u64,
-    /// The up and down SQL.
-    pub pair: Pair,
-}
-
-/// Reads the `NNN_name.up.sql` / `NNN_name.down.sql` pairs of `dir` (relative display name
-/// `display`), in numeric version order (10 after 9).
-pub fn read_migrations(dir: &Path, display: &str) -> Result<Vec<Migration>> {
-    let mut names: Vec<String> = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        if entry
-            .file_type()
-            .with_context(|| format!("reading {}", entry.path().display()))?
-            .is_file()
-        {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    let mut migrations: Vec<Migration> = Vec::new();
-    for name in names.iter().filter(|n| n.ends_with(".up.sql")) {
-        let stem = &name[..name.len() - ".up.sql".len()];
-        let digits: String = stem.chars().take_while(char::is_ascii_digit).collect();
-        if digits.is_empty() || !stem[digits.len()..].starts_with('_') {
-            bail!("{display}/{name}: a migration file name must be NNN_name.up.sql");
-        }
-        let version: u64 = digits
-            .parse()
-            .with_context(|| format!("{display}/{name}: version {digits} is too large"))?;
-        if let Some(other) = migrations.iter().find(|m| m.version == version) {
-            bail!(
-                "{display}/{name}: version {version} is also used by {display}/{}.up.sql",
-                other.pair.stem
-            );
-        }
-        let down_name = format!("{stem}.down.sql");
-        if !names.contains(&down_name) {
-            bail!("{display}/{name}: has no {down_name}");
-        }
-        let read = |file: &str| -> Result<(String, String)> {
-            let path = dir.join(file);
-            let sql = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Ok((sql, format!("{display}/{file}")))
-        };
-        migrations.push(Migration {
-            version,
-            pair: Pair {
-                stem: stem.to_string(),
-                up: read(name)?,
-                down: read(&down_name)?,
-            },
-        });
-    }
-    for name in names.iter().filter(|n| n.ends_with(".down.sql")) {
-        let up = format!("{}.up.sql", &name[..name.len() - ".down.sql".len()]);
-        if !names.contains(&up) {
-            bail!("{display}/{name}: has no {up}");
-        }
-    }
-    migrations.sort_by_key(|m| m.version);
-    Ok(migrations)
-}
 
 /// Replays the up files of `migrations` into a schema.
 pub fn schema_of(migrations: &[Migration]) -> Result<Schema> {
@@ -126,6 +59,20 @@ fn run_target(root: &Path, target: &Target, files: &mut Files) -> Result<()> {
             .map(|m| goose::goose_file(&m.pair, target.migrations))
             .collect::<Result<Vec<_>, _>>()?;
         files.ensure_dir_contents(&root.join(goose_dir), &goose_files)?;
+    }
+    if let Some(copy_dir) = target.embedded_copy {
+        // Byte for byte: sqlx records a checksum of each file, and a database migrated from
+        // either folder must accept the other.
+        let copies: Vec<(String, String)> = migrations
+            .iter()
+            .flat_map(|m| {
+                [
+                    (format!("{}.up.sql", m.pair.stem), m.pair.up.0.clone()),
+                    (format!("{}.down.sql", m.pair.stem), m.pair.down.0.clone()),
+                ]
+            })
+            .collect();
+        files.ensure_dir_contents(&root.join(copy_dir), &copies)?;
     }
     Ok(())
 }

@@ -1,0 +1,6 @@
+-- Reverts 001_create_sessions.up.sql: the table takes its indexes, constraints and comments with it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+-- A down migration exists to drop what its up created.
+-- squawk-ignore ban-drop-table
+DROP TABLE sessions;

@@ -1,0 +1,6 @@
+-- Reverts 003_create_compaction_events.up.sql.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+-- A down migration exists to drop what its up created.
+-- squawk-ignore ban-drop-table
+DROP TABLE compaction_events;
