@@ -30,6 +30,9 @@ fn scratch_workspace(name: &str) -> PathBuf {
             &scratch.join(target.migrations),
         );
         copy_dir(&root.join(target.out_dir), &scratch.join(target.out_dir));
+        if let Some(copy) = target.embedded_copy {
+            copy_dir(&root.join(copy), &scratch.join(copy));
+        }
     }
     scratch
 }
@@ -73,8 +76,8 @@ fn editing_a_migration_makes_check_fail_naming_the_files() {
         names(&stale, &scratch),
         [
             "crates/agentpg-schema/src/generated/messages.rs",
-            // The archive's row type is the message row, but that file does not change.
             "migrations/goose/002_create_messages.sql",
+            "crates/agentpg-repo/migrations/002_create_messages.up.sql",
         ]
     );
     assert!(
@@ -95,7 +98,7 @@ fn editing_a_migration_makes_check_fail_naming_the_files() {
 
     // Write mode fixes it; check is clean again.
     let written = xtask::codegen::run(&scratch, Mode::Write).unwrap();
-    assert_eq!(written.stale.len(), 2);
+    assert_eq!(written.stale.len(), 3);
     assert!(xtask::codegen::run(&scratch, Mode::Check)
         .unwrap()
         .is_clean());
@@ -150,5 +153,31 @@ fn broken_sql_fails_with_its_location() {
         "{text}"
     );
     assert!(text.contains("| ALTER TABLE sessions"), "{text}");
+    std::fs::remove_dir_all(&scratch).unwrap();
+}
+
+#[test]
+fn the_embedded_copy_must_match_the_migrations_byte_for_byte() {
+    let scratch = scratch_workspace("copy");
+    let copy = scratch.join("crates/agentpg-repo/migrations/001_create_sessions.down.sql");
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::write(
+        scratch.join("crates/agentpg-repo/migrations/099_stray.up.sql"),
+        "SELECT 1;\n",
+    )
+    .unwrap();
+
+    let report = xtask::codegen::run(&scratch, Mode::Check).unwrap();
+    let stale: Vec<PathBuf> = report.stale.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(
+        names(&stale, &scratch),
+        ["crates/agentpg-repo/migrations/001_create_sessions.down.sql"]
+    );
+    assert_eq!(
+        names(&report.orphaned, &scratch),
+        ["crates/agentpg-repo/migrations/099_stray.up.sql"]
+    );
     std::fs::remove_dir_all(&scratch).unwrap();
 }
