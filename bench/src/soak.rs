@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use agentpg_repo::{
     append_messages, compact, list_compactions, list_messages, revert_compaction, CompactionPlan,
-    CreateSession, Error, MessageRange, Summary,
+    Error, MessageRange, Summary,
 };
-use agentpg_schema::{ContentBlock, MessageRole, NewMessage, Usage};
+use agentpg_schema::{ContentBlock, MessageRole, NewMessage, NewSession, Usage};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -111,7 +111,7 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn message(session_id: Uuid, rng: &mut fastrand::Rng) -> NewMessage {
+fn message(tenant: &str, session_id: Uuid, rng: &mut fastrand::Rng) -> NewMessage {
     NewMessage {
         content: Some(Json(vec![ContentBlock::text(format!(
             "soak {}",
@@ -124,6 +124,7 @@ fn message(session_id: Uuid, rng: &mut fastrand::Rng) -> NewMessage {
         })),
         is_preserved: Some(rng.u8(..) < 8),
         ..NewMessage::new(
+            tenant.to_string(),
             session_id,
             if rng.bool() {
                 MessageRole::User
@@ -146,7 +147,7 @@ async fn appender(
     while !stop.load(Ordering::Relaxed) {
         let (tenant, id) = &sessions[rng.usize(..sessions.len())];
         let batch: Vec<NewMessage> = (0..rng.usize(1..=20))
-            .map(|_| message(*id, &mut rng))
+            .map(|_| message(tenant, *id, &mut rng))
             .collect();
         let result = append_messages(&pool, tenant, *id, &batch).await;
         if let Ok(rows) = &result {
@@ -319,30 +320,33 @@ async fn check(
             "SELECT count(*) FROM sessions s WHERE s.total_tokens <> (
                  SELECT coalesce(sum(coalesce((m.usage ->> 'input_tokens')::bigint, 0)
                                    + coalesce((m.usage ->> 'output_tokens')::bigint, 0)), 0)
-                   FROM messages m WHERE m.session_id = s.id)",
+                   FROM messages m WHERE m.tenant_id = s.tenant_id AND m.session_id = s.id)",
         ),
         scalar(
             "duplicate positions within a session",
-            "SELECT count(*) - count(DISTINCT (session_id, position)) FROM messages",
+            "SELECT count(*) - count(DISTINCT (tenant_id, session_id, position)) FROM messages",
         ),
         scalar(
             "messages that are both live and archived",
-            "SELECT count(*) FROM messages m JOIN message_archive a USING (id)",
+            "SELECT count(*) FROM messages m JOIN message_archive a USING (tenant_id, id)",
         ),
         scalar(
             "archived messages of reverted or missing events",
-            "SELECT count(*) FROM message_archive a LEFT JOIN compaction_events e ON e.id = a.compaction_event_id
+            "SELECT count(*) FROM message_archive a LEFT JOIN compaction_events e
+                 ON e.tenant_id = a.tenant_id AND e.id = a.compaction_event_id
               WHERE e.id IS NULL OR e.reverted_at IS NOT NULL",
         ),
         scalar(
             "standing events whose archive size differs from messages_removed",
             "SELECT count(*) FROM compaction_events e WHERE e.reverted_at IS NULL
-                AND e.messages_removed <> (SELECT count(*) FROM message_archive a WHERE a.compaction_event_id = e.id)",
+                AND e.messages_removed <> (SELECT count(*) FROM message_archive a
+                                           WHERE a.tenant_id = e.tenant_id AND a.compaction_event_id = e.id)",
         ),
         scalar(
             "sessions whose compaction_count differs from their standing events",
             "SELECT count(*) FROM sessions s WHERE s.compaction_count <> (
-                 SELECT count(*) FROM compaction_events e WHERE e.session_id = s.id AND e.reverted_at IS NULL)",
+                 SELECT count(*) FROM compaction_events e
+                  WHERE e.tenant_id = s.tenant_id AND e.session_id = s.id AND e.reverted_at IS NULL)",
         ),
         scalar(
             "archived messages whose row disagrees with the archive's id or session",
@@ -441,11 +445,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let tenant = format!("tenant-{t}");
             let created = agentpg_repo::create_session(
                 &pool,
-                &CreateSession {
-                    tenant_id: tenant.clone(),
-                    identifier: format!("session-{s}"),
-                    ..CreateSession::default()
-                },
+                &NewSession::new(tenant.clone(), format!("session-{s}")),
             )
             .await?;
             sessions.push((tenant, created.id));

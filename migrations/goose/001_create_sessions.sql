@@ -3,16 +3,21 @@
 -- Sessions: one conversation of one agent, owned by one tenant.
 --
 -- Decisions:
--- * Every row belongs to exactly one tenant; `(tenant_id, identifier)` is unique, so a caller can
---   address a session by its own name instead of our UUID.
+-- * Every row of every table belongs to exactly one tenant, and the tenant leads every key:
+--   the primary key is (tenant_id, id), and every foreign key between our tables includes
+--   tenant_id, so the database itself refuses a row that points at another tenant's row. The
+--   same layout lets the schema be hash-partitioned or distributed by tenant (Citus) unchanged.
+-- * (tenant_id, identifier) is unique, so a caller can address a session by its own name.
 -- * tenant_id and identifier must be non-empty: an empty tenant would silently pool unrelated
 --   data together.
--- * A child session (a nested agent) must belong to its parent's tenant. The composite foreign
---   key `(parent_session_id, tenant_id) -> (id, tenant_id)` makes the database enforce that; the
---   extra unique constraint on `(id, tenant_id)` exists only to be its target.
--- * total_tokens and compaction_count are kept exact by agentpg-repo in the same transaction as
+-- * A child session (a nested agent) belongs to its parent's tenant: the foreign key
+--   (tenant_id, parent_session_id) -> (tenant_id, id) cannot point elsewhere.
+-- * A fork records where it came from (forked_from_session_id, forked_from_message_id). They are
+--   not foreign keys: a fork outlives the session and message it was copied from.
+-- * total_tokens and compaction_count are kept exact by agentpg-repo in the same statement as
 --   the writes that change them; they can never go negative.
 -- * updated_at is set by agentpg-repo (no trigger), so bulk inserts pay for no per-row trigger.
+--   created_at never changes after insert, which makes it a stable key to page over.
 
 -- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
 -- references); both settings end with this migration's transaction.
@@ -24,19 +29,23 @@ CREATE TABLE sessions (
     tenant_id TEXT NOT NULL,
     identifier TEXT NOT NULL,
     parent_session_id UUID,
+    forked_from_session_id UUID,
+    forked_from_message_id UUID,
     metadata JSONB NOT NULL DEFAULT '{}'::jsonb,
     total_tokens BIGINT NOT NULL DEFAULT 0,
     compaction_count BIGINT NOT NULL DEFAULT 0,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT sessions_pkey PRIMARY KEY (id),
-    CONSTRAINT sessions_id_tenant_id_key UNIQUE (id, tenant_id),
+    CONSTRAINT sessions_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT sessions_tenant_id_identifier_key UNIQUE (tenant_id, identifier),
-    CONSTRAINT sessions_parent_session_fkey FOREIGN KEY (parent_session_id, tenant_id)
-        REFERENCES sessions (id, tenant_id) ON DELETE CASCADE,
+    CONSTRAINT sessions_parent_session_fkey FOREIGN KEY (tenant_id, parent_session_id)
+        REFERENCES sessions (tenant_id, id) ON DELETE CASCADE,
     CONSTRAINT sessions_tenant_id_check CHECK (tenant_id <> ''),
     CONSTRAINT sessions_identifier_check CHECK (identifier <> ''),
     CONSTRAINT sessions_not_own_parent_check CHECK (parent_session_id <> id),
+    CONSTRAINT sessions_fork_check CHECK (
+        (forked_from_session_id IS NULL) = (forked_from_message_id IS NULL)
+    ),
     CONSTRAINT sessions_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT sessions_total_tokens_check CHECK (total_tokens >= 0),
     CONSTRAINT sessions_compaction_count_check CHECK (compaction_count >= 0)
@@ -44,18 +53,29 @@ CREATE TABLE sessions (
 
 -- A tenant's sessions, most recently updated first; `id` breaks ties for keyset pagination.
 CREATE INDEX sessions_tenant_id_updated_at_idx ON sessions (tenant_id, updated_at DESC, id DESC);
+-- A tenant's sessions, newest created first: the keyset order that writes never move.
+CREATE INDEX sessions_tenant_id_created_at_idx ON sessions (tenant_id, created_at DESC, id DESC);
 -- Children of a session (nested agents), and the cascade when a parent is deleted.
-CREATE INDEX sessions_parent_session_id_idx ON sessions (parent_session_id);
+CREATE INDEX sessions_parent_session_idx ON sessions (tenant_id, parent_session_id);
+-- Forks of a session.
+CREATE INDEX sessions_forked_from_session_idx ON sessions (tenant_id, forked_from_session_id)
+    WHERE forked_from_session_id IS NOT NULL;
+-- Sessions whose metadata contains a given JSON object (`metadata @> '{"project": "x"}'`).
+CREATE INDEX sessions_metadata_idx ON sessions USING gin (metadata jsonb_path_ops);
+-- Sessions whose identifier starts with a given prefix (`identifier LIKE 'abc%'`).
+CREATE INDEX sessions_identifier_prefix_idx ON sessions (tenant_id, identifier text_pattern_ops);
 
 COMMENT ON TABLE sessions IS 'One conversation of one agent, owned by one tenant.';
-COMMENT ON COLUMN sessions.id IS 'Primary key.';
-COMMENT ON COLUMN sessions.tenant_id IS 'Owner of the session; every read and write is scoped by it. Non-empty.';
+COMMENT ON COLUMN sessions.id IS 'Identifier of the session, unique within its tenant.';
+COMMENT ON COLUMN sessions.tenant_id IS 'Owner of the session; leads every key, and every read and write is scoped by it. Non-empty.';
 COMMENT ON COLUMN sessions.identifier IS 'Caller-chosen name of the session, unique within its tenant. Non-empty.';
 COMMENT ON COLUMN sessions.parent_session_id IS 'Session that spawned this one (nested agents), in the same tenant; NULL for a root session.';
+COMMENT ON COLUMN sessions.forked_from_session_id IS 'Session this one was forked from, if it is a fork (not a foreign key: the fork outlives its source).';
+COMMENT ON COLUMN sessions.forked_from_message_id IS 'Last message of the source session that the fork copied, if it is a fork.';
 COMMENT ON COLUMN sessions.metadata IS 'Project metadata as a JSON object; defaults to {}.';
-COMMENT ON COLUMN sessions.total_tokens IS 'Sum of input and output tokens of the messages currently in the session, kept exact by agentpg-repo.';
+COMMENT ON COLUMN sessions.total_tokens IS 'Sum of the tokens of the messages currently in the session, kept exact by agentpg-repo.';
 COMMENT ON COLUMN sessions.compaction_count IS 'Number of compactions applied and not reverted.';
-COMMENT ON COLUMN sessions.created_at IS 'When the session was created.';
+COMMENT ON COLUMN sessions.created_at IS 'When the session was created; never changes.';
 COMMENT ON COLUMN sessions.updated_at IS 'When the session or its messages last changed.';
 
 -- +goose Down

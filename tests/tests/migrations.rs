@@ -227,12 +227,25 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
         TABLES.into_iter().collect::<BTreeSet<_>>(),
         "every table has a primary key"
     );
-    for (table, column, ty) in &primary_keys {
-        assert_eq!(ty, "uuid", "primary key {table}.{column}");
+    // Every primary key is (tenant_id text, id uuid): the tenant leads every key.
+    for table in TABLES {
+        let key: Vec<(&str, &str)> = primary_keys
+            .iter()
+            .filter(|(t, ..)| t == table)
+            .map(|(_, c, ty)| (c.as_str(), ty.as_str()))
+            .collect();
+        assert_eq!(
+            key,
+            [("id", "uuid"), ("tenant_id", "text")],
+            "primary key of {table}"
+        );
     }
 
-    let foreign_keys: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, co.conname::text, co.confdeltype::text
+    let foreign_keys: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, co.conname::text, co.confdeltype::text,
+                EXISTS (SELECT 1 FROM pg_attribute a
+                         WHERE a.attrelid = co.conrelid AND a.attnum = co.conkey[1]
+                           AND a.attname = 'tenant_id')
          FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid
          WHERE co.contype = 'f' AND c.relnamespace = 'public'::regnamespace
          ORDER BY 1, 2",
@@ -243,18 +256,19 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
     assert_eq!(
         foreign_keys
             .iter()
-            .map(|(t, n, _)| format!("{t}.{n}"))
+            .map(|(t, n, ..)| format!("{t}.{n}"))
             .collect::<Vec<_>>(),
         vec![
-            "compaction_events.compaction_events_session_id_fkey",
-            "message_archive.message_archive_compaction_event_id_fkey",
-            "message_archive.message_archive_session_id_fkey",
-            "messages.messages_session_id_fkey",
+            "compaction_events.compaction_events_session_fkey",
+            "message_archive.message_archive_compaction_event_fkey",
+            "message_archive.message_archive_session_fkey",
+            "messages.messages_session_fkey",
             "sessions.sessions_parent_session_fkey",
         ]
     );
-    for (table, name, action) in &foreign_keys {
+    for (table, name, action, tenant_first) in &foreign_keys {
         assert_eq!(action, "c", "{table}.{name} must be ON DELETE CASCADE");
+        assert!(tenant_first, "{table}.{name} must lead with tenant_id");
     }
 
     let columns: Vec<(String, String, String)> = sqlx::query_as(
@@ -280,7 +294,7 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
     }
     assert_eq!(
         (timestamps, jsons),
-        (7, 6),
+        (8, 8),
         "timestamp and JSON column counts"
     );
 

@@ -120,10 +120,21 @@ fn main() -> ExitCode {
             }
         },
         // The database benchmark and the soak live in their own crate so xtask stays light;
-        // they run in a release build.
+        // they run in a release build. The generator's own figures follow, from this process.
         Command::Bench { case: None, quick } => {
             let args: Vec<String> = quick.then(|| "--quick".to_string()).into_iter().collect();
-            run_bench_binary("agentpg-bench", &args)
+            let code = run_bench_binary("agentpg-bench", &args);
+            if code != ExitCode::SUCCESS {
+                return code;
+            }
+            println!();
+            match xtask::bench::codegen() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Soak {
             duration,

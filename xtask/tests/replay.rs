@@ -153,6 +153,9 @@ fn create_table_with_arrays_serials_identity_generated_and_quoted_names() {
     );
     assert_eq!(only_table(&schema), &expected);
     assert!(schema.tables[0].column("ia").unwrap().is_db_filled());
+    assert!(schema.tables[0].column("g").unwrap().is_db_filled());
+    // BY DEFAULT identity: an insert may give a value.
+    assert!(!schema.tables[0].column("ib").unwrap().is_db_filled());
     assert!(!schema.tables[0].column("s").unwrap().is_db_filled());
 }
 
@@ -535,16 +538,21 @@ fn errors_name_file_line_and_column() {
 
 #[test]
 fn a_typed_json_declaration_must_name_a_json_column() {
-    use xtask::codegen::emit::{generate, JsonType};
+    use xtask::codegen::config::{Declarations, JsonType};
+    use xtask::codegen::emit::generate;
     let schema = replay("CREATE TABLE t (doc jsonb, n int);");
     let declare = |column: &'static str, rust_type: &'static str| {
+        let json_types: &'static [JsonType] = Box::leak(Box::new([JsonType {
+            table: "t",
+            column,
+            rust_type,
+        }]));
         generate(
             &schema,
-            &[JsonType {
-                table: "t",
-                column,
-                rust_type,
-            }],
+            &Declarations {
+                json_types,
+                ..Declarations::default()
+            },
             "m",
         )
         .map(|files| files.len())

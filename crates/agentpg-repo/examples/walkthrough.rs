@@ -7,9 +7,9 @@
 
 use agentpg_repo::{
     append_messages, compact, create_session, list_messages, revert_compaction, CompactionPlan,
-    CreateSession, MessageRange, Summary,
+    MessageRange, Summary,
 };
-use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, Usage};
+use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Usage};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -49,11 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let session = create_session(
         &pool,
-        &CreateSession {
-            tenant_id: TENANT.into(),
-            identifier: "support-chat".into(),
-            ..CreateSession::default()
-        },
+        &NewSession::new(TENANT.into(), "support-chat".into()),
     )
     .await?;
     println!("2. created session {} ({})", session.id, session.identifier);
@@ -73,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..Usage::default()
                 })),
                 is_preserved: Some(i == 1),
-                ..NewMessage::new(session.id, role)
+                ..NewMessage::new(TENANT.into(), session.id, role)
             }
         })
         .collect();

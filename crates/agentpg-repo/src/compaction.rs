@@ -2,15 +2,18 @@
 
 use std::collections::HashSet;
 
+use agentpg_schema::compaction_events::{self, CompactionEventKey};
+use agentpg_schema::messages::{self, MessageArchived, MessageKey};
+use agentpg_schema::sessions::{self, SessionKey};
 use agentpg_schema::{
-    compaction_events, messages, sessions, CompactionEvent, CompactionEventIden,
-    CompactionEventPatch, ContentBlocks, Message, MessageArchiveIden, MessageIden, MessageRole,
-    NewCompactionEvent, SessionPatch, Usage,
+    CompactionEvent, CompactionEventIden, CompactionEventPatch, ContentBlocks, Message,
+    MessageArchiveIden, MessageIden, MessageRole, Session, SessionIden, SessionPatch, Usage,
 };
 use chrono::{DateTime, Utc};
-use sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, Order, PgFunc, Query};
+use sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, Func, LockType, Order, PgFunc, Query, SelectStatement,
+};
 use serde_json::Value;
-use sqlx::types::Json;
 use sqlx::{Acquire, FromRow, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
@@ -26,7 +29,7 @@ pub struct Summary {
     pub role: MessageRole,
     /// Content blocks of the summary.
     pub content: ContentBlocks,
-    /// Token usage of the summary (counts toward the session's total).
+    /// Token usage of the summary (its tokens count toward the session's total).
     pub usage: Option<Usage>,
     /// Metadata of the summary message; a JSON object (`{}` when `None`).
     pub metadata: Option<Value>,
@@ -85,26 +88,38 @@ fn check_plan(plan: &CompactionPlan) -> Result<()> {
 }
 
 /// The locked session row and the transaction's clock.
-#[derive(sqlx::FromRow)]
+#[derive(FromRow)]
 struct Locked {
-    id: Uuid,
-    total_tokens: i64,
-    compaction_count: i64,
+    #[sqlx(flatten)]
+    session: Session,
     now: DateTime<Utc>,
+}
+
+/// `SELECT sessions.*, now() AS now FROM sessions … FOR UPDATE [OF sessions]`.
+fn lock_session() -> SelectStatement {
+    let mut query = Query::select();
+    query
+        .columns(SessionIden::COLUMNS.map(|c| (SessionIden::Table, c)))
+        .expr_as(Expr::current_timestamp(), Alias::new("now"))
+        .from(SessionIden::Table)
+        .lock_with_tables(LockType::Update, [SessionIden::Table]);
+    query
 }
 
 /// Applies `plan` to session `plan.session_id` of `tenant` atomically and returns the event.
 ///
 /// In one transaction (a savepoint when `conn` is already in one): lock the session row; check
-/// every id is a non-preserved message of the session; write the event (token figures, preserved
-/// ids, summary id, strategy, model, duration); archive each removed row whole and delete it;
-/// insert the summary at the position of the first removed message; bump `compaction_count` and
-/// set `total_tokens`. Four statements (plus BEGIN and COMMIT) whatever the plan's size.
+/// every id is a non-preserved message of the session; then one statement removes the messages
+/// (re-checking that none is preserved, so a flag set meanwhile is honoured), archives each
+/// removed row whole, inserts the summary at the position of the first removed message, writes
+/// the event with its token figures, and updates the session's counters. Three statements (plus
+/// BEGIN and COMMIT) whatever the plan's size.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for an
-/// empty plan, duplicates, ids outside the session, preserved messages, or bad summary content.
-/// Nothing is written on any error.
+/// empty plan, duplicates, ids outside the session, preserved messages, or bad summary content;
+/// [`Error::Conflict`] if a message of the plan was preserved or removed by another transaction
+/// while the compaction ran. Nothing is written on any error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %plan.session_id, remove = plan.remove.len(), event = tracing::field::Empty))]
 pub async fn compact<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
@@ -125,213 +140,258 @@ async fn compact_in(
     plan: &CompactionPlan,
 ) -> Result<CompactionEvent> {
     // 1. Lock the session row: compactions, reverts and appends of one session serialize here.
-    let session: Locked = sqlx::query_as(
-        "SELECT id, total_tokens, compaction_count, now() AS now
-           FROM sessions WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
-    )
-    .bind(plan.session_id)
-    .bind(tenant)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(Error::NotFound(Entity::Session))?;
+    let mut lock = lock_session();
+    lock.and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
+        .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(plan.session_id));
+    let (sql, values) = crate::built(&lock);
+    let locked: Locked = sqlx::query_as_with(sql, values)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::NotFound(Entity::Session))?;
+    let session = &locked.session;
 
-    // 2. The plan's messages and the session's preserved ones.
-    let found: Vec<(Uuid, i64, bool, bool, i64)> = sqlx::query_as(concat!(
-        "SELECT m.id, m.position, m.is_preserved, m.id = ANY($2), ",
-        message_tokens!(),
-        " FROM messages m
-          WHERE m.session_id = $1 AND (m.id = ANY($2) OR m.is_preserved)
-          ORDER BY m.position"
-    ))
-    .bind(session.id)
-    .bind(&plan.remove)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut removed_tokens: i64 = 0;
-    let mut removed = 0usize;
-    let mut first_position = None;
+    // 2. The plan's messages and the session's preserved ones, read under the lock.
+    let mut read = Query::select();
+    read.columns([MessageIden::Id, MessageIden::IsPreserved])
+        .expr(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(plan.remove.clone()))))
+        .from(MessageIden::Table)
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
+        .and_where(
+            Expr::col(MessageIden::Id)
+                .eq(PgFunc::any(Expr::val(plan.remove.clone())))
+                .or(Expr::col(MessageIden::IsPreserved)),
+        )
+        .order_by(MessageIden::Position, Order::Asc);
+    let (sql, values) = crate::built(&read);
+    let found: Vec<(Uuid, bool, bool)> = sqlx::query_as_with(sql, values)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut in_plan = HashSet::with_capacity(plan.remove.len());
     let mut preserved_ids = Vec::new();
-    for (id, position, is_preserved, in_plan, tokens) in &found {
-        if *in_plan {
+    for (id, is_preserved, planned) in &found {
+        if *planned {
             if *is_preserved {
                 return Err(Error::invalid(format!("message {id} is preserved")));
             }
-            removed += 1;
-            removed_tokens += tokens;
-            first_position.get_or_insert(*position);
+            in_plan.insert(*id);
         } else {
             preserved_ids.push(*id);
         }
     }
-    if removed != plan.remove.len() {
-        let known: HashSet<Uuid> = found.iter().filter(|f| f.3).map(|f| f.0).collect();
-        let missing = plan
-            .remove
-            .iter()
-            .find(|id| !known.contains(id))
-            .expect("one is missing");
+    if let Some(missing) = plan.remove.iter().find(|id| !in_plan.contains(id)) {
         return Err(Error::invalid(format!(
             "message {missing} is not in the session"
         )));
     }
-    let summary_tokens = match &plan.summary {
-        Some(Summary { usage: Some(u), .. }) => u.total(),
-        _ => 0,
-    };
-    let compacted_tokens = session.total_tokens - removed_tokens + summary_tokens;
-    let summary_id = plan
-        .summary
-        .as_ref()
-        .map(|s| s.id.unwrap_or_else(Uuid::new_v4));
 
-    // 3. One statement, so a compaction of any size costs the same round trips: write the
-    //    event, archive each removed row whole (to_jsonb of the row) and delete it, and set the
-    //    counters — each part built from the generated statements.
-    let new_event = NewCompactionEvent {
-        summary_content: plan.summary.as_ref().map(|s| Json(s.content.clone())),
-        summary_message_id: summary_id,
-        preserved_message_ids: Some(preserved_ids),
-        model_used: plan.model_used.clone(),
-        duration_ms: plan.duration_ms,
-        created_at: Some(session.now),
-        ..NewCompactionEvent::new(
-            session.id,
-            plan.strategy.clone(),
-            session.total_tokens,
-            compacted_tokens,
-            removed as i64,
-        )
-    };
-    let counters = SessionPatch {
-        total_tokens: Some(compacted_tokens),
-        compaction_count: Some(session.compaction_count + 1),
-        updated_at: Some(session.now),
-        ..SessionPatch::default()
-    };
-    let (sql, values) = crate::built(&apply_statement(
-        &new_event,
-        &counters,
-        session.id,
-        &plan.remove,
-        session.now,
-    ));
+    // 3. One statement does the rest, so a compaction of any size costs the same round trips.
+    let (sql, values) = crate::built(&apply_statement(tenant, session, plan, preserved_ids));
     let row = sqlx::query_with(sql, values).fetch_one(&mut *conn).await?;
-    let archived: i64 = row.try_get("archived")?;
-    let event = CompactionEvent::from_row(&row)?;
-    if archived != removed as i64 {
+    let removed: i64 = row.try_get("removed")?;
+    if removed != plan.remove.len() as i64 {
         return Err(Error::conflict(
-            "the session's messages changed during the compaction",
+            "a message of the plan was preserved or removed by another transaction during the compaction",
         ));
     }
+    let event = CompactionEvent::from_row(&row)?;
     tracing::Span::current().record("event", tracing::field::display(event.id));
-
-    // 4. The summary, in the place of the first removed message.
-    if let (Some(summary), Some(id), Some(position)) = (&plan.summary, summary_id, first_position) {
-        let row = Message {
-            id,
-            session_id: session.id,
-            position,
-            role: summary.role,
-            content: Json(summary.content.clone()),
-            usage: summary.usage.clone().map(Json),
-            metadata: summary
-                .metadata
-                .clone()
-                .unwrap_or_else(|| Value::Object(Default::default())),
-            is_preserved: false,
-            is_summary: true,
-            created_at: session.now,
-            updated_at: session.now,
-        };
-        let (sql, values) = crate::built(&messages::insert_rows([&row]).expect("one row"));
-        sqlx::query_with(sql, values).execute(&mut *conn).await?;
-    }
-
     Ok(event)
 }
 
-/// `WITH event AS (INSERT INTO compaction_events …), removed AS (DELETE FROM messages …),
-/// archived AS (INSERT INTO message_archive SELECT … to_jsonb(removed) …), counters AS
-/// (UPDATE sessions …) SELECT event.*, (SELECT count(*) FROM archived) AS archived FROM event`.
+/// ```text
+/// WITH removed  AS (DELETE FROM messages WHERE … AND id = ANY(plan) AND NOT is_preserved RETURNING *),
+///      summary  AS (INSERT INTO messages (…, position, …) SELECT …, min(position), … FROM removed HAVING count(*) > 0 RETURNING id, tokens),
+///      event    AS (INSERT INTO compaction_events (…) SELECT … (token figures from removed and summary) RETURNING *),
+///      archived AS (INSERT INTO message_archive (…) SELECT removed.id, …, to_jsonb(removed) FROM removed),
+///      counters AS (UPDATE sessions SET total_tokens = …, compaction_count = … + 1, updated_at = now() WHERE …)
+/// SELECT event.*, (SELECT count(*) FROM removed) AS removed FROM event
+/// ```
+/// built from the generated names. The DELETE re-checks `is_preserved` on the row it removes,
+/// after waiting for any transaction that holds the row, so a flag committed meanwhile wins.
 fn apply_statement(
-    event: &NewCompactionEvent,
-    counters: &SessionPatch,
-    session_id: Uuid,
-    remove: &[Uuid],
-    now: DateTime<Utc>,
+    tenant: &str,
+    session: &Session,
+    plan: &CompactionPlan,
+    preserved_ids: Vec<Uuid>,
 ) -> sea_query::WithQuery {
-    let (event_cte, removed_cte, archived_cte) = (
-        Alias::new("event"),
-        Alias::new("removed"),
-        Alias::new("archived"),
-    );
+    let removed = Alias::new("removed");
+    let summary = Alias::new("summary");
+    let event = Alias::new("event");
+
     let mut delete = Query::delete();
     delete
         .from_table(MessageIden::Table)
-        .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
-        .and_where(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(remove.to_vec()))))
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
+        .and_where(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(plan.remove.clone()))))
+        .and_where(Expr::col(MessageIden::IsPreserved).not())
         .returning_all();
+
+    let mut with = Query::with();
+    with.cte(crate::cte(&removed, delete));
+
+    // The summary takes the place of the first removed message.
+    let summary_tokens = if let Some(s) = &plan.summary {
+        let mut columns = vec![
+            MessageIden::TenantId,
+            MessageIden::SessionId,
+            MessageIden::Position,
+            MessageIden::Role,
+            MessageIden::Content,
+            MessageIden::IsSummary,
+        ];
+        let mut select = Query::select();
+        select
+            .expr(Expr::val(tenant))
+            .expr(Expr::val(session.id))
+            .expr(Expr::col((removed.clone(), MessageIden::Position)).min())
+            .expr(Expr::val(s.role))
+            .expr(Expr::val(json(&s.content)))
+            .expr(Expr::val(true));
+        if let Some(id) = s.id {
+            columns.push(MessageIden::Id);
+            select.expr(Expr::val(id));
+        }
+        if let Some(usage) = &s.usage {
+            columns.push(MessageIden::Usage);
+            select.expr(Expr::val(json(usage)));
+        }
+        if let Some(metadata) = &s.metadata {
+            columns.push(MessageIden::Metadata);
+            select.expr(Expr::val(metadata.clone()));
+        }
+        select
+            .from(removed.clone())
+            .and_having(Expr::col(Asterisk).count().gt(0));
+        let mut insert = Query::insert();
+        insert
+            .into_table(MessageIden::Table)
+            .columns(columns)
+            .select_from(select)
+            .expect("as many values as columns")
+            .returning(Query::returning().columns([MessageIden::Id, MessageIden::Tokens]));
+        with.cte(crate::cte(&summary, insert));
+        crate::sum_of(MessageIden::Tokens, &summary)
+    } else {
+        Expr::val(0i64)
+    };
+    let removed_tokens = crate::sum_of(MessageIden::Tokens, &removed);
+
+    let mut values = Query::select();
+    values
+        .expr(Expr::val(tenant))
+        .expr(Expr::val(session.id))
+        .expr(Expr::val(plan.strategy.clone()))
+        .expr(Expr::val(session.total_tokens))
+        .expr(
+            Expr::val(session.total_tokens)
+                .sub(removed_tokens.clone())
+                .add(summary_tokens.clone()),
+        )
+        .expr(crate::count_of(&removed))
+        .expr(Expr::val(preserved_ids))
+        .expr(Expr::val(plan.model_used.clone()))
+        .expr(Expr::val(plan.duration_ms));
+    let mut event_columns = vec![
+        CompactionEventIden::TenantId,
+        CompactionEventIden::SessionId,
+        CompactionEventIden::Strategy,
+        CompactionEventIden::OriginalTokens,
+        CompactionEventIden::CompactedTokens,
+        CompactionEventIden::MessagesRemoved,
+        CompactionEventIden::PreservedMessageIds,
+        CompactionEventIden::ModelUsed,
+        CompactionEventIden::DurationMs,
+    ];
+    if let Some(s) = &plan.summary {
+        event_columns.push(CompactionEventIden::SummaryContent);
+        values.expr(Expr::val(json(&s.content)));
+        event_columns.push(CompactionEventIden::SummaryMessageId);
+        values.expr(Expr::from(
+            Query::select()
+                .column(MessageIden::Id)
+                .from(summary.clone())
+                .to_owned(),
+        ));
+    }
+    let mut insert_event = Query::insert();
+    insert_event
+        .into_table(CompactionEventIden::Table)
+        .columns(event_columns)
+        .select_from(values)
+        .expect("as many values as columns")
+        .returning_all();
+    with.cte(crate::cte(&event, insert_event));
+
     let mut rows = Query::select();
-    rows.column((removed_cte.clone(), MessageIden::Id))
-        .expr(Expr::cust("(SELECT id FROM event)"))
-        .column((removed_cte.clone(), MessageIden::SessionId))
-        .expr(Expr::cust("to_jsonb(removed)"))
-        .expr(Expr::val(now))
-        .from(removed_cte.clone());
+    rows.column((removed.clone(), MessageIden::Id))
+        .column((removed.clone(), MessageIden::TenantId))
+        .expr(Expr::from(
+            Query::select()
+                .column(CompactionEventIden::Id)
+                .from(event.clone())
+                .to_owned(),
+        ))
+        .column((removed.clone(), MessageIden::SessionId))
+        .expr(Func::cust("to_jsonb").arg(Expr::col(removed.clone())))
+        .from(removed.clone());
     let mut archive = Query::insert();
     archive
         .into_table(MessageArchiveIden::Table)
         .columns([
             MessageArchiveIden::Id,
+            MessageArchiveIden::TenantId,
             MessageArchiveIden::CompactionEventId,
             MessageArchiveIden::SessionId,
             MessageArchiveIden::OriginalMessage,
-            MessageArchiveIden::ArchivedAt,
         ])
         .select_from(rows)
-        .expect("five columns, five values")
-        .returning_col(MessageArchiveIden::Id);
-    let counters = sessions::update_by_pk(&session_id, counters).expect("the patch sets columns");
-    let cte = |name: &Alias, query: &dyn Fn(&mut CommonTableExpression)| {
-        let mut cte = CommonTableExpression::new();
-        cte.table_name(name.clone());
-        query(&mut cte);
-        cte
-    };
-    let with = Query::with()
-        .cte(cte(&event_cte, &|c| {
-            c.query(compaction_events::insert(event));
-        }))
-        .cte(cte(&removed_cte, &|c| {
-            c.query(delete.clone());
-        }))
-        .cte(cte(&archived_cte, &|c| {
-            c.query(archive.clone());
-        }))
-        .cte(cte(&Alias::new("counters"), &|c| {
-            c.query(counters.clone());
-        }))
-        .to_owned();
-    Query::select()
-        .expr(Expr::cust("event.*"))
-        .expr_as(
-            Expr::cust("(SELECT count(*) FROM archived)"),
-            Alias::new("archived"),
+        .expect("five columns, five values");
+    with.cte(crate::cte(&Alias::new("archived"), archive));
+
+    let mut counters = Query::update();
+    counters
+        .table(SessionIden::Table)
+        .value(
+            SessionIden::TotalTokens,
+            Expr::col(SessionIden::TotalTokens)
+                .sub(removed_tokens)
+                .add(summary_tokens),
         )
-        .from(event_cte)
+        .value(
+            SessionIden::CompactionCount,
+            Expr::col(SessionIden::CompactionCount).add(1),
+        )
+        .value(SessionIden::UpdatedAt, Expr::current_timestamp())
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::Id).eq(session.id));
+    with.cte(crate::cte(&Alias::new("counters"), counters));
+
+    Query::select()
+        .column((event.clone(), Asterisk))
+        .expr_as(crate::count_of(&removed), Alias::new("removed"))
+        .from(event)
         .to_owned()
         .with(with)
 }
 
+/// A value of a declared JSON type as a sea-query JSON value.
+fn json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).expect("a declared JSON type serializes to JSON")
+}
+
 /// Reverts compaction `event_id` of `tenant`: restores the archived messages exactly (id,
-/// position, role, content, usage, metadata, flags, timestamps), deletes the summary, restores
-/// `total_tokens` and `compaction_count`, removes the archive rows, and marks the event reverted
-/// (it stays as history). Returns the updated event.
+/// position, role, content, usage, metadata, flags, timestamps; a column added since the
+/// compaction takes its default), deletes the summary, restores `total_tokens` and
+/// `compaction_count`, removes the archive rows, and marks the event reverted (it stays as
+/// history). Returns the updated event.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the event is not in one of `tenant`'s sessions; [`Error::Conflict`] if
-/// it is not the session's latest standing (unreverted) compaction. Nothing is written on any
-/// error.
+/// it is not the session's latest standing (unreverted) compaction, if retention finalized it
+/// (its archive is gone), or if an archived message cannot be restored (a column added since is
+/// NOT NULL without a default; the error names it). Nothing is written on any error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, event = %event_id, session = tracing::field::Empty, restored = tracing::field::Empty))]
 pub async fn revert_compaction<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
@@ -351,22 +411,30 @@ async fn revert_in(
     event_id: Uuid,
 ) -> Result<CompactionEvent> {
     // 1. Lock the event's session.
-    let session: Locked = sqlx::query_as(
-        "SELECT s.id, s.total_tokens, s.compaction_count, now() AS now
-           FROM sessions s JOIN compaction_events e ON e.session_id = s.id
-          WHERE e.id = $1 AND s.tenant_id = $2
-            FOR UPDATE OF s",
+    let mut lock = lock_session();
+    lock.inner_join(
+        CompactionEventIden::Table,
+        Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId))
+            .equals((SessionIden::Table, SessionIden::TenantId))
+            .and(
+                Expr::col((CompactionEventIden::Table, CompactionEventIden::SessionId))
+                    .equals((SessionIden::Table, SessionIden::Id)),
+            ),
     )
-    .bind(event_id)
-    .bind(tenant)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(Error::NotFound(Entity::CompactionEvent))?;
+    .and_where(Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId)).eq(tenant))
+    .and_where(Expr::col((CompactionEventIden::Table, CompactionEventIden::Id)).eq(event_id));
+    let (sql, values) = crate::built(&lock);
+    let locked: Locked = sqlx::query_as_with(sql, values)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::NotFound(Entity::CompactionEvent))?;
+    let (session, now) = (&locked.session, locked.now);
     tracing::Span::current().record("session", tracing::field::display(session.id));
 
-    // 2. Only the latest standing compaction may be reverted.
+    // 2. Only the latest standing compaction may be reverted, and only while it has its archive.
     let mut latest = compaction_events::select();
     latest
+        .and_where(Expr::col(CompactionEventIden::TenantId).eq(tenant))
         .and_where(Expr::col(CompactionEventIden::SessionId).eq(session.id))
         .and_where(Expr::col(CompactionEventIden::RevertedAt).is_null())
         .order_by(CompactionEventIden::Seq, Order::Desc)
@@ -383,70 +451,99 @@ async fn revert_in(
             )))
         }
     };
+    if event.finalized_at.is_some() {
+        return Err(Error::conflict(format!(
+            "archive finalized: retention dropped the archive of compaction {event_id}, so it can no longer be reverted"
+        )));
+    }
 
     // 3. Remove the summary (its position goes back to the first restored message).
-    let summary_tokens: i64 = match event.summary_message_id {
-        Some(id) => sqlx::query_scalar(concat!(
-            "DELETE FROM messages m WHERE m.id = $1 AND m.session_id = $2 RETURNING ",
-            message_tokens!()
-        ))
-        .bind(id)
-        .bind(session.id)
+    let summary_tokens = match event.summary_message_id {
+        Some(id) => messages::stmt::delete_by_pk(&MessageKey {
+            tenant_id: tenant,
+            id,
+        })
         .fetch_optional(&mut *conn)
         .await?
-        .unwrap_or(0),
+        .map_or(0, |m| m.tokens),
         None => 0,
     };
 
-    // 4. Restore every archived row exactly as it was and drop the archive rows.
-    let (restored, restored_tokens): (i64, i64) = sqlx::query_as(concat!(
-        "WITH restored AS (
-             INSERT INTO messages AS m
-             SELECT r.* FROM message_archive a
-                  CROSS JOIN LATERAL jsonb_populate_record(NULL::messages, a.original_message) r
-              WHERE a.compaction_event_id = $1
-              ORDER BY r.position
-             RETURNING ",
-        message_tokens!(),
-        " AS tokens
-         ), dropped AS (
-             DELETE FROM message_archive WHERE compaction_event_id = $1
-         )
-         SELECT count(*), coalesce(sum(tokens), 0)::bigint FROM restored",
-    ))
-    .bind(event.id)
-    .fetch_one(&mut *conn)
-    .await?;
-    tracing::Span::current().record("restored", restored);
-    if restored != event.messages_removed {
+    // 4. Restore every archived row as it was, then drop the archive rows.
+    let archived = MessageArchived {
+        tenant_id: tenant,
+        compaction_event_id: event.id,
+    };
+    let restored: Vec<Message> = messages::stmt::restore(&archived)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(restore_error)?;
+    tracing::Span::current().record("restored", restored.len());
+    if restored.len() as i64 != event.messages_removed {
         return Err(Error::conflict(format!(
-            "the archive of compaction {event_id} holds {restored} messages, not {}",
+            "the archive of compaction {event_id} holds {} messages, not {}",
+            restored.len(),
             event.messages_removed
         )));
     }
+    let restored_tokens: i64 = restored.iter().map(|m| m.tokens).sum();
+    let mut drop = Query::delete();
+    drop.from_table(MessageArchiveIden::Table)
+        .and_where(Expr::col(MessageArchiveIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageArchiveIden::CompactionEventId).eq(event.id));
+    let (sql, values) = crate::built(&drop);
+    sqlx::query_with(sql, values).execute(&mut *conn).await?;
 
     // 5. The counters.
     let patch = SessionPatch {
         total_tokens: Some(session.total_tokens - summary_tokens + restored_tokens),
         compaction_count: Some(session.compaction_count - 1),
-        updated_at: Some(session.now),
+        updated_at: Some(now),
         ..SessionPatch::default()
     };
-    let (sql, values) =
-        crate::built(&sessions::update_by_pk(&session.id, &patch).expect("the patch sets columns"));
-    sqlx::query_with(sql, values).execute(&mut *conn).await?;
+    let key = SessionKey {
+        tenant_id: tenant,
+        id: session.id,
+    };
+    sessions::stmt::update_by_pk(&key, &patch)
+        .expect("the patch sets columns")
+        .fetch_one(&mut *conn)
+        .await?;
 
     // 6. Mark the event reverted; it stays as history.
     let patch = CompactionEventPatch {
-        reverted_at: Some(Some(session.now)),
+        reverted_at: Some(Some(now)),
         ..CompactionEventPatch::default()
     };
-    let (sql, values) = crate::built(
-        &compaction_events::update_by_pk(&event.id, &patch).expect("the patch sets columns"),
-    );
-    Ok(sqlx::query_as_with(sql, values)
+    let key = CompactionEventKey {
+        tenant_id: tenant,
+        id: event.id,
+    };
+    Ok(compaction_events::stmt::update_by_pk(&key, &patch)
+        .expect("the patch sets columns")
         .fetch_one(&mut *conn)
         .await?)
+}
+
+/// A restore that fails on a NOT NULL column is not the caller's input: the archive predates a
+/// column that has no default, so the row cannot be restored.
+fn restore_error(e: sqlx::Error) -> Error {
+    if let Some(db) = e.as_database_error() {
+        if db.kind() == sqlx::error::ErrorKind::NotNullViolation {
+            let column = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.column())
+                .unwrap_or("(unnamed)")
+                .to_owned();
+            return Error::Conflict {
+                reason: format!(
+                    "an archived message cannot be restored: column {column} has no archived value and no default"
+                ),
+                source: Some(e),
+            };
+        }
+    }
+    e.into()
 }
 
 /// The compaction events of session `session_id` of `tenant`, newest first (reverted ones too).
@@ -462,14 +559,15 @@ pub async fn list_compactions<'c>(
     validate::tenant(tenant)?;
     let mut query = compaction_events::select();
     query
+        .and_where(Expr::col(CompactionEventIden::TenantId).eq(tenant))
         .and_where(Expr::col(CompactionEventIden::SessionId).eq(session_id))
-        .and_where(crate::session_is_tenants(session_id, tenant))
         .order_by(CompactionEventIden::Seq, Order::Desc);
     crate::rows_of_session(conn, &query, tenant, session_id).await
 }
 
 /// The messages compaction `event_id` of `tenant` archived and still holds (none once it is
-/// reverted), in their original order.
+/// reverted or finalized), in their original order, as rows of today's `messages` (a column
+/// added since the compaction shows its default).
 ///
 /// # Errors
 /// [`Error::NotFound`] if the event is not in one of `tenant`'s sessions.
@@ -480,36 +578,26 @@ pub async fn archived_messages<'c>(
     event_id: Uuid,
 ) -> Result<Vec<Message>> {
     validate::tenant(tenant)?;
-    let mut query = sea_query::Query::select();
-    query
-        .column(MessageArchiveIden::OriginalMessage)
-        .from(MessageArchiveIden::Table)
-        .and_where(Expr::col(MessageArchiveIden::CompactionEventId).eq(event_id))
-        .and_where(crate::session_of_tenant(
-            MessageArchiveIden::SessionId,
-            tenant,
-        ));
-    let (sql, values) = crate::built(&query);
     let mut conn = conn.acquire().await?;
-    let rows: Vec<Json<Message>> = sqlx::query_scalar_with(sql, values)
+    let archived = MessageArchived {
+        tenant_id: tenant,
+        compaction_event_id: event_id,
+    };
+    let rows = messages::stmt::archived(&archived)
         .fetch_all(&mut *conn)
         .await?;
     tracing::Span::current().record("count", rows.len());
     if rows.is_empty() {
-        let mut exists = compaction_events::select_by_pk(&event_id);
-        exists.and_where(crate::session_of_tenant(
-            CompactionEventIden::SessionId,
-            tenant,
-        ));
-        let (sql, values) = crate::built(&exists);
-        let event: Option<CompactionEvent> = sqlx::query_as_with(sql, values)
+        let key = CompactionEventKey {
+            tenant_id: tenant,
+            id: event_id,
+        };
+        let event = compaction_events::stmt::select_by_pk(&key)
             .fetch_optional(&mut *conn)
             .await?;
         if event.is_none() {
             return Err(Error::NotFound(Entity::CompactionEvent));
         }
     }
-    let mut messages: Vec<Message> = rows.into_iter().map(|Json(m)| m).collect();
-    messages.sort_by_key(|m| m.position);
-    Ok(messages)
+    Ok(rows)
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use agentpg_schema::sessions;
+
 /// What a [`Error::NotFound`] could not find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -123,21 +125,32 @@ impl From<sqlx::Error> for Error {
             },
             sqlx::error::ErrorKind::ForeignKeyViolation => match constraint.as_deref() {
                 // The parent must exist in the same tenant: missing and foreign look alike.
-                Some("sessions_parent_session_fkey") => Error::NotFound(Entity::ParentSession),
+                Some(sessions::constraint::PARENT_SESSION_FKEY) => {
+                    Error::NotFound(Entity::ParentSession)
+                }
                 _ => Error::ForeignKey {
                     constraint: constraint.unwrap_or_default(),
                     source: e,
                 },
             },
-            sqlx::error::ErrorKind::CheckViolation | sqlx::error::ErrorKind::NotNullViolation => {
+            sqlx::error::ErrorKind::NotNullViolation => {
+                let column = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.column())
+                    .unwrap_or("(unnamed)")
+                    .to_owned();
                 Error::InvalidInput {
-                    reason: format!(
-                        "constraint {} violated",
-                        constraint.as_deref().unwrap_or("(unnamed)")
-                    ),
+                    reason: format!("column {column} must not be NULL"),
                     source: Some(e),
                 }
             }
+            sqlx::error::ErrorKind::CheckViolation => Error::InvalidInput {
+                reason: format!(
+                    "constraint {} violated",
+                    constraint.as_deref().unwrap_or("(unnamed)")
+                ),
+                source: Some(e),
+            },
             // Class 22: data exceptions (bad JSON, NUL in text, out-of-range numbers, …).
             _ if code.starts_with("22") => Error::InvalidInput {
                 reason: format!("the database refused the data (SQLSTATE {code})"),

@@ -3,7 +3,9 @@
 //!
 //! Thin async functions over sqlx, built on the statements and row types that
 //! [`agentpg_schema`] generates from the migrations. Every function that touches a session's
-//! data takes the tenant and behaves for another tenant's ids exactly as for missing ones.
+//! data takes the tenant and behaves for another tenant's ids exactly as for missing ones; the
+//! tenant leads every key of the schema, so the database refuses a row that points across
+//! tenants.
 //!
 //! * Single statements take `impl PgExecutor<'_>`: pass `&pool`, or `&mut *tx` inside your own
 //!   transaction.
@@ -11,9 +13,12 @@
 //!   `&pool`, `&mut *conn` or `&mut tx`; [`compact`] and [`revert_compaction`] open a
 //!   transaction, or a savepoint inside yours.
 //!
+//! Applications must use sqlx 0.9 to pass their pool or transaction in: the API is made of its
+//! types, and two sqlx major versions cannot share a pool or a transaction.
+//!
 //! ```no_run
-//! use agentpg_repo::{append_messages, create_session, CreateSession};
-//! use agentpg_schema::{ContentBlock, MessageRole, NewMessage};
+//! use agentpg_repo::{append_messages, create_session};
+//! use agentpg_schema::{ContentBlock, MessageRole, NewMessage, NewSession};
 //! use sqlx::types::Json;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,46 +26,16 @@
 //! agentpg_repo::migrate(&pool).await?;
 //!
 //! let mut tx = pool.begin().await?;
-//! let session = create_session(&mut *tx, &CreateSession {
-//!     tenant_id: "acme".into(),
-//!     identifier: "support-42".into(),
-//!     ..CreateSession::default()
-//! }).await?;
+//! let session = create_session(&mut *tx, &NewSession::new("acme".into(), "support-42".into())).await?;
 //! let hello = NewMessage {
 //!     content: Some(Json(vec![ContentBlock::text("hello")])),
-//!     ..NewMessage::new(session.id, MessageRole::User)
+//!     ..NewMessage::new("acme".into(), session.id, MessageRole::User)
 //! };
 //! append_messages(&mut *tx, "acme", session.id, &[hello]).await?;
 //! tx.commit().await?;
 //! # Ok(())
 //! # }
 //! ```
-
-/// SQL for the tokens one `messages` row adds to its session's `total_tokens` (input + output
-/// tokens of its usage), over a row aliased `m`, as a literal so statements that use it stay
-/// `&'static str` (`concat!`). The one place this rule is written in SQL; [`agentpg_schema::Usage::total`]
-/// is the same rule in Rust.
-macro_rules! message_tokens {
-    () => {
-        "(coalesce((m.usage ->> 'input_tokens')::bigint, 0) \
-         + coalesce((m.usage ->> 'output_tokens')::bigint, 0))"
-    };
-}
-
-/// The SQL text of a statement whose shape never changes, built once from its generated
-/// builder (the expression) and kept; callers bind the values themselves, in the builder's
-/// placeholder order. Saves rebuilding the same text on every call.
-macro_rules! cached_sql {
-    ($build:expr) => {{
-        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        sqlx::AssertSqlSafe(
-            SQL.get_or_init(|| {
-                sea_query_sqlx::SqlxBinder::build_sqlx(&$build, sea_query::PostgresQueryBuilder).0
-            })
-            .as_str(),
-        )
-    }};
-}
 
 mod compaction;
 mod error;
@@ -80,22 +55,12 @@ pub use messages::{
 pub use migrate::{migrate, MIGRATOR};
 pub use sessions::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,
-    update_metadata, CreateSession, MetadataUpdate, Page, SessionCursor, MAX_PAGE,
+    update_metadata, MetadataUpdate, Page, SessionCursor, MAX_PAGE,
 };
 
-/// SQL this crate writes by hand because no generated builder covers it, for inspection (and
-/// for benchmarks that compare against hand-written sqlx running the same text).
-pub mod sql {
-    /// Appends messages from arrays: `$1` session id, `$2` tenant, `$3` tokens to add, `$4`–`$12`
-    /// arrays of id, role, content, usage, metadata, is_preserved, is_summary, created_at,
-    /// updated_at. Returns the inserted rows.
-    pub const APPEND_MESSAGES: &str = crate::messages::APPEND;
-}
-
-use agentpg_schema::SessionIden;
-use sea_query::{Expr, ExprTrait, IntoColumnRef, Query, SimpleExpr};
+use sea_query::{Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, IntoIden, Query};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
-use sqlx::{Acquire, AssertSqlSafe, PgConnection, Postgres};
+use sqlx::{Acquire, AssertSqlSafe, Postgres};
 use uuid::Uuid;
 
 /// A sea-query statement as sqlx takes it. The one place this crate asserts run-time SQL text
@@ -106,29 +71,39 @@ fn built(query: &impl SqlxBinder) -> (AssertSqlSafe<String>, SqlxValues) {
     (AssertSqlSafe(sql), values)
 }
 
-/// `column IN (SELECT id FROM sessions WHERE tenant_id = $tenant)`: scopes rows that point at
-/// a session not known in advance to the tenant's sessions.
-fn session_of_tenant(column: impl IntoColumnRef, tenant: &str) -> SimpleExpr {
-    Expr::col(column).in_subquery(
+/// A common table expression `name AS (query)`.
+fn cte(name: &Alias, query: impl Into<sea_query::SubQueryStatement>) -> CommonTableExpression {
+    CommonTableExpression::new()
+        .table_name(name.clone())
+        .query(query)
+        .to_owned()
+}
+
+/// `(SELECT count(*) FROM name)`.
+fn count_of(name: &Alias) -> Expr {
+    Expr::from(
         Query::select()
-            .column(SessionIden::Id)
-            .from(SessionIden::Table)
-            .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+            .expr(Expr::col(Asterisk).count())
+            .from(name.clone())
             .to_owned(),
     )
 }
 
-/// `EXISTS (SELECT 1 FROM sessions WHERE id = $session AND tenant_id = $tenant)`: scopes a
-/// query already limited to one session. Uncorrelated, so PostgreSQL checks it once (a primary
-/// key lookup) whatever the number of rows; the `IN` form above let the planner join all the
-/// tenant's sessions once statistics were current (see BENCHMARKS.md).
-fn session_is_tenants(session_id: Uuid, tenant: &str) -> SimpleExpr {
-    Expr::exists(
+/// `coalesce(sum(column), 0)::int8`: the total of a column, 0 over no rows.
+fn total(column: impl IntoIden) -> Expr {
+    Func::coalesce([
+        Func::sum(Expr::col(column.into_iden())).into(),
+        Expr::val(0),
+    ])
+    .cast_as(Alias::new("int8"))
+}
+
+/// `(SELECT coalesce(sum(column), 0)::int8 FROM name)`.
+fn sum_of(column: impl IntoIden, name: &Alias) -> Expr {
+    Expr::from(
         Query::select()
-            .expr(Expr::val(1))
-            .from(SessionIden::Table)
-            .and_where(Expr::col(SessionIden::Id).eq(session_id))
-            .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+            .expr(total(column))
+            .from(name.clone())
             .to_owned(),
     )
 }
@@ -151,16 +126,12 @@ where
         .fetch_all(&mut *conn)
         .await?;
     tracing::Span::current().record("count", rows.len());
-    if rows.is_empty() {
-        require_session(&mut conn, tenant, session_id).await?;
+    if rows.is_empty()
+        && sessions::get_session(&mut *conn, tenant, session_id)
+            .await?
+            .is_none()
+    {
+        return Err(Error::NotFound(Entity::Session));
     }
     Ok(rows)
-}
-
-/// [`Error::NotFound`] unless `id` is a session of `tenant`.
-async fn require_session(conn: &mut PgConnection, tenant: &str, id: Uuid) -> Result<()> {
-    match sessions::get_session(conn, tenant, id).await? {
-        Some(_) => Ok(()),
-        None => Err(Error::NotFound(Entity::Session)),
-    }
 }

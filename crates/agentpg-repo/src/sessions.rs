@@ -1,6 +1,7 @@
 //! Sessions: create, look up, list, children, metadata, delete. Every call is scoped by tenant.
 
-use agentpg_schema::{sessions, NewSession, Session, SessionIden};
+use agentpg_schema::sessions::{self, SessionByTenantIdIdentifier, SessionKey};
+use agentpg_schema::{NewSession, Session, SessionIden};
 use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, Order};
 use serde_json::{Map, Value};
@@ -9,19 +10,6 @@ use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
 use crate::validate;
-
-/// What a caller supplies to create a session.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct CreateSession {
-    /// Owner; non-empty.
-    pub tenant_id: String,
-    /// The caller's name for the session, unique within the tenant; non-empty.
-    pub identifier: String,
-    /// The session that spawned this one (nested agents); must belong to the same tenant.
-    pub parent_session_id: Option<Uuid>,
-    /// Project metadata; a JSON object (`{}` when `None`).
-    pub metadata: Option<Value>,
-}
 
 /// Where a page of [`list_sessions`] ends; pass it back to get the next page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,39 +41,40 @@ fn page_limit(limit: u64) -> Result<u64> {
     Ok(limit)
 }
 
-/// Creates a session and returns it.
-///
-/// # Errors
-/// [`Error::InvalidInput`] for an empty or NUL-holding tenant or identifier, or metadata that is
-/// not a JSON object; [`Error::Conflict`] if the tenant already has the identifier;
-/// [`Error::NotFound`]`(ParentSession)` if the parent does not exist in the tenant.
-#[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, parent = ?new.parent_session_id))]
-pub async fn create_session(executor: impl PgExecutor<'_>, new: &CreateSession) -> Result<Session> {
+/// Checks a session to create: what the database would refuse, and the counters agentpg-repo
+/// keeps itself.
+fn check_new(new: &NewSession) -> Result<()> {
     validate::tenant(&new.tenant_id)?;
     validate::non_empty_text("identifier", &new.identifier)?;
     if let Some(metadata) = &new.metadata {
         validate::json_object("metadata", metadata)?;
     }
-    // Two shapes: metadata given or left to its default. Placeholders in column order:
-    // tenant_id, identifier, parent_session_id[, metadata].
-    let shape = |metadata: Option<Value>| {
-        sessions::insert(&NewSession {
-            metadata,
-            ..NewSession::new(String::new(), String::new())
-        })
-    };
-    let sql = match new.metadata {
-        None => cached_sql!(shape(None)),
-        Some(_) => cached_sql!(shape(Some(Value::Null))),
-    };
-    let mut query = sqlx::query_as(sql)
-        .bind(&new.tenant_id)
-        .bind(&new.identifier)
-        .bind(new.parent_session_id);
-    if let Some(metadata) = &new.metadata {
-        query = query.bind(metadata);
+    if new.total_tokens.is_some() || new.compaction_count.is_some() {
+        return Err(Error::invalid(
+            "total_tokens and compaction_count are kept by agentpg-repo; leave them None",
+        ));
     }
-    Ok(query.fetch_one(executor).await?)
+    if new.forked_from_session_id.is_some() || new.forked_from_message_id.is_some() {
+        return Err(Error::invalid(
+            "forked_from_session_id and forked_from_message_id are set by fork_session; leave them None",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a session and returns it. Every column of [`NewSession`] is stored (including
+/// those later migrations add); the counters (`total_tokens`, `compaction_count`) and the fork
+/// lineage are agentpg-repo's to set and must be left `None`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an empty or NUL-holding tenant or identifier, metadata that is
+/// not a JSON object, or a counter or lineage field set; [`Error::Conflict`] if the tenant
+/// already has the identifier; [`Error::NotFound`]`(ParentSession)` if the parent does not
+/// exist in the tenant.
+#[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, parent = ?new.parent_session_id))]
+pub async fn create_session(executor: impl PgExecutor<'_>, new: &NewSession) -> Result<Session> {
+    check_new(new)?;
+    Ok(sessions::stmt::insert(new).fetch_one(executor).await?)
 }
 
 /// The session `id` of `tenant`, if it exists.
@@ -96,14 +85,11 @@ pub async fn get_session(
     id: Uuid,
 ) -> Result<Option<Session>> {
     validate::tenant(tenant)?;
-    let sql = cached_sql!({
-        let mut query = sessions::select_by_pk(&Uuid::nil());
-        query.and_where(Expr::col(SessionIden::TenantId).eq(""));
-        query
-    });
-    Ok(sqlx::query_as(sql)
-        .bind(id)
-        .bind(tenant)
+    let key = SessionKey {
+        tenant_id: tenant,
+        id,
+    };
+    Ok(sessions::stmt::select_by_pk(&key)
         .fetch_optional(executor)
         .await?)
 }
@@ -117,16 +103,11 @@ pub async fn find_session(
 ) -> Result<Option<Session>> {
     validate::tenant(tenant)?;
     validate::text("identifier", identifier)?;
-    let sql = cached_sql!({
-        let mut query = sessions::select();
-        query
-            .and_where(Expr::col(SessionIden::TenantId).eq(""))
-            .and_where(Expr::col(SessionIden::Identifier).eq(""));
-        query
-    });
-    Ok(sqlx::query_as(sql)
-        .bind(tenant)
-        .bind(identifier)
+    let key = SessionByTenantIdIdentifier {
+        tenant_id: tenant,
+        identifier,
+    };
+    Ok(sessions::stmt::select_by_tenant_id_identifier(&key)
         .fetch_optional(executor)
         .await?)
 }
@@ -240,8 +221,8 @@ pub async fn update_metadata(
         .table(SessionIden::Table)
         .value(SessionIden::Metadata, new_value)
         .value(SessionIden::UpdatedAt, Expr::current_timestamp())
-        .and_where(Expr::col(SessionIden::Id).eq(id))
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::Id).eq(id))
         .returning(sea_query::Query::returning().columns(SessionIden::COLUMNS));
     let (sql, values) = crate::built(&query);
     sqlx::query_as_with(sql, values)
@@ -251,19 +232,23 @@ pub async fn update_metadata(
 }
 
 /// Deletes session `id` of `tenant` and everything below it (messages, compactions, archive,
-/// child sessions).
+/// child sessions); returns the deleted row.
 ///
 /// # Errors
 /// [`Error::NotFound`] if `id` is not a session of `tenant`.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %id))]
-pub async fn delete_session(executor: impl PgExecutor<'_>, tenant: &str, id: Uuid) -> Result<()> {
+pub async fn delete_session(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Session> {
     validate::tenant(tenant)?;
-    let mut query = sessions::delete_by_pk(&id);
-    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
-    let (sql, values) = crate::built(&query);
-    let done = sqlx::query_with(sql, values).execute(executor).await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound(Entity::Session));
-    }
-    Ok(())
+    let key = SessionKey {
+        tenant_id: tenant,
+        id,
+    };
+    sessions::stmt::delete_by_pk(&key)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(Error::NotFound(Entity::Session))
 }

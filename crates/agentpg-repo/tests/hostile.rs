@@ -3,8 +3,8 @@
 mod common;
 
 use agentpg_repo::*;
-use agentpg_schema::{ContentBlock, MessageRole, NewMessage, Usage};
-use common::{dump, session, session_row, text, usage, TENANT};
+use agentpg_schema::{messages, ContentBlock, MessageRole, NewMessage, NewSession, Usage};
+use common::{dump, session, session_row, text, usage, OTHER, TENANT};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -24,11 +24,10 @@ async fn injection_strings_are_stored_verbatim_and_do_nothing(pool: PgPool) {
         let metadata = json!({ *evil: evil, "nested": { *evil: [evil] } });
         let s = create_session(
             &pool,
-            &CreateSession {
-                tenant_id: tenant.clone(),
-                identifier: evil.to_string(),
+            &NewSession {
                 parent_session_id: None,
                 metadata: Some(metadata.clone()),
+                ..NewSession::new(tenant.clone(), evil.to_string())
             },
         )
         .await
@@ -46,7 +45,10 @@ async fn injection_strings_are_stored_verbatim_and_do_nothing(pool: PgPool) {
             &pool,
             &tenant,
             s.id,
-            &[text(s.id, MessageRole::User, evil, 1, 1)],
+            &[NewMessage {
+                tenant_id: tenant.clone(),
+                ..text(s.id, MessageRole::User, evil, 1, 1)
+            }],
         )
         .await
         .unwrap();
@@ -118,7 +120,7 @@ async fn fifty_megabytes_of_content_round_trip(pool: PgPool) {
         s.id,
         &[NewMessage {
             content: Some(Json(vec![ContentBlock::text(big.clone())])),
-            ..NewMessage::new(s.id, MessageRole::User)
+            ..NewMessage::new(TENANT.into(), s.id, MessageRole::User)
         }],
     )
     .await
@@ -180,35 +182,52 @@ async fn what_the_types_cannot_stop_the_database_does(pool: PgPool) {
     // Content that is not an array can only come from outside agentpg's types; the CHECK
     // refuses it and the error maps to InvalidInput by constraint.
     let s = session(&pool, TENANT, "raw").await;
+    let err: Error = sqlx::query(
+        "INSERT INTO messages (tenant_id, session_id, role, content) VALUES ($1, $2, 'user', '{}')",
+    )
+    .bind(TENANT)
+    .bind(s.id)
+    .execute(&pool)
+    .await
+    .unwrap_err()
+    .into();
+    assert!(
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("messages_content_check")),
+        "{err:?}"
+    );
     let err: Error =
-        sqlx::query("INSERT INTO messages (session_id, role, content) VALUES ($1, 'user', '{}')")
+        sqlx::query("INSERT INTO messages (tenant_id, session_id, role) VALUES ($1, $2, 'robot')")
+            .bind(TENANT)
             .bind(s.id)
             .execute(&pool)
             .await
             .unwrap_err()
             .into();
     assert!(
-        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("messages_content_check")),
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("messages_role_check")),
         "{err:?}"
     );
-    let err: Error = sqlx::query("INSERT INTO messages (session_id, role) VALUES ($1, 'robot')")
+    let err: Error =
+        sqlx::query("INSERT INTO messages (tenant_id, session_id, role) VALUES ($1, $2, 'user')")
+            .bind(OTHER)
+            .bind(s.id)
+            .execute(&pool)
+            .await
+            .unwrap_err()
+            .into();
+    // The session exists, but in another tenant: the tenant-leading foreign key refuses it.
+    assert!(
+        matches!(&err, Error::ForeignKey { constraint, .. } if constraint == messages::constraint::SESSION_FKEY),
+        "{err:?}"
+    );
+    let err: Error = sqlx::query("INSERT INTO messages (session_id, role) VALUES ($1, 'user')")
         .bind(s.id)
         .execute(&pool)
         .await
         .unwrap_err()
         .into();
     assert!(
-        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("messages_role_check")),
-        "{err:?}"
-    );
-    let err: Error =
-        sqlx::query("INSERT INTO messages (session_id, role) VALUES (gen_random_uuid(), 'user')")
-            .execute(&pool)
-            .await
-            .unwrap_err()
-            .into();
-    assert!(
-        matches!(&err, Error::ForeignKey { constraint, .. } if constraint == "messages_session_id_fkey"),
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("tenant_id")),
         "{err:?}"
     );
 }

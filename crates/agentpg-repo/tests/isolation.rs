@@ -4,7 +4,7 @@
 mod common;
 
 use agentpg_repo::*;
-use agentpg_schema::MessageRole;
+use agentpg_schema::{MessageRole, NewMessage, NewSession};
 use common::{conversation, session, text, OTHER, TENANT};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -29,11 +29,10 @@ async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
     .unwrap();
     let child = create_session(
         &pool,
-        &CreateSession {
-            tenant_id: TENANT.into(),
-            identifier: "child".into(),
+        &NewSession {
             parent_session_id: Some(s.id),
             metadata: None,
+            ..NewSession::new(TENANT.into(), "child".into())
         },
     )
     .await
@@ -73,7 +72,10 @@ async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
                 &pool,
                 OTHER,
                 sid,
-                &[text(sid, MessageRole::User, "x", 5, 5)]
+                &[NewMessage {
+                    tenant_id: OTHER.into(),
+                    ..text(sid, MessageRole::User, "x", 5, 5)
+                }]
             )
             .await,
             Err(Error::NotFound(Entity::Session))
@@ -127,11 +129,10 @@ async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
         assert!(matches!(
             create_session(
                 &pool,
-                &CreateSession {
-                    tenant_id: OTHER.into(),
-                    identifier: format!("spy-{sid}"),
+                &NewSession {
                     parent_session_id: Some(sid),
                     metadata: None,
+                    ..NewSession::new(OTHER.into(), format!("spy-{sid}"))
                 },
             )
             .await,

@@ -77,7 +77,7 @@ async fn append_keeps_order_and_counts_tokens_in_one_statement(pool: PgPool) {
         &pool,
         TENANT,
         s.id,
-        &[NewMessage::new(s.id, MessageRole::User)],
+        &[NewMessage::new(TENANT.into(), s.id, MessageRole::User)],
     )
     .await
     .unwrap();
@@ -192,7 +192,7 @@ async fn unknown_blocks_and_fields_are_stored_and_returned_unchanged(pool: PgPoo
         s.id,
         &[NewMessage {
             content: Some(Json(blocks.clone())),
-            ..NewMessage::new(s.id, MessageRole::Assistant)
+            ..NewMessage::new(TENANT.into(), s.id, MessageRole::Assistant)
         }],
     )
     .await

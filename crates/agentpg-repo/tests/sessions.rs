@@ -4,8 +4,9 @@ mod common;
 
 use agentpg_repo::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,
-    update_metadata, CreateSession, Entity, Error, MetadataUpdate, MAX_PAGE,
+    update_metadata, Entity, Error, MetadataUpdate, MAX_PAGE,
 };
+use agentpg_schema::NewSession;
 use common::{session, TENANT};
 use serde_json::json;
 use sqlx::PgPool;
@@ -16,11 +17,10 @@ async fn create_returns_the_stored_row(pool: PgPool) {
     let parent = session(&pool, TENANT, "parent").await;
     let created = create_session(
         &pool,
-        &CreateSession {
-            tenant_id: TENANT.into(),
-            identifier: "child".into(),
+        &NewSession {
             parent_session_id: Some(parent.id),
             metadata: Some(json!({"project": "x"})),
+            ..NewSession::new(TENANT.into(), "child".into())
         },
     )
     .await
@@ -44,11 +44,9 @@ async fn create_returns_the_stored_row(pool: PgPool) {
 
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
 async fn create_refuses_bad_input_and_duplicates(pool: PgPool) {
-    let bad = |tenant: &str, identifier: &str, metadata| CreateSession {
-        tenant_id: tenant.into(),
-        identifier: identifier.into(),
-        parent_session_id: None,
+    let bad = |tenant: &str, identifier: &str, metadata| NewSession {
         metadata,
+        ..NewSession::new(tenant.into(), identifier.into())
     };
     for input in [
         bad("", "x", None),
@@ -76,7 +74,7 @@ async fn create_refuses_bad_input_and_duplicates(pool: PgPool) {
     session(&pool, "other", "taken").await;
     let err = create_session(
         &pool,
-        &CreateSession {
+        &NewSession {
             parent_session_id: Some(Uuid::new_v4()),
             ..bad(TENANT, "orphan", None)
         },
@@ -161,11 +159,10 @@ async fn children_are_listed_oldest_first(pool: PgPool) {
         children.push(
             create_session(
                 &pool,
-                &CreateSession {
-                    tenant_id: TENANT.into(),
-                    identifier: format!("child{i}"),
+                &NewSession {
                     parent_session_id: Some(parent.id),
                     metadata: None,
+                    ..NewSession::new(TENANT.into(), format!("child{i}"))
                 },
             )
             .await
@@ -236,11 +233,10 @@ async fn delete_cascades_to_everything_below(pool: PgPool) {
     let parent = session(&pool, TENANT, "parent").await;
     let child = create_session(
         &pool,
-        &CreateSession {
-            tenant_id: TENANT.into(),
-            identifier: "child".into(),
+        &NewSession {
             parent_session_id: Some(parent.id),
             metadata: None,
+            ..NewSession::new(TENANT.into(), "child".into())
         },
     )
     .await

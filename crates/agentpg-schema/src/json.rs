@@ -324,7 +324,9 @@ impl Serialize for ContentBlock {
     }
 }
 
-/// Token usage reported for a message.
+/// Token usage reported for a message. What a message counts toward its session's total is the
+/// `messages.tokens` column, which the database computes from this (the rule is written once,
+/// in the migration).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
     /// Input (prompt) tokens.
@@ -342,13 +344,6 @@ pub struct Usage {
     /// Other fields, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
-}
-
-impl Usage {
-    /// Input plus output tokens: what a message adds to its session's `total_tokens`.
-    pub fn total(&self) -> i64 {
-        self.input_tokens.saturating_add(self.output_tokens)
-    }
 }
 
 #[cfg(test)]
@@ -427,10 +422,10 @@ mod tests {
     }
 
     #[test]
-    fn usage_keeps_unknown_fields_and_totals() {
+    fn usage_keeps_unknown_fields() {
         let value = json!({"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3, "service_tier": "standard"});
         let usage: Usage = serde_json::from_value(value.clone()).unwrap();
-        assert_eq!(usage.total(), 15);
+        assert_eq!((usage.input_tokens, usage.output_tokens), (10, 5));
         assert_eq!(usage.cache_read_input_tokens, Some(3));
         assert_eq!(usage.cache_creation_input_tokens, None);
         assert_eq!(serde_json::to_value(&usage).unwrap(), value);

@@ -1,27 +1,40 @@
 //! Typed Rust for the agentpg schema, generated from the migrations by `cargo xtask codegen`.
 //!
-//! Per table (module `sessions`, `messages`, `compaction_events`, `message_archive`): a row
-//! struct ([`Session`], [`Message`], [`CompactionEvent`], [`MessageArchive`]), an insert struct
-//! (`New…`), a patch struct (`…Patch`), a sea-query `Iden` enum (`…Iden`), builders returning
-//! sea-query statements, and the column list. `CHECK (col IN (…))` columns become Rust enums
-//! ([`MessageRole`]). JSONB columns declared typed in `xtask/src/codegen/config.rs` use the
-//! hand-written types of this crate ([`ContentBlock`], [`Usage`]).
+//! Per table (module `sessions`, `messages`, `compaction_events`, `message_archive`):
 //!
-//! ```
-//! use agentpg_schema::{messages, ContentBlock, MessageRole, NewMessage};
-//! use sea_query::PostgresQueryBuilder;
+//! * a row struct ([`Session`], [`Message`], [`CompactionEvent`], [`MessageArchive`]), an insert
+//!   struct (`New…`) without the columns the database always fills, and a patch struct
+//!   (`…Patch`);
+//! * `stmt`: statements of fixed shape as `&'static str` SQL written at codegen time, each with
+//!   a function that binds its typed arguments in placeholder order (`INSERT`, `INSERT_BATCH`
+//!   from arrays, `SELECT_BY_PK` / `UPDATE_BY_PK` / `DELETE_BY_PK` with a `…Key`, a `SELECT_BY_…`
+//!   per unique key, the batch append of messages under their session, and the archive's
+//!   read-back and restore);
+//! * a sea-query `Iden` enum (`…Iden`), builders returning sea-query statements for composing
+//!   others, the column list, and `constraint::…` names.
+//!
+//! `CHECK (col IN (…))` columns become Rust enums ([`MessageRole`]). JSONB columns declared typed
+//! in `xtask/src/codegen/config.rs` use the hand-written types of this crate ([`ContentBlock`],
+//! [`Usage`]).
+//!
+//! ```no_run
+//! use agentpg_schema::sessions::SessionKey;
+//! use agentpg_schema::{messages, sessions, ContentBlock, MessageRole, NewMessage};
 //! use sqlx::types::Json;
 //!
-//! let new = NewMessage {
+//! # async fn run(pool: sqlx::PgPool, session_id: uuid::Uuid) -> Result<(), sqlx::Error> {
+//! let session = sessions::stmt::select_by_pk(&SessionKey { tenant_id: "acme", id: session_id })
+//!     .fetch_optional(&pool)
+//!     .await?;
+//! let hello = NewMessage {
 //!     content: Some(Json(vec![ContentBlock::text("hello")])),
-//!     ..NewMessage::new(uuid::Uuid::nil(), MessageRole::User)
+//!     ..NewMessage::new("acme".into(), session_id, MessageRole::User)
 //! };
-//! let (sql, values) = messages::insert(&new).build(PostgresQueryBuilder);
-//! assert!(sql.starts_with(
-//!     r#"INSERT INTO "messages" ("id", "session_id", "role", "content", "usage", "metadata", "#
-//! ));
-//! assert!(sql.contains("VALUES (DEFAULT, $1, $2, $3, $4, DEFAULT, DEFAULT, DEFAULT, DEFAULT, DEFAULT)"));
-//! assert_eq!(values.0.len(), 4); // session_id, role, content and a NULL usage
+//! let stored = messages::stmt::insert(&hello).fetch_one(&pool).await?;
+//! assert_eq!(stored.position > 0, true);
+//! # let _ = session;
+//! # Ok(())
+//! # }
 //! ```
 
 mod json;

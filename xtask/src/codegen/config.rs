@@ -1,7 +1,8 @@
-//! What the generator runs on: each migrations folder, where its Rust goes, and the JSONB
-//! columns that get a declared Rust type. This is the one place such types are declared.
-
-use super::emit::JsonType;
+//! What the generator runs on: each migrations folder, where its outputs go, and what the
+//! migrations cannot say by themselves: the JSON columns that get a declared Rust type, the
+//! tables appended to in batches under a parent row, and the tables whose rows are archived as
+//! JSON and restored. This is the one place such declarations live; everything they name is
+//! checked against the migrations when the generator runs.
 
 /// One generator run: a migrations folder and its outputs.
 #[derive(Debug, Clone, Copy)]
@@ -10,8 +11,8 @@ pub struct Target {
     pub migrations: &'static str,
     /// Folder of the generated Rust module, relative to the workspace root.
     pub out_dir: &'static str,
-    /// JSONB columns with a declared Rust type.
-    pub json_types: &'static [JsonType],
+    /// What the generated code needs beyond the migrations.
+    pub declarations: Declarations,
     /// Where the goose-format copy of the migrations goes, if anywhere.
     pub goose_dir: Option<&'static str>,
     /// Where a byte-for-byte copy of the migrations goes, if anywhere: the folder a crate's
@@ -19,8 +20,67 @@ pub struct Target {
     pub embedded_copy: Option<&'static str>,
 }
 
+/// Declarations about a schema that its migrations do not carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Declarations {
+    /// JSON columns with a declared Rust type.
+    pub json_types: &'static [JsonType],
+    /// Batch appends of child rows under a locked parent row.
+    pub appends: &'static [Append],
+    /// Tables whose rows are archived whole as JSON in another table, and restored from it.
+    pub archives: &'static [Archive],
+}
+
+/// A JSON column whose values have a declared Rust type instead of `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonType {
+    /// Table name.
+    pub table: &'static str,
+    /// Column name.
+    pub column: &'static str,
+    /// Rust path of the type, e.g. `crate::ContentBlocks`.
+    pub rust_type: &'static str,
+}
+
+/// Rows of `table` appended in batches under one parent row, in one statement: lock the parent
+/// (the row `foreign_key` points at), insert the rows from arrays in the given order (their
+/// foreign-key columns taken from the parent), add up `total` and set `touched` on the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    /// The child table.
+    pub table: &'static str,
+    /// The constraint name of the child's foreign key to the parent.
+    pub foreign_key: &'static str,
+    /// `(parent column, child column)`: the parent column grows by the sum of the child column
+    /// over the appended rows.
+    pub total: Option<(&'static str, &'static str)>,
+    /// A parent column set to `now()` by every append.
+    pub touched: Option<&'static str>,
+    /// The child column that orders a parent's rows (the appended rows come back in its order).
+    pub order_by: &'static str,
+}
+
+/// Rows of `table` archived whole (`to_jsonb` of the row) in column `json_column` of `archive`,
+/// and restored from there: each column of the table as it is now is read from its key in the
+/// JSON, and takes its default (NULL where it has none) when the archived row predates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// The table whose rows are archived.
+    pub table: &'static str,
+    /// The archive table.
+    pub archive: &'static str,
+    /// The archive's JSON column holding the whole row.
+    pub json_column: &'static str,
+    /// The archive's foreign key whose columns select the rows to read or restore together.
+    pub by: &'static str,
+    /// The table's column that orders restored rows.
+    pub order_by: &'static str,
+}
+
 /// Typed JSONB columns of the agentpg schema. The types live in `agentpg-schema` beside the
-/// generated code.
+/// generated code. (`message_archive.original_message` stays untyped on purpose: it holds rows
+/// of whatever shape `messages` had when they were archived; read them as today's rows through
+/// the archive statements.)
 pub const AGENTPG_JSON_TYPES: &[JsonType] = &[
     JsonType {
         table: "messages",
@@ -37,12 +97,28 @@ pub const AGENTPG_JSON_TYPES: &[JsonType] = &[
         column: "summary_content",
         rust_type: "crate::ContentBlocks",
     },
-    JsonType {
-        table: "message_archive",
-        column: "original_message",
-        rust_type: "crate::Message",
-    },
 ];
+
+/// Messages are appended under their session: the session row is locked (so concurrent batches
+/// never interleave their positions), its `total_tokens` grows by the messages' `tokens` and
+/// its `updated_at` is set.
+pub const AGENTPG_APPENDS: &[Append] = &[Append {
+    table: "messages",
+    foreign_key: "messages_session_fkey",
+    total: Some(("total_tokens", "tokens")),
+    touched: Some("updated_at"),
+    order_by: "position",
+}];
+
+/// Compactions archive the messages they remove in `message_archive`, and a revert restores the
+/// messages of one compaction event.
+pub const AGENTPG_ARCHIVES: &[Archive] = &[Archive {
+    table: "messages",
+    archive: "message_archive",
+    json_column: "original_message",
+    by: "message_archive_compaction_event_fkey",
+    order_by: "position",
+}];
 
 /// Typed JSONB columns of the fixture schema (tests/fixture-schema).
 pub const FIXTURE_JSON_TYPES: &[JsonType] = &[JsonType {
@@ -56,14 +132,22 @@ pub const TARGETS: &[Target] = &[
     Target {
         migrations: "migrations",
         out_dir: "crates/agentpg-schema/src/generated",
-        json_types: AGENTPG_JSON_TYPES,
+        declarations: Declarations {
+            json_types: AGENTPG_JSON_TYPES,
+            appends: AGENTPG_APPENDS,
+            archives: AGENTPG_ARCHIVES,
+        },
         goose_dir: Some("migrations/goose"),
         embedded_copy: Some("crates/agentpg-repo/migrations"),
     },
     Target {
         migrations: "tests/fixture-schema/migrations",
         out_dir: "tests/fixture-schema/src/generated",
-        json_types: FIXTURE_JSON_TYPES,
+        declarations: Declarations {
+            json_types: FIXTURE_JSON_TYPES,
+            appends: &[],
+            archives: &[],
+        },
         goose_dir: None,
         embedded_copy: None,
     },

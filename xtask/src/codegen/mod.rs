@@ -50,7 +50,7 @@ pub fn run(root: &Path, mode: Mode) -> Result<Report> {
 fn run_target(root: &Path, target: &Target, files: &mut Files) -> Result<()> {
     let migrations = read_migrations(&root.join(target.migrations), target.migrations)?;
     let schema = schema_of(&migrations)?;
-    let generated = emit::generate(&schema, target.json_types, target.migrations)
+    let generated = emit::generate(&schema, &target.declarations, target.migrations)
         .with_context(|| format!("generating Rust for {}", target.migrations))?;
     files.ensure_dir_contents(&root.join(target.out_dir), &generated)?;
     if let Some(goose_dir) = target.goose_dir {

@@ -1,8 +1,8 @@
 //! Helpers shared by the repo tests.
 #![allow(dead_code, unreachable_pub)]
 
-use agentpg_repo::{append_messages, create_session, CreateSession};
-use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, Session, Usage};
+use agentpg_repo::{append_messages, create_session};
+use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Session, Usage};
 use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -11,16 +11,9 @@ pub const TENANT: &str = "acme";
 pub const OTHER: &str = "globex";
 
 pub async fn session(pool: &PgPool, tenant: &str, identifier: &str) -> Session {
-    create_session(
-        pool,
-        &CreateSession {
-            tenant_id: tenant.into(),
-            identifier: identifier.into(),
-            ..CreateSession::default()
-        },
-    )
-    .await
-    .unwrap()
+    create_session(pool, &NewSession::new(tenant.into(), identifier.into()))
+        .await
+        .unwrap()
 }
 
 pub fn usage(input: i64, output: i64) -> Usage {
@@ -31,7 +24,7 @@ pub fn usage(input: i64, output: i64) -> Usage {
     }
 }
 
-/// A text message with usage `input`/`output`.
+/// A text message of tenant [`TENANT`] with usage `input`/`output`.
 pub fn text(
     session_id: Uuid,
     role: MessageRole,
@@ -42,7 +35,7 @@ pub fn text(
     NewMessage {
         content: Some(Json(vec![ContentBlock::text(body)])),
         usage: Some(Json(usage(input, output))),
-        ..NewMessage::new(session_id, role)
+        ..NewMessage::new(TENANT.into(), session_id, role)
     }
 }
 

@@ -10,10 +10,14 @@
     ::sqlx::FromRow
 )]
 pub struct CompactionEvent {
-    /// Primary key.
+    /// Identifier of the compaction, unique within its tenant.
     ///
     /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
     pub id: ::uuid::Uuid,
+    /// Owner of the compaction: always its session's tenant.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: String,
     /// Session that was compacted.
     ///
     /// SQL: `session_id uuid NOT NULL`
@@ -70,40 +74,43 @@ pub struct CompactionEvent {
     ///
     /// SQL: `reverted_at timestamptz`
     pub reverted_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    /// When retention dropped the archive of this standing compaction; it can no longer be reverted. NULL while the archive is kept.
+    ///
+    /// SQL: `finalized_at timestamptz`
+    pub finalized_at: Option<::chrono::DateTime<::chrono::Utc>>,
 }
-/// A new `compaction_events` row: what the caller supplies. Columns the database fills (identity, generated) are absent.
+/// A new `compaction_events` row: what the caller supplies. Columns the database always fills (generated, identity `ALWAYS`) are absent; a `BY DEFAULT` identity column is optional like a column with a default.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
 pub struct NewCompactionEvent {
-    /// Primary key.
+    /// Identifier of the compaction, unique within its tenant.
     ///
     /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
     ///
     /// `None` leaves the column to its default.
     pub id: Option<::uuid::Uuid>,
+    /// Owner of the compaction: always its session's tenant.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: String,
     /// Session that was compacted.
     ///
     /// SQL: `session_id uuid NOT NULL`
-    ///
     pub session_id: ::uuid::Uuid,
     /// Name of the compaction strategy (for example summarization or hybrid). Non-empty.
     ///
     /// SQL: `strategy text NOT NULL`
-    ///
     pub strategy: String,
     /// Session token total before the compaction.
     ///
     /// SQL: `original_tokens int8 NOT NULL`
-    ///
     pub original_tokens: i64,
     /// Session token total after the compaction.
     ///
     /// SQL: `compacted_tokens int8 NOT NULL`
-    ///
     pub compacted_tokens: i64,
     /// Number of messages the compaction archived and removed.
     ///
     /// SQL: `messages_removed int8 NOT NULL`
-    ///
     pub messages_removed: i64,
     /// Content blocks of the summary message, as a JSON array; NULL when no summary was written.
     ///
@@ -147,6 +154,43 @@ pub struct NewCompactionEvent {
     ///
     /// `None` stores NULL.
     pub reverted_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    /// When retention dropped the archive of this standing compaction; it can no longer be reverted. NULL while the archive is kept.
+    ///
+    /// SQL: `finalized_at timestamptz`
+    ///
+    /// `None` stores NULL.
+    pub finalized_at: Option<::chrono::DateTime<::chrono::Utc>>,
+}
+impl NewCompactionEvent {
+    /// A new row with the required columns set and every optional one left to the
+    /// database (its default, or NULL).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tenant_id: String,
+        session_id: ::uuid::Uuid,
+        strategy: String,
+        original_tokens: i64,
+        compacted_tokens: i64,
+        messages_removed: i64,
+    ) -> Self {
+        Self {
+            tenant_id,
+            session_id,
+            strategy,
+            original_tokens,
+            compacted_tokens,
+            messages_removed,
+            id: None,
+            summary_content: None,
+            summary_message_id: None,
+            preserved_message_ids: None,
+            model_used: None,
+            duration_ms: None,
+            created_at: None,
+            reverted_at: None,
+            finalized_at: None,
+        }
+    }
 }
 /// Changes to one `compaction_events` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -223,34 +267,12 @@ pub struct CompactionEventPatch {
     ///
     /// `None` leaves the column as it is; `Some(None)` sets NULL.
     pub reverted_at: Option<Option<::chrono::DateTime<::chrono::Utc>>>,
-}
-impl NewCompactionEvent {
-    /// A new row with the required columns set and every optional one left to the
-    /// database (its default, or NULL).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        session_id: ::uuid::Uuid,
-        strategy: String,
-        original_tokens: i64,
-        compacted_tokens: i64,
-        messages_removed: i64,
-    ) -> Self {
-        Self {
-            session_id,
-            strategy,
-            original_tokens,
-            compacted_tokens,
-            messages_removed,
-            id: None,
-            summary_content: None,
-            summary_message_id: None,
-            preserved_message_ids: None,
-            model_used: None,
-            duration_ms: None,
-            created_at: None,
-            reverted_at: None,
-        }
-    }
+    /// When retention dropped the archive of this standing compaction; it can no longer be reverted. NULL while the archive is kept.
+    ///
+    /// SQL: `finalized_at timestamptz`
+    ///
+    /// `None` leaves the column as it is; `Some(None)` sets NULL.
+    pub finalized_at: Option<Option<::chrono::DateTime<::chrono::Utc>>>,
 }
 impl CompactionEventPatch {
     /// True if the patch changes nothing.
@@ -261,6 +283,7 @@ impl CompactionEventPatch {
             && self.summary_message_id.is_none() && self.preserved_message_ids.is_none()
             && self.model_used.is_none() && self.duration_ms.is_none()
             && self.created_at.is_none() && self.reverted_at.is_none()
+            && self.finalized_at.is_none()
     }
 }
 /// Names of `compaction_events` and its columns for sea-query.
@@ -270,6 +293,8 @@ pub enum CompactionEventIden {
     Table,
     /// Column `id`.
     Id,
+    /// Column `tenant_id`.
+    TenantId,
     /// Column `session_id`.
     SessionId,
     /// Column `seq`.
@@ -298,11 +323,14 @@ pub enum CompactionEventIden {
     CreatedAt,
     /// Column `reverted_at`.
     RevertedAt,
+    /// Column `finalized_at`.
+    FinalizedAt,
 }
 impl CompactionEventIden {
     /// The columns of `compaction_events`, in declared order.
-    pub const COLUMNS: [Self; 15usize] = [
+    pub const COLUMNS: [Self; 17usize] = [
         Self::Id,
+        Self::TenantId,
         Self::SessionId,
         Self::Seq,
         Self::Strategy,
@@ -317,12 +345,14 @@ impl CompactionEventIden {
         Self::DurationMs,
         Self::CreatedAt,
         Self::RevertedAt,
+        Self::FinalizedAt,
     ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Table => "compaction_events",
             Self::Id => "id",
+            Self::TenantId => "tenant_id",
             Self::SessionId => "session_id",
             Self::Seq => "seq",
             Self::Strategy => "strategy",
@@ -337,6 +367,7 @@ impl CompactionEventIden {
             Self::DurationMs => "duration_ms",
             Self::CreatedAt => "created_at",
             Self::RevertedAt => "reverted_at",
+            Self::FinalizedAt => "finalized_at",
         }
     }
 }
@@ -356,8 +387,9 @@ impl ::sea_query::Iden for CompactionEventIden {
 /// The table's name.
 pub const TABLE: &str = "compaction_events";
 /// The columns of `compaction_events`, in declared order.
-pub const COLUMNS: [&str; 15usize] = [
+pub const COLUMNS: [&str; 17usize] = [
     "id",
+    "tenant_id",
     "session_id",
     "seq",
     "strategy",
@@ -372,7 +404,29 @@ pub const COLUMNS: [&str; 15usize] = [
     "duration_ms",
     "created_at",
     "reverted_at",
+    "finalized_at",
 ];
+/// The names of the constraints of `compaction_events` (primary key, unique keys, foreign keys, checks).
+pub mod constraint {
+    /// `compaction_events_pkey`
+    pub const PKEY: &str = "compaction_events_pkey";
+    /// `compaction_events_session_fkey`
+    pub const SESSION_FKEY: &str = "compaction_events_session_fkey";
+    /// `compaction_events_strategy_check`
+    pub const STRATEGY_CHECK: &str = "compaction_events_strategy_check";
+    /// `compaction_events_original_tokens_check`
+    pub const ORIGINAL_TOKENS_CHECK: &str = "compaction_events_original_tokens_check";
+    /// `compaction_events_compacted_tokens_check`
+    pub const COMPACTED_TOKENS_CHECK: &str = "compaction_events_compacted_tokens_check";
+    /// `compaction_events_messages_removed_check`
+    pub const MESSAGES_REMOVED_CHECK: &str = "compaction_events_messages_removed_check";
+    /// `compaction_events_summary_content_check`
+    pub const SUMMARY_CONTENT_CHECK: &str = "compaction_events_summary_content_check";
+    /// `compaction_events_duration_ms_check`
+    pub const DURATION_MS_CHECK: &str = "compaction_events_duration_ms_check";
+    /// `compaction_events_finalized_check`
+    pub const FINALIZED_CHECK: &str = "compaction_events_finalized_check";
+}
 /// `SELECT` every column of `compaction_events`.
 pub fn select() -> ::sea_query::SelectStatement {
     let mut query = ::sea_query::Query::select();
@@ -386,6 +440,7 @@ pub fn insert(row: &NewCompactionEvent) -> ::sea_query::InsertStatement {
         .into_table(CompactionEventIden::Table)
         .columns([
             CompactionEventIden::Id,
+            CompactionEventIden::TenantId,
             CompactionEventIden::SessionId,
             CompactionEventIden::Strategy,
             CompactionEventIden::OriginalTokens,
@@ -398,6 +453,7 @@ pub fn insert(row: &NewCompactionEvent) -> ::sea_query::InsertStatement {
             CompactionEventIden::DurationMs,
             CompactionEventIden::CreatedAt,
             CompactionEventIden::RevertedAt,
+            CompactionEventIden::FinalizedAt,
         ])
         .values_panic(insert_values(row));
     query
@@ -417,6 +473,7 @@ pub fn insert_many<'a>(
         .into_table(CompactionEventIden::Table)
         .columns([
             CompactionEventIden::Id,
+            CompactionEventIden::TenantId,
             CompactionEventIden::SessionId,
             CompactionEventIden::Strategy,
             CompactionEventIden::OriginalTokens,
@@ -429,6 +486,7 @@ pub fn insert_many<'a>(
             CompactionEventIden::DurationMs,
             CompactionEventIden::CreatedAt,
             CompactionEventIden::RevertedAt,
+            CompactionEventIden::FinalizedAt,
         ]);
     let mut any = false;
     for row in rows {
@@ -445,7 +503,7 @@ pub fn insert_many<'a>(
     Some(query)
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 13usize] {
+fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
     [
         match &row.id {
             Some(v) => {
@@ -455,6 +513,9 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 13usize]
             }
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
+        ),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
         ),
@@ -553,6 +614,18 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 13usize]
                 )
             }
         },
+        match &row.finalized_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
+                )
+            }
+        },
     ]
 }
 /// `INSERT` whole `compaction_events` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
@@ -566,6 +639,7 @@ pub fn insert_rows<'a>(
         .into_table(CompactionEventIden::Table)
         .columns([
             CompactionEventIden::Id,
+            CompactionEventIden::TenantId,
             CompactionEventIden::SessionId,
             CompactionEventIden::Strategy,
             CompactionEventIden::OriginalTokens,
@@ -578,6 +652,7 @@ pub fn insert_rows<'a>(
             CompactionEventIden::DurationMs,
             CompactionEventIden::CreatedAt,
             CompactionEventIden::RevertedAt,
+            CompactionEventIden::FinalizedAt,
         ])
         .returning(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
@@ -590,10 +665,13 @@ pub fn insert_rows<'a>(
     any.then_some(query)
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 13usize] {
+fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
     [
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
         ),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
@@ -685,12 +763,35 @@ fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 13usize] {
                 )
             }
         },
+        match &row.finalized_at {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
+                )
+            }
+        },
     ]
 }
-/// `SELECT` every column of the `compaction_events` row with primary key `id`.
-pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
+/// `SELECT` every column of the `compaction_events` row with primary key `tenant_id`, `id`.
+pub fn select_by_pk(
+    tenant_id: &String,
+    id: &::uuid::Uuid,
+) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(CompactionEventIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::Id),
@@ -701,10 +802,11 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
         );
     query
 }
-/// `UPDATE` the `compaction_events` row with primary key `id` from `patch`, `RETURNING` every column.
+/// `UPDATE` the `compaction_events` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
 /// Returns `None` when the patch sets nothing.
 pub fn update_by_pk(
+    tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &CompactionEventPatch,
 ) -> Option<::sea_query::UpdateStatement> {
@@ -884,6 +986,29 @@ pub fn update_by_pk(
         }
         None => {}
     }
+    match &patch.finalized_at {
+        Some(Some(v)) => {
+            values
+                .push((
+                    CompactionEventIden::FinalizedAt,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    CompactionEventIden::FinalizedAt,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(
+                            None::<::chrono::DateTime<::chrono::Utc>>,
+                        ),
+                    ),
+                ))
+        }
+        None => {}
+    }
     if values.is_empty() {
         return None;
     }
@@ -891,6 +1016,14 @@ pub fn update_by_pk(
     query
         .table(CompactionEventIden::Table)
         .values(values)
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(CompactionEventIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::Id),
@@ -904,11 +1037,22 @@ pub fn update_by_pk(
         );
     Some(query)
 }
-/// `DELETE` the `compaction_events` row with primary key `id`.
-pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
+/// `DELETE` the `compaction_events` row with primary key `tenant_id`, `id`.
+pub fn delete_by_pk(
+    tenant_id: &String,
+    id: &::uuid::Uuid,
+) -> ::sea_query::DeleteStatement {
     let mut query = ::sea_query::Query::delete();
     query
         .from_table(CompactionEventIden::Table)
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(CompactionEventIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::Id),
@@ -918,4 +1062,142 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
             ),
         );
     query
+}
+/// The primary key of a `compaction_events` row (tenant_id, id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionEventKey<'a> {
+    /// Owner of the compaction: always its session's tenant.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: &'a str,
+    /// Identifier of the compaction, unique within its tenant.
+    ///
+    /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
+    pub id: ::uuid::Uuid,
+}
+/// Statements of fixed shape on `compaction_events`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub mod stmt {
+    /// Inserts one `compaction_events` row; `RETURNING` every column.
+    ///
+    /// ```sql
+    /// INSERT INTO "compaction_events" ("id", "tenant_id", "session_id", "strategy", "original_tokens", "compacted_tokens", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, $4::text, $5::int8, $6::int8, $7::int8, $8::jsonb, $9::uuid, coalesce($10::uuid[], ('{}')::uuid[]), $11::text, $12::int8, coalesce($13::timestamptz, (now())::timestamptz), $14::timestamptz, $15::timestamptz) RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
+    /// ```
+    pub const INSERT: &str = "INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, $4::text, $5::int8, $6::int8, $7::int8, $8::jsonb, $9::uuid, coalesce($10::uuid[], ('{}')::uuid[]), $11::text, $12::int8, coalesce($13::timestamptz, (now())::timestamptz), $14::timestamptz, $15::timestamptz) RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
+    /// Binds `row` to [`INSERT`].
+    pub fn insert<'a>(
+        row: &'a super::NewCompactionEvent,
+    ) -> crate::generated::Query<'a, super::CompactionEvent> {
+        ::sqlx::query_as(INSERT)
+            .bind(row.id.as_ref())
+            .bind(&row.tenant_id)
+            .bind(&row.session_id)
+            .bind(&row.strategy)
+            .bind(&row.original_tokens)
+            .bind(&row.compacted_tokens)
+            .bind(&row.messages_removed)
+            .bind(row.summary_content.as_ref())
+            .bind(row.summary_message_id.as_ref())
+            .bind(row.preserved_message_ids.as_ref())
+            .bind(row.model_used.as_ref())
+            .bind(row.duration_ms.as_ref())
+            .bind(row.created_at.as_ref())
+            .bind(row.reverted_at.as_ref())
+            .bind(row.finalized_at.as_ref())
+    }
+    /// Inserts any number of `compaction_events` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    ///
+    /// ```sql
+    /// INSERT INTO "compaction_events" ("id", "tenant_id", "session_id", "strategy", "original_tokens", "compacted_tokens", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "i"."v2", "i"."v3", "i"."v4", "i"."v5", "i"."v6", "i"."v7", "i"."v8", "i"."v9", coalesce(CASE WHEN "i"."v10" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v10") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::uuid[] END, ('{}')::uuid[]), "i"."v11", "i"."v12", coalesce("i"."v13", (now())::timestamptz), "i"."v14", "i"."v15" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
+    /// ```
+    pub const INSERT_BATCH: &str = "INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", \"i\".\"v7\", \"i\".\"v8\", \"i\".\"v9\", coalesce(CASE WHEN \"i\".\"v10\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v10\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]), \"i\".\"v11\", \"i\".\"v12\", coalesce(\"i\".\"v13\", (now())::timestamptz), \"i\".\"v14\", \"i\".\"v15\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewCompactionEvent],
+    ) -> crate::generated::Query<'a, super::CompactionEvent> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.strategy).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.original_tokens).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.compacted_tokens).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.messages_removed).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.summary_content.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.summary_message_id.as_ref()).collect::<Vec<_>>())
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.preserved_message_ids.as_ref().map(::sqlx::types::Json))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.model_used.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.duration_ms.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.reverted_at.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.finalized_at.as_ref()).collect::<Vec<_>>())
+    }
+    /// The `compaction_events` row with a given primary key.
+    ///
+    /// ```sql
+    /// SELECT "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at" FROM "compaction_events" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
+    /// ```
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\" FROM \"compaction_events\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
+    /// Binds `arg` to [`SELECT_BY_PK`].
+    pub fn select_by_pk<'a>(
+        arg: &'a super::CompactionEventKey<'a>,
+    ) -> crate::generated::Query<'a, super::CompactionEvent> {
+        ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
+    }
+    /// Deletes the `compaction_events` row with a given primary key; `RETURNING` it.
+    ///
+    /// ```sql
+    /// DELETE FROM "compaction_events" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
+    /// ```
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"compaction_events\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
+    /// Binds `arg` to [`DELETE_BY_PK`].
+    pub fn delete_by_pk<'a>(
+        arg: &'a super::CompactionEventKey<'a>,
+    ) -> crate::generated::Query<'a, super::CompactionEvent> {
+        ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
+    }
+    /// Applies a patch to the `compaction_events` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
+    ///
+    /// ```sql
+    /// UPDATE "compaction_events" SET "session_id" = coalesce($1::uuid, "session_id"), "strategy" = coalesce($2::text, "strategy"), "original_tokens" = coalesce($3::int8, "original_tokens"), "compacted_tokens" = coalesce($4::int8, "compacted_tokens"), "messages_removed" = coalesce($5::int8, "messages_removed"), "summary_content" = CASE WHEN $6::bool THEN $7::jsonb ELSE "summary_content" END, "summary_message_id" = CASE WHEN $8::bool THEN $9::uuid ELSE "summary_message_id" END, "preserved_message_ids" = coalesce($10::uuid[], "preserved_message_ids"), "model_used" = CASE WHEN $11::bool THEN $12::text ELSE "model_used" END, "duration_ms" = CASE WHEN $13::bool THEN $14::int8 ELSE "duration_ms" END, "created_at" = coalesce($15::timestamptz, "created_at"), "reverted_at" = CASE WHEN $16::bool THEN $17::timestamptz ELSE "reverted_at" END, "finalized_at" = CASE WHEN $18::bool THEN $19::timestamptz ELSE "finalized_at" END WHERE "tenant_id" = $20::text AND "id" = $21::uuid RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
+    /// ```
+    pub const UPDATE_BY_PK: &str = "UPDATE \"compaction_events\" SET \"session_id\" = coalesce($1::uuid, \"session_id\"), \"strategy\" = coalesce($2::text, \"strategy\"), \"original_tokens\" = coalesce($3::int8, \"original_tokens\"), \"compacted_tokens\" = coalesce($4::int8, \"compacted_tokens\"), \"messages_removed\" = coalesce($5::int8, \"messages_removed\"), \"summary_content\" = CASE WHEN $6::bool THEN $7::jsonb ELSE \"summary_content\" END, \"summary_message_id\" = CASE WHEN $8::bool THEN $9::uuid ELSE \"summary_message_id\" END, \"preserved_message_ids\" = coalesce($10::uuid[], \"preserved_message_ids\"), \"model_used\" = CASE WHEN $11::bool THEN $12::text ELSE \"model_used\" END, \"duration_ms\" = CASE WHEN $13::bool THEN $14::int8 ELSE \"duration_ms\" END, \"created_at\" = coalesce($15::timestamptz, \"created_at\"), \"reverted_at\" = CASE WHEN $16::bool THEN $17::timestamptz ELSE \"reverted_at\" END, \"finalized_at\" = CASE WHEN $18::bool THEN $19::timestamptz ELSE \"finalized_at\" END WHERE \"tenant_id\" = $20::text AND \"id\" = $21::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
+    /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
+    pub fn update_by_pk<'a>(
+        arg: &'a super::CompactionEventKey<'a>,
+        patch: &'a super::CompactionEventPatch,
+    ) -> Option<crate::generated::Query<'a, super::CompactionEvent>> {
+        if patch.is_empty() {
+            return None;
+        }
+        Some({
+            ::sqlx::query_as(UPDATE_BY_PK)
+                .bind(patch.session_id.as_ref())
+                .bind(patch.strategy.as_ref())
+                .bind(patch.original_tokens.as_ref())
+                .bind(patch.compacted_tokens.as_ref())
+                .bind(patch.messages_removed.as_ref())
+                .bind(patch.summary_content.is_some())
+                .bind(patch.summary_content.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.summary_message_id.is_some())
+                .bind(patch.summary_message_id.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.preserved_message_ids.as_ref())
+                .bind(patch.model_used.is_some())
+                .bind(patch.model_used.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.duration_ms.is_some())
+                .bind(patch.duration_ms.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.created_at.as_ref())
+                .bind(patch.reverted_at.is_some())
+                .bind(patch.reverted_at.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.finalized_at.is_some())
+                .bind(patch.finalized_at.as_ref().and_then(|v| v.as_ref()))
+                .bind(arg.tenant_id)
+                .bind(&arg.id)
+        })
+    }
 }

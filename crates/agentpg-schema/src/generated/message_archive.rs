@@ -14,6 +14,10 @@ pub struct MessageArchive {
     ///
     /// SQL: `id uuid NOT NULL`
     pub id: ::uuid::Uuid,
+    /// Owner of the archived message.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: String,
     /// Compaction that removed the message.
     ///
     /// SQL: `compaction_event_id uuid NOT NULL`
@@ -25,41 +29,62 @@ pub struct MessageArchive {
     /// The whole original messages row as a JSON object, enough to restore it field for field.
     ///
     /// SQL: `original_message jsonb NOT NULL`
-    pub original_message: ::sqlx::types::Json<crate::Message>,
-    /// When the message was archived.
+    pub original_message: ::serde_json::Value,
+    /// When the archive row was written.
     ///
     /// SQL: `archived_at timestamptz NOT NULL DEFAULT now()`
     pub archived_at: ::chrono::DateTime<::chrono::Utc>,
 }
-/// A new `message_archive` row: what the caller supplies. Columns the database fills (identity, generated) are absent.
+/// A new `message_archive` row: what the caller supplies. Columns the database always fills (generated, identity `ALWAYS`) are absent; a `BY DEFAULT` identity column is optional like a column with a default.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
 pub struct NewMessageArchive {
     /// Id of the archived message (the original messages.id).
     ///
     /// SQL: `id uuid NOT NULL`
-    ///
     pub id: ::uuid::Uuid,
+    /// Owner of the archived message.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: String,
     /// Compaction that removed the message.
     ///
     /// SQL: `compaction_event_id uuid NOT NULL`
-    ///
     pub compaction_event_id: ::uuid::Uuid,
     /// Session the message belonged to.
     ///
     /// SQL: `session_id uuid NOT NULL`
-    ///
     pub session_id: ::uuid::Uuid,
     /// The whole original messages row as a JSON object, enough to restore it field for field.
     ///
     /// SQL: `original_message jsonb NOT NULL`
-    ///
-    pub original_message: ::sqlx::types::Json<crate::Message>,
-    /// When the message was archived.
+    pub original_message: ::serde_json::Value,
+    /// When the archive row was written.
     ///
     /// SQL: `archived_at timestamptz NOT NULL DEFAULT now()`
     ///
     /// `None` leaves the column to its default.
     pub archived_at: Option<::chrono::DateTime<::chrono::Utc>>,
+}
+impl NewMessageArchive {
+    /// A new row with the required columns set and every optional one left to the
+    /// database (its default, or NULL).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ::uuid::Uuid,
+        tenant_id: String,
+        compaction_event_id: ::uuid::Uuid,
+        session_id: ::uuid::Uuid,
+        original_message: ::serde_json::Value,
+    ) -> Self {
+        Self {
+            id,
+            tenant_id,
+            compaction_event_id,
+            session_id,
+            original_message,
+            archived_at: None,
+        }
+    }
 }
 /// Changes to one `message_archive` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -81,32 +106,13 @@ pub struct MessageArchivePatch {
     /// SQL: `original_message jsonb NOT NULL`
     ///
     /// `None` leaves the column as it is.
-    pub original_message: Option<::sqlx::types::Json<crate::Message>>,
-    /// When the message was archived.
+    pub original_message: Option<::serde_json::Value>,
+    /// When the archive row was written.
     ///
     /// SQL: `archived_at timestamptz NOT NULL DEFAULT now()`
     ///
     /// `None` leaves the column as it is.
     pub archived_at: Option<::chrono::DateTime<::chrono::Utc>>,
-}
-impl NewMessageArchive {
-    /// A new row with the required columns set and every optional one left to the
-    /// database (its default, or NULL).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: ::uuid::Uuid,
-        compaction_event_id: ::uuid::Uuid,
-        session_id: ::uuid::Uuid,
-        original_message: ::sqlx::types::Json<crate::Message>,
-    ) -> Self {
-        Self {
-            id,
-            compaction_event_id,
-            session_id,
-            original_message,
-            archived_at: None,
-        }
-    }
 }
 impl MessageArchivePatch {
     /// True if the patch changes nothing.
@@ -122,6 +128,8 @@ pub enum MessageArchiveIden {
     Table,
     /// Column `id`.
     Id,
+    /// Column `tenant_id`.
+    TenantId,
     /// Column `compaction_event_id`.
     CompactionEventId,
     /// Column `session_id`.
@@ -133,8 +141,9 @@ pub enum MessageArchiveIden {
 }
 impl MessageArchiveIden {
     /// The columns of `message_archive`, in declared order.
-    pub const COLUMNS: [Self; 5usize] = [
+    pub const COLUMNS: [Self; 6usize] = [
         Self::Id,
+        Self::TenantId,
         Self::CompactionEventId,
         Self::SessionId,
         Self::OriginalMessage,
@@ -145,6 +154,7 @@ impl MessageArchiveIden {
         match self {
             Self::Table => "message_archive",
             Self::Id => "id",
+            Self::TenantId => "tenant_id",
             Self::CompactionEventId => "compaction_event_id",
             Self::SessionId => "session_id",
             Self::OriginalMessage => "original_message",
@@ -168,13 +178,25 @@ impl ::sea_query::Iden for MessageArchiveIden {
 /// The table's name.
 pub const TABLE: &str = "message_archive";
 /// The columns of `message_archive`, in declared order.
-pub const COLUMNS: [&str; 5usize] = [
+pub const COLUMNS: [&str; 6usize] = [
     "id",
+    "tenant_id",
     "compaction_event_id",
     "session_id",
     "original_message",
     "archived_at",
 ];
+/// The names of the constraints of `message_archive` (primary key, unique keys, foreign keys, checks).
+pub mod constraint {
+    /// `message_archive_pkey`
+    pub const PKEY: &str = "message_archive_pkey";
+    /// `message_archive_compaction_event_fkey`
+    pub const COMPACTION_EVENT_FKEY: &str = "message_archive_compaction_event_fkey";
+    /// `message_archive_session_fkey`
+    pub const SESSION_FKEY: &str = "message_archive_session_fkey";
+    /// `message_archive_original_message_check`
+    pub const ORIGINAL_MESSAGE_CHECK: &str = "message_archive_original_message_check";
+}
 /// `SELECT` every column of `message_archive`.
 pub fn select() -> ::sea_query::SelectStatement {
     let mut query = ::sea_query::Query::select();
@@ -188,6 +210,7 @@ pub fn insert(row: &NewMessageArchive) -> ::sea_query::InsertStatement {
         .into_table(MessageArchiveIden::Table)
         .columns([
             MessageArchiveIden::Id,
+            MessageArchiveIden::TenantId,
             MessageArchiveIden::CompactionEventId,
             MessageArchiveIden::SessionId,
             MessageArchiveIden::OriginalMessage,
@@ -209,6 +232,7 @@ pub fn insert_many<'a>(
         .into_table(MessageArchiveIden::Table)
         .columns([
             MessageArchiveIden::Id,
+            MessageArchiveIden::TenantId,
             MessageArchiveIden::CompactionEventId,
             MessageArchiveIden::SessionId,
             MessageArchiveIden::OriginalMessage,
@@ -227,10 +251,13 @@ pub fn insert_many<'a>(
     Some(query)
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
+fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
     [
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
         ),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(
@@ -241,13 +268,8 @@ fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
         ),
         ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::Json(
-                Some(
-                    Box::new(
-                        ::serde_json::to_value(&row.original_message)
-                            .expect("a declared JSON type serializes to JSON"),
-                    ),
-                ),
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.original_message),
             ),
         ),
         match &row.archived_at {
@@ -271,6 +293,7 @@ pub fn insert_rows<'a>(
         .into_table(MessageArchiveIden::Table)
         .columns([
             MessageArchiveIden::Id,
+            MessageArchiveIden::TenantId,
             MessageArchiveIden::CompactionEventId,
             MessageArchiveIden::SessionId,
             MessageArchiveIden::OriginalMessage,
@@ -285,10 +308,13 @@ pub fn insert_rows<'a>(
     any.then_some(query)
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
+fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
     [
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
+        ),
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
         ),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(
@@ -299,13 +325,8 @@ fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
         ),
         ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::Json(
-                Some(
-                    Box::new(
-                        ::serde_json::to_value(&row.original_message)
-                            .expect("a declared JSON type serializes to JSON"),
-                    ),
-                ),
+            ::sea_query::Value::from(
+                ::std::borrow::ToOwned::to_owned(&row.original_message),
             ),
         ),
         ::sea_query::SimpleExpr::from(
@@ -313,10 +334,21 @@ fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 5usize] {
         ),
     ]
 }
-/// `SELECT` every column of the `message_archive` row with primary key `id`.
-pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
+/// `SELECT` every column of the `message_archive` row with primary key `tenant_id`, `id`.
+pub fn select_by_pk(
+    tenant_id: &String,
+    id: &::uuid::Uuid,
+) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageArchiveIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::Id),
@@ -327,10 +359,11 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
         );
     query
 }
-/// `UPDATE` the `message_archive` row with primary key `id` from `patch`, `RETURNING` every column.
+/// `UPDATE` the `message_archive` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
 /// Returns `None` when the patch sets nothing.
 pub fn update_by_pk(
+    tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &MessageArchivePatch,
 ) -> Option<::sea_query::UpdateStatement> {
@@ -358,14 +391,7 @@ pub fn update_by_pk(
             .push((
                 MessageArchiveIden::OriginalMessage,
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
                 ),
             ));
     }
@@ -387,6 +413,14 @@ pub fn update_by_pk(
         .values(values)
         .and_where(
             ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageArchiveIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
+        .and_where(
+            ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::Id),
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
@@ -396,11 +430,22 @@ pub fn update_by_pk(
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
     Some(query)
 }
-/// `DELETE` the `message_archive` row with primary key `id`.
-pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
+/// `DELETE` the `message_archive` row with primary key `tenant_id`, `id`.
+pub fn delete_by_pk(
+    tenant_id: &String,
+    id: &::uuid::Uuid,
+) -> ::sea_query::DeleteStatement {
     let mut query = ::sea_query::Query::delete();
     query
         .from_table(MessageArchiveIden::Table)
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(MessageArchiveIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::Id),
@@ -410,4 +455,109 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
             ),
         );
     query
+}
+/// The primary key of a `message_archive` row (tenant_id, id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageArchiveKey<'a> {
+    /// Owner of the archived message.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: &'a str,
+    /// Id of the archived message (the original messages.id).
+    ///
+    /// SQL: `id uuid NOT NULL`
+    pub id: ::uuid::Uuid,
+}
+/// Statements of fixed shape on `message_archive`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub mod stmt {
+    /// Inserts one `message_archive` row; `RETURNING` every column.
+    ///
+    /// ```sql
+    /// INSERT INTO "message_archive" ("id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at") VALUES ($1::uuid, $2::text, $3::uuid, $4::uuid, $5::jsonb, coalesce($6::timestamptz, (now())::timestamptz)) RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
+    /// ```
+    pub const INSERT: &str = "INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") VALUES ($1::uuid, $2::text, $3::uuid, $4::uuid, $5::jsonb, coalesce($6::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
+    /// Binds `row` to [`INSERT`].
+    pub fn insert<'a>(
+        row: &'a super::NewMessageArchive,
+    ) -> crate::generated::Query<'a, super::MessageArchive> {
+        ::sqlx::query_as(INSERT)
+            .bind(&row.id)
+            .bind(&row.tenant_id)
+            .bind(&row.compaction_event_id)
+            .bind(&row.session_id)
+            .bind(::sqlx::types::Json(&row.original_message))
+            .bind(row.archived_at.as_ref())
+    }
+    /// Inserts any number of `message_archive` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    ///
+    /// ```sql
+    /// INSERT INTO "message_archive" ("id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at") SELECT "i"."v1", "i"."v2", "i"."v3", "i"."v4", "i"."v5", coalesce("i"."v6", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
+    /// ```
+    pub const INSERT_BATCH: &str = "INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") SELECT \"i\".\"v1\", \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", coalesce(\"i\".\"v6\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewMessageArchive],
+    ) -> crate::generated::Query<'a, super::MessageArchive> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(rows.iter().map(|r| &r.id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.compaction_event_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| ::sqlx::types::Json(&r.original_message))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.archived_at.as_ref()).collect::<Vec<_>>())
+    }
+    /// The `message_archive` row with a given primary key.
+    ///
+    /// ```sql
+    /// SELECT "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at" FROM "message_archive" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
+    /// ```
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\" FROM \"message_archive\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
+    /// Binds `arg` to [`SELECT_BY_PK`].
+    pub fn select_by_pk<'a>(
+        arg: &'a super::MessageArchiveKey<'a>,
+    ) -> crate::generated::Query<'a, super::MessageArchive> {
+        ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
+    }
+    /// Deletes the `message_archive` row with a given primary key; `RETURNING` it.
+    ///
+    /// ```sql
+    /// DELETE FROM "message_archive" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
+    /// ```
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"message_archive\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
+    /// Binds `arg` to [`DELETE_BY_PK`].
+    pub fn delete_by_pk<'a>(
+        arg: &'a super::MessageArchiveKey<'a>,
+    ) -> crate::generated::Query<'a, super::MessageArchive> {
+        ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
+    }
+    /// Applies a patch to the `message_archive` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
+    ///
+    /// ```sql
+    /// UPDATE "message_archive" SET "compaction_event_id" = coalesce($1::uuid, "compaction_event_id"), "session_id" = coalesce($2::uuid, "session_id"), "original_message" = coalesce($3::jsonb, "original_message"), "archived_at" = coalesce($4::timestamptz, "archived_at") WHERE "tenant_id" = $5::text AND "id" = $6::uuid RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
+    /// ```
+    pub const UPDATE_BY_PK: &str = "UPDATE \"message_archive\" SET \"compaction_event_id\" = coalesce($1::uuid, \"compaction_event_id\"), \"session_id\" = coalesce($2::uuid, \"session_id\"), \"original_message\" = coalesce($3::jsonb, \"original_message\"), \"archived_at\" = coalesce($4::timestamptz, \"archived_at\") WHERE \"tenant_id\" = $5::text AND \"id\" = $6::uuid RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
+    /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
+    pub fn update_by_pk<'a>(
+        arg: &'a super::MessageArchiveKey<'a>,
+        patch: &'a super::MessageArchivePatch,
+    ) -> Option<crate::generated::Query<'a, super::MessageArchive>> {
+        if patch.is_empty() {
+            return None;
+        }
+        Some({
+            ::sqlx::query_as(UPDATE_BY_PK)
+                .bind(patch.compaction_event_id.as_ref())
+                .bind(patch.session_id.as_ref())
+                .bind(patch.original_message.as_ref().map(::sqlx::types::Json))
+                .bind(patch.archived_at.as_ref())
+                .bind(arg.tenant_id)
+                .bind(&arg.id)
+        })
+    }
 }

@@ -23,6 +23,14 @@ pub const TABLES: &[&str] = &[
     "compaction_events",
     "message_archive",
 ];
+/// A generated statement with its arguments bound, ready to run with sqlx; it decodes
+/// rows into `R`.
+pub type Query<'q, R> = ::sqlx::query::QueryAs<
+    'q,
+    ::sqlx::Postgres,
+    R,
+    ::sqlx::postgres::PgArguments,
+>;
 /// A text value that is not one of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownEnumValue {

@@ -10,11 +10,11 @@
     ::sqlx::FromRow
 )]
 pub struct Session {
-    /// Primary key.
+    /// Identifier of the session, unique within its tenant.
     ///
     /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
     pub id: ::uuid::Uuid,
-    /// Owner of the session; every read and write is scoped by it. Non-empty.
+    /// Owner of the session; leads every key, and every read and write is scoped by it. Non-empty.
     ///
     /// SQL: `tenant_id text NOT NULL`
     pub tenant_id: String,
@@ -26,11 +26,19 @@ pub struct Session {
     ///
     /// SQL: `parent_session_id uuid`
     pub parent_session_id: Option<::uuid::Uuid>,
+    /// Session this one was forked from, if it is a fork (not a foreign key: the fork outlives its source).
+    ///
+    /// SQL: `forked_from_session_id uuid`
+    pub forked_from_session_id: Option<::uuid::Uuid>,
+    /// Last message of the source session that the fork copied, if it is a fork.
+    ///
+    /// SQL: `forked_from_message_id uuid`
+    pub forked_from_message_id: Option<::uuid::Uuid>,
     /// Project metadata as a JSON object; defaults to {}.
     ///
     /// SQL: `metadata jsonb NOT NULL DEFAULT '{}'::JSONB`
     pub metadata: ::serde_json::Value,
-    /// Sum of input and output tokens of the messages currently in the session, kept exact by agentpg-repo.
+    /// Sum of the tokens of the messages currently in the session, kept exact by agentpg-repo.
     ///
     /// SQL: `total_tokens int8 NOT NULL DEFAULT 0`
     pub total_tokens: i64,
@@ -38,7 +46,7 @@ pub struct Session {
     ///
     /// SQL: `compaction_count int8 NOT NULL DEFAULT 0`
     pub compaction_count: i64,
-    /// When the session was created.
+    /// When the session was created; never changes.
     ///
     /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
     pub created_at: ::chrono::DateTime<::chrono::Utc>,
@@ -47,24 +55,22 @@ pub struct Session {
     /// SQL: `updated_at timestamptz NOT NULL DEFAULT now()`
     pub updated_at: ::chrono::DateTime<::chrono::Utc>,
 }
-/// A new `sessions` row: what the caller supplies. Columns the database fills (identity, generated) are absent.
+/// A new `sessions` row: what the caller supplies. Columns the database always fills (generated, identity `ALWAYS`) are absent; a `BY DEFAULT` identity column is optional like a column with a default.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
 pub struct NewSession {
-    /// Primary key.
+    /// Identifier of the session, unique within its tenant.
     ///
     /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
     ///
     /// `None` leaves the column to its default.
     pub id: Option<::uuid::Uuid>,
-    /// Owner of the session; every read and write is scoped by it. Non-empty.
+    /// Owner of the session; leads every key, and every read and write is scoped by it. Non-empty.
     ///
     /// SQL: `tenant_id text NOT NULL`
-    ///
     pub tenant_id: String,
     /// Caller-chosen name of the session, unique within its tenant. Non-empty.
     ///
     /// SQL: `identifier text NOT NULL`
-    ///
     pub identifier: String,
     /// Session that spawned this one (nested agents), in the same tenant; NULL for a root session.
     ///
@@ -72,13 +78,25 @@ pub struct NewSession {
     ///
     /// `None` stores NULL.
     pub parent_session_id: Option<::uuid::Uuid>,
+    /// Session this one was forked from, if it is a fork (not a foreign key: the fork outlives its source).
+    ///
+    /// SQL: `forked_from_session_id uuid`
+    ///
+    /// `None` stores NULL.
+    pub forked_from_session_id: Option<::uuid::Uuid>,
+    /// Last message of the source session that the fork copied, if it is a fork.
+    ///
+    /// SQL: `forked_from_message_id uuid`
+    ///
+    /// `None` stores NULL.
+    pub forked_from_message_id: Option<::uuid::Uuid>,
     /// Project metadata as a JSON object; defaults to {}.
     ///
     /// SQL: `metadata jsonb NOT NULL DEFAULT '{}'::JSONB`
     ///
     /// `None` leaves the column to its default.
     pub metadata: Option<::serde_json::Value>,
-    /// Sum of input and output tokens of the messages currently in the session, kept exact by agentpg-repo.
+    /// Sum of the tokens of the messages currently in the session, kept exact by agentpg-repo.
     ///
     /// SQL: `total_tokens int8 NOT NULL DEFAULT 0`
     ///
@@ -90,7 +108,7 @@ pub struct NewSession {
     ///
     /// `None` leaves the column to its default.
     pub compaction_count: Option<i64>,
-    /// When the session was created.
+    /// When the session was created; never changes.
     ///
     /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
     ///
@@ -101,58 +119,6 @@ pub struct NewSession {
     /// SQL: `updated_at timestamptz NOT NULL DEFAULT now()`
     ///
     /// `None` leaves the column to its default.
-    pub updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
-}
-/// Changes to one `sessions` row; `Default` changes nothing.
-#[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
-pub struct SessionPatch {
-    /// Owner of the session; every read and write is scoped by it. Non-empty.
-    ///
-    /// SQL: `tenant_id text NOT NULL`
-    ///
-    /// `None` leaves the column as it is.
-    pub tenant_id: Option<String>,
-    /// Caller-chosen name of the session, unique within its tenant. Non-empty.
-    ///
-    /// SQL: `identifier text NOT NULL`
-    ///
-    /// `None` leaves the column as it is.
-    pub identifier: Option<String>,
-    /// Session that spawned this one (nested agents), in the same tenant; NULL for a root session.
-    ///
-    /// SQL: `parent_session_id uuid`
-    ///
-    /// `None` leaves the column as it is; `Some(None)` sets NULL.
-    pub parent_session_id: Option<Option<::uuid::Uuid>>,
-    /// Project metadata as a JSON object; defaults to {}.
-    ///
-    /// SQL: `metadata jsonb NOT NULL DEFAULT '{}'::JSONB`
-    ///
-    /// `None` leaves the column as it is.
-    pub metadata: Option<::serde_json::Value>,
-    /// Sum of input and output tokens of the messages currently in the session, kept exact by agentpg-repo.
-    ///
-    /// SQL: `total_tokens int8 NOT NULL DEFAULT 0`
-    ///
-    /// `None` leaves the column as it is.
-    pub total_tokens: Option<i64>,
-    /// Number of compactions applied and not reverted.
-    ///
-    /// SQL: `compaction_count int8 NOT NULL DEFAULT 0`
-    ///
-    /// `None` leaves the column as it is.
-    pub compaction_count: Option<i64>,
-    /// When the session was created.
-    ///
-    /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
-    ///
-    /// `None` leaves the column as it is.
-    pub created_at: Option<::chrono::DateTime<::chrono::Utc>>,
-    /// When the session or its messages last changed.
-    ///
-    /// SQL: `updated_at timestamptz NOT NULL DEFAULT now()`
-    ///
-    /// `None` leaves the column as it is.
     pub updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
 }
 impl NewSession {
@@ -165,6 +131,8 @@ impl NewSession {
             identifier,
             id: None,
             parent_session_id: None,
+            forked_from_session_id: None,
+            forked_from_message_id: None,
             metadata: None,
             total_tokens: None,
             compaction_count: None,
@@ -173,11 +141,70 @@ impl NewSession {
         }
     }
 }
+/// Changes to one `sessions` row; `Default` changes nothing.
+#[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
+pub struct SessionPatch {
+    /// Caller-chosen name of the session, unique within its tenant. Non-empty.
+    ///
+    /// SQL: `identifier text NOT NULL`
+    ///
+    /// `None` leaves the column as it is.
+    pub identifier: Option<String>,
+    /// Session that spawned this one (nested agents), in the same tenant; NULL for a root session.
+    ///
+    /// SQL: `parent_session_id uuid`
+    ///
+    /// `None` leaves the column as it is; `Some(None)` sets NULL.
+    pub parent_session_id: Option<Option<::uuid::Uuid>>,
+    /// Session this one was forked from, if it is a fork (not a foreign key: the fork outlives its source).
+    ///
+    /// SQL: `forked_from_session_id uuid`
+    ///
+    /// `None` leaves the column as it is; `Some(None)` sets NULL.
+    pub forked_from_session_id: Option<Option<::uuid::Uuid>>,
+    /// Last message of the source session that the fork copied, if it is a fork.
+    ///
+    /// SQL: `forked_from_message_id uuid`
+    ///
+    /// `None` leaves the column as it is; `Some(None)` sets NULL.
+    pub forked_from_message_id: Option<Option<::uuid::Uuid>>,
+    /// Project metadata as a JSON object; defaults to {}.
+    ///
+    /// SQL: `metadata jsonb NOT NULL DEFAULT '{}'::JSONB`
+    ///
+    /// `None` leaves the column as it is.
+    pub metadata: Option<::serde_json::Value>,
+    /// Sum of the tokens of the messages currently in the session, kept exact by agentpg-repo.
+    ///
+    /// SQL: `total_tokens int8 NOT NULL DEFAULT 0`
+    ///
+    /// `None` leaves the column as it is.
+    pub total_tokens: Option<i64>,
+    /// Number of compactions applied and not reverted.
+    ///
+    /// SQL: `compaction_count int8 NOT NULL DEFAULT 0`
+    ///
+    /// `None` leaves the column as it is.
+    pub compaction_count: Option<i64>,
+    /// When the session was created; never changes.
+    ///
+    /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
+    ///
+    /// `None` leaves the column as it is.
+    pub created_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    /// When the session or its messages last changed.
+    ///
+    /// SQL: `updated_at timestamptz NOT NULL DEFAULT now()`
+    ///
+    /// `None` leaves the column as it is.
+    pub updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+}
 impl SessionPatch {
     /// True if the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.tenant_id.is_none() && self.identifier.is_none()
-            && self.parent_session_id.is_none() && self.metadata.is_none()
+        self.identifier.is_none() && self.parent_session_id.is_none()
+            && self.forked_from_session_id.is_none()
+            && self.forked_from_message_id.is_none() && self.metadata.is_none()
             && self.total_tokens.is_none() && self.compaction_count.is_none()
             && self.created_at.is_none() && self.updated_at.is_none()
     }
@@ -195,6 +222,10 @@ pub enum SessionIden {
     Identifier,
     /// Column `parent_session_id`.
     ParentSessionId,
+    /// Column `forked_from_session_id`.
+    ForkedFromSessionId,
+    /// Column `forked_from_message_id`.
+    ForkedFromMessageId,
     /// Column `metadata`.
     Metadata,
     /// Column `total_tokens`.
@@ -208,11 +239,13 @@ pub enum SessionIden {
 }
 impl SessionIden {
     /// The columns of `sessions`, in declared order.
-    pub const COLUMNS: [Self; 9usize] = [
+    pub const COLUMNS: [Self; 11usize] = [
         Self::Id,
         Self::TenantId,
         Self::Identifier,
         Self::ParentSessionId,
+        Self::ForkedFromSessionId,
+        Self::ForkedFromMessageId,
         Self::Metadata,
         Self::TotalTokens,
         Self::CompactionCount,
@@ -227,6 +260,8 @@ impl SessionIden {
             Self::TenantId => "tenant_id",
             Self::Identifier => "identifier",
             Self::ParentSessionId => "parent_session_id",
+            Self::ForkedFromSessionId => "forked_from_session_id",
+            Self::ForkedFromMessageId => "forked_from_message_id",
             Self::Metadata => "metadata",
             Self::TotalTokens => "total_tokens",
             Self::CompactionCount => "compaction_count",
@@ -251,17 +286,42 @@ impl ::sea_query::Iden for SessionIden {
 /// The table's name.
 pub const TABLE: &str = "sessions";
 /// The columns of `sessions`, in declared order.
-pub const COLUMNS: [&str; 9usize] = [
+pub const COLUMNS: [&str; 11usize] = [
     "id",
     "tenant_id",
     "identifier",
     "parent_session_id",
+    "forked_from_session_id",
+    "forked_from_message_id",
     "metadata",
     "total_tokens",
     "compaction_count",
     "created_at",
     "updated_at",
 ];
+/// The names of the constraints of `sessions` (primary key, unique keys, foreign keys, checks).
+pub mod constraint {
+    /// `sessions_pkey`
+    pub const PKEY: &str = "sessions_pkey";
+    /// `sessions_tenant_id_identifier_key`
+    pub const TENANT_ID_IDENTIFIER_KEY: &str = "sessions_tenant_id_identifier_key";
+    /// `sessions_parent_session_fkey`
+    pub const PARENT_SESSION_FKEY: &str = "sessions_parent_session_fkey";
+    /// `sessions_tenant_id_check`
+    pub const TENANT_ID_CHECK: &str = "sessions_tenant_id_check";
+    /// `sessions_identifier_check`
+    pub const IDENTIFIER_CHECK: &str = "sessions_identifier_check";
+    /// `sessions_not_own_parent_check`
+    pub const NOT_OWN_PARENT_CHECK: &str = "sessions_not_own_parent_check";
+    /// `sessions_fork_check`
+    pub const FORK_CHECK: &str = "sessions_fork_check";
+    /// `sessions_metadata_check`
+    pub const METADATA_CHECK: &str = "sessions_metadata_check";
+    /// `sessions_total_tokens_check`
+    pub const TOTAL_TOKENS_CHECK: &str = "sessions_total_tokens_check";
+    /// `sessions_compaction_count_check`
+    pub const COMPACTION_COUNT_CHECK: &str = "sessions_compaction_count_check";
+}
 /// `SELECT` every column of `sessions`.
 pub fn select() -> ::sea_query::SelectStatement {
     let mut query = ::sea_query::Query::select();
@@ -278,6 +338,8 @@ pub fn insert(row: &NewSession) -> ::sea_query::InsertStatement {
             SessionIden::TenantId,
             SessionIden::Identifier,
             SessionIden::ParentSessionId,
+            SessionIden::ForkedFromSessionId,
+            SessionIden::ForkedFromMessageId,
             SessionIden::Metadata,
             SessionIden::TotalTokens,
             SessionIden::CompactionCount,
@@ -302,6 +364,8 @@ pub fn insert_many<'a>(
             SessionIden::TenantId,
             SessionIden::Identifier,
             SessionIden::ParentSessionId,
+            SessionIden::ForkedFromSessionId,
+            SessionIden::ForkedFromMessageId,
             SessionIden::Metadata,
             SessionIden::TotalTokens,
             SessionIden::CompactionCount,
@@ -320,7 +384,7 @@ pub fn insert_many<'a>(
     Some(query)
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 9usize] {
+fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
     [
         match &row.id {
             Some(v) => {
@@ -337,6 +401,30 @@ fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 9usize] {
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.identifier)),
         ),
         match &row.parent_session_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::uuid::Uuid>),
+                )
+            }
+        },
+        match &row.forked_from_session_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::uuid::Uuid>),
+                )
+            }
+        },
+        match &row.forked_from_message_id {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
@@ -404,6 +492,8 @@ pub fn insert_rows<'a>(
             SessionIden::TenantId,
             SessionIden::Identifier,
             SessionIden::ParentSessionId,
+            SessionIden::ForkedFromSessionId,
+            SessionIden::ForkedFromMessageId,
             SessionIden::Metadata,
             SessionIden::TotalTokens,
             SessionIden::CompactionCount,
@@ -419,7 +509,7 @@ pub fn insert_rows<'a>(
     any.then_some(query)
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 9usize] {
+fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 11usize] {
     [
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
@@ -431,6 +521,30 @@ fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 9usize] {
             ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.identifier)),
         ),
         match &row.parent_session_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::uuid::Uuid>),
+                )
+            }
+        },
+        match &row.forked_from_session_id {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::uuid::Uuid>),
+                )
+            }
+        },
+        match &row.forked_from_message_id {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
@@ -461,10 +575,21 @@ fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 9usize] {
         ),
     ]
 }
-/// `SELECT` every column of the `sessions` row with primary key `id`.
-pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
+/// `SELECT` every column of the `sessions` row with primary key `tenant_id`, `id`.
+pub fn select_by_pk(
+    tenant_id: &String,
+    id: &::uuid::Uuid,
+) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(SessionIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::Id),
@@ -475,23 +600,15 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
         );
     query
 }
-/// `UPDATE` the `sessions` row with primary key `id` from `patch`, `RETURNING` every column.
+/// `UPDATE` the `sessions` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
 /// Returns `None` when the patch sets nothing.
 pub fn update_by_pk(
+    tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &SessionPatch,
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(SessionIden, ::sea_query::SimpleExpr)> = Vec::new();
-    if let Some(v) = &patch.tenant_id {
-        values
-            .push((
-                SessionIden::TenantId,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
-    }
     if let Some(v) = &patch.identifier {
         values
             .push((
@@ -515,6 +632,48 @@ pub fn update_by_pk(
             values
                 .push((
                     SessionIden::ParentSessionId,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::uuid::Uuid>),
+                    ),
+                ))
+        }
+        None => {}
+    }
+    match &patch.forked_from_session_id {
+        Some(Some(v)) => {
+            values
+                .push((
+                    SessionIden::ForkedFromSessionId,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    SessionIden::ForkedFromSessionId,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::uuid::Uuid>),
+                    ),
+                ))
+        }
+        None => {}
+    }
+    match &patch.forked_from_message_id {
+        Some(Some(v)) => {
+            values
+                .push((
+                    SessionIden::ForkedFromMessageId,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    SessionIden::ForkedFromMessageId,
                     ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::from(None::<::uuid::Uuid>),
                     ),
@@ -576,6 +735,14 @@ pub fn update_by_pk(
         .values(values)
         .and_where(
             ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(SessionIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
+        .and_where(
+            ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::Id),
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
@@ -585,11 +752,22 @@ pub fn update_by_pk(
         .returning(::sea_query::Query::returning().columns(SessionIden::COLUMNS));
     Some(query)
 }
-/// `DELETE` the `sessions` row with primary key `id`.
-pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
+/// `DELETE` the `sessions` row with primary key `tenant_id`, `id`.
+pub fn delete_by_pk(
+    tenant_id: &String,
+    id: &::uuid::Uuid,
+) -> ::sea_query::DeleteStatement {
     let mut query = ::sea_query::Query::delete();
     query
         .from_table(SessionIden::Table)
+        .and_where(
+            ::sea_query::ExprTrait::eq(
+                ::sea_query::Expr::col(SessionIden::TenantId),
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
+                ),
+            ),
+        )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::Id),
@@ -599,4 +777,163 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
             ),
         );
     query
+}
+/// The primary key of a `sessions` row (tenant_id, id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionKey<'a> {
+    /// Owner of the session; leads every key, and every read and write is scoped by it. Non-empty.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: &'a str,
+    /// Identifier of the session, unique within its tenant.
+    ///
+    /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
+    pub id: ::uuid::Uuid,
+}
+/// Arguments of a lookup of `sessions` by its unique key `sessions_tenant_id_identifier_key` (tenant_id, identifier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionByTenantIdIdentifier<'a> {
+    /// Owner of the session; leads every key, and every read and write is scoped by it. Non-empty.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: &'a str,
+    /// Caller-chosen name of the session, unique within its tenant. Non-empty.
+    ///
+    /// SQL: `identifier text NOT NULL`
+    pub identifier: &'a str,
+}
+/// Statements of fixed shape on `sessions`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub mod stmt {
+    /// Inserts one `sessions` row; `RETURNING` every column.
+    ///
+    /// ```sql
+    /// INSERT INTO "sessions" ("id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, coalesce($7::jsonb, ('{}'::JSONB)::jsonb), coalesce($8::int8, (0)::int8), coalesce($9::int8, (0)::int8), coalesce($10::timestamptz, (now())::timestamptz), coalesce($11::timestamptz, (now())::timestamptz)) RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
+    /// ```
+    pub const INSERT: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, coalesce($7::jsonb, ('{}'::JSONB)::jsonb), coalesce($8::int8, (0)::int8), coalesce($9::int8, (0)::int8), coalesce($10::timestamptz, (now())::timestamptz), coalesce($11::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    /// Binds `row` to [`INSERT`].
+    pub fn insert<'a>(
+        row: &'a super::NewSession,
+    ) -> crate::generated::Query<'a, super::Session> {
+        ::sqlx::query_as(INSERT)
+            .bind(row.id.as_ref())
+            .bind(&row.tenant_id)
+            .bind(&row.identifier)
+            .bind(row.parent_session_id.as_ref())
+            .bind(row.forked_from_session_id.as_ref())
+            .bind(row.forked_from_message_id.as_ref())
+            .bind(row.metadata.as_ref().map(::sqlx::types::Json))
+            .bind(row.total_tokens.as_ref())
+            .bind(row.compaction_count.as_ref())
+            .bind(row.created_at.as_ref())
+            .bind(row.updated_at.as_ref())
+    }
+    /// Inserts any number of `sessions` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    ///
+    /// ```sql
+    /// INSERT INTO "sessions" ("id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "i"."v2", "i"."v3", "i"."v4", "i"."v5", "i"."v6", coalesce("i"."v7", ('{}'::JSONB)::jsonb), coalesce("i"."v8", (0)::int8), coalesce("i"."v9", (0)::int8), coalesce("i"."v10", (now())::timestamptz), coalesce("i"."v11", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
+    /// ```
+    pub const INSERT_BATCH: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", coalesce(\"i\".\"v7\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v8\", (0)::int8), coalesce(\"i\".\"v9\", (0)::int8), coalesce(\"i\".\"v10\", (now())::timestamptz), coalesce(\"i\".\"v11\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewSession],
+    ) -> crate::generated::Query<'a, super::Session> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.identifier).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.parent_session_id.as_ref()).collect::<Vec<_>>())
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.forked_from_session_id.as_ref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.forked_from_message_id.as_ref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.metadata.as_ref().map(::sqlx::types::Json))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.total_tokens.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.compaction_count.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
+    }
+    /// The `sessions` row with a given primary key.
+    ///
+    /// ```sql
+    /// SELECT "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at" FROM "sessions" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
+    /// ```
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
+    /// Binds `arg` to [`SELECT_BY_PK`].
+    pub fn select_by_pk<'a>(
+        arg: &'a super::SessionKey<'a>,
+    ) -> crate::generated::Query<'a, super::Session> {
+        ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
+    }
+    /// Deletes the `sessions` row with a given primary key; `RETURNING` it.
+    ///
+    /// ```sql
+    /// DELETE FROM "sessions" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
+    /// ```
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    /// Binds `arg` to [`DELETE_BY_PK`].
+    pub fn delete_by_pk<'a>(
+        arg: &'a super::SessionKey<'a>,
+    ) -> crate::generated::Query<'a, super::Session> {
+        ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
+    }
+    /// Applies a patch to the `sessions` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
+    ///
+    /// ```sql
+    /// UPDATE "sessions" SET "identifier" = coalesce($1::text, "identifier"), "parent_session_id" = CASE WHEN $2::bool THEN $3::uuid ELSE "parent_session_id" END, "forked_from_session_id" = CASE WHEN $4::bool THEN $5::uuid ELSE "forked_from_session_id" END, "forked_from_message_id" = CASE WHEN $6::bool THEN $7::uuid ELSE "forked_from_message_id" END, "metadata" = coalesce($8::jsonb, "metadata"), "total_tokens" = coalesce($9::int8, "total_tokens"), "compaction_count" = coalesce($10::int8, "compaction_count"), "created_at" = coalesce($11::timestamptz, "created_at"), "updated_at" = coalesce($12::timestamptz, "updated_at") WHERE "tenant_id" = $13::text AND "id" = $14::uuid RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
+    /// ```
+    pub const UPDATE_BY_PK: &str = "UPDATE \"sessions\" SET \"identifier\" = coalesce($1::text, \"identifier\"), \"parent_session_id\" = CASE WHEN $2::bool THEN $3::uuid ELSE \"parent_session_id\" END, \"forked_from_session_id\" = CASE WHEN $4::bool THEN $5::uuid ELSE \"forked_from_session_id\" END, \"forked_from_message_id\" = CASE WHEN $6::bool THEN $7::uuid ELSE \"forked_from_message_id\" END, \"metadata\" = coalesce($8::jsonb, \"metadata\"), \"total_tokens\" = coalesce($9::int8, \"total_tokens\"), \"compaction_count\" = coalesce($10::int8, \"compaction_count\"), \"created_at\" = coalesce($11::timestamptz, \"created_at\"), \"updated_at\" = coalesce($12::timestamptz, \"updated_at\") WHERE \"tenant_id\" = $13::text AND \"id\" = $14::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
+    pub fn update_by_pk<'a>(
+        arg: &'a super::SessionKey<'a>,
+        patch: &'a super::SessionPatch,
+    ) -> Option<crate::generated::Query<'a, super::Session>> {
+        if patch.is_empty() {
+            return None;
+        }
+        Some({
+            ::sqlx::query_as(UPDATE_BY_PK)
+                .bind(patch.identifier.as_ref())
+                .bind(patch.parent_session_id.is_some())
+                .bind(patch.parent_session_id.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.forked_from_session_id.is_some())
+                .bind(patch.forked_from_session_id.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.forked_from_message_id.is_some())
+                .bind(patch.forked_from_message_id.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.metadata.as_ref().map(::sqlx::types::Json))
+                .bind(patch.total_tokens.as_ref())
+                .bind(patch.compaction_count.as_ref())
+                .bind(patch.created_at.as_ref())
+                .bind(patch.updated_at.as_ref())
+                .bind(arg.tenant_id)
+                .bind(&arg.id)
+        })
+    }
+    /// The `sessions` row with given values of unique key `sessions_tenant_id_identifier_key`.
+    ///
+    /// ```sql
+    /// SELECT "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at" FROM "sessions" WHERE "tenant_id" = $1::text AND "identifier" = $2::text
+    /// ```
+    pub const SELECT_BY_TENANT_ID_IDENTIFIER: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"identifier\" = $2::text";
+    /// Binds `arg` to [`SELECT_BY_TENANT_ID_IDENTIFIER`].
+    pub fn select_by_tenant_id_identifier<'a>(
+        arg: &'a super::SessionByTenantIdIdentifier<'a>,
+    ) -> crate::generated::Query<'a, super::Session> {
+        ::sqlx::query_as(SELECT_BY_TENANT_ID_IDENTIFIER)
+            .bind(arg.tenant_id)
+            .bind(arg.identifier)
+    }
 }

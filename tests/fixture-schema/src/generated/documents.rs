@@ -159,7 +159,7 @@ pub struct Document {
     /// SQL: `summary text DEFAULT 'none'`
     pub summary: Option<String>,
 }
-/// A new `documents` row: what the caller supplies. Columns the database fills (identity, generated) are absent.
+/// A new `documents` row: what the caller supplies. Columns the database always fills (generated, identity `ALWAYS`) are absent; a `BY DEFAULT` identity column is optional like a column with a default.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
 pub struct NewDocument {
     /// Surrogate key.
@@ -176,7 +176,6 @@ pub struct NewDocument {
     /// Title of the document.
     ///
     /// SQL: `title varchar NOT NULL`
-    ///
     pub title: String,
     /// SQL: `code char`
     ///
@@ -185,14 +184,12 @@ pub struct NewDocument {
     /// Body text.
     ///
     /// SQL: `content text NOT NULL`
-    ///
     pub content: String,
     /// SQL: `status doc_status NOT NULL DEFAULT 'draft'`
     ///
     /// `None` leaves the column to its default.
     pub status: Option<crate::generated::enums::DocStatus>,
     /// SQL: `kind text NOT NULL`
-    ///
     pub kind: DocumentKind,
     /// SQL: `tags text[] NOT NULL DEFAULT '{}'`
     ///
@@ -259,6 +256,38 @@ pub struct NewDocument {
     ///
     /// `None` leaves the column to its default; `Some(None)` stores NULL.
     pub summary: Option<Option<String>>,
+}
+impl NewDocument {
+    /// A new row with the required columns set and every optional one left to the
+    /// database (its default, or NULL).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(title: String, content: String, kind: DocumentKind) -> Self {
+        Self {
+            title,
+            content,
+            kind,
+            id: None,
+            uid: None,
+            code: None,
+            status: None,
+            tags: None,
+            scores: None,
+            attributes: None,
+            small: None,
+            medium: None,
+            ratio: None,
+            precise: None,
+            amount: None,
+            flag: None,
+            created_at: None,
+            local_at: None,
+            day: None,
+            at_time: None,
+            blob: None,
+            quoted_col: None,
+            summary: None,
+        }
+    }
 }
 /// Changes to one `documents` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -356,38 +385,6 @@ pub struct DocumentPatch {
     ///
     /// `None` leaves the column as it is; `Some(None)` sets NULL.
     pub summary: Option<Option<String>>,
-}
-impl NewDocument {
-    /// A new row with the required columns set and every optional one left to the
-    /// database (its default, or NULL).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(title: String, content: String, kind: DocumentKind) -> Self {
-        Self {
-            title,
-            content,
-            kind,
-            id: None,
-            uid: None,
-            code: None,
-            status: None,
-            tags: None,
-            scores: None,
-            attributes: None,
-            small: None,
-            medium: None,
-            ratio: None,
-            precise: None,
-            amount: None,
-            flag: None,
-            created_at: None,
-            local_at: None,
-            day: None,
-            at_time: None,
-            blob: None,
-            quoted_col: None,
-            summary: None,
-        }
-    }
 }
 impl DocumentPatch {
     /// True if the patch changes nothing.
@@ -557,6 +554,17 @@ pub const COLUMNS: [&str; 24usize] = [
     "Quoted Col",
     "summary",
 ];
+/// The names of the constraints of `documents` (primary key, unique keys, foreign keys, checks).
+pub mod constraint {
+    /// `documents_pkey`
+    pub const PKEY: &str = "documents_pkey";
+    /// `documents_uid_key`
+    pub const UID_KEY: &str = "documents_uid_key";
+    /// `documents_kind_check`
+    pub const KIND_CHECK: &str = "documents_kind_check";
+    /// `documents_title_check`
+    pub const TITLE_CHECK: &str = "documents_title_check";
+}
 /// `SELECT` every column of `documents`.
 pub fn select() -> ::sea_query::SelectStatement {
     let mut query = ::sea_query::Query::select();
@@ -1465,4 +1473,199 @@ pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {
             ),
         );
     query
+}
+/// The primary key of a `documents` row (id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentKey {
+    /// Surrogate key.
+    /// Second line of the doc.
+    ///
+    /// SQL: `id int8 NOT NULL DEFAULT nextval('documents_id_seq'::regclass)`
+    pub id: i64,
+}
+/// Arguments of a lookup of `documents` by its unique key `documents_uid_key` (uid).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentByUid {
+    /// SQL: `uid uuid NOT NULL DEFAULT gen_random_uuid()`
+    pub uid: ::uuid::Uuid,
+}
+/// Statements of fixed shape on `documents`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub mod stmt {
+    /// Inserts one `documents` row; `RETURNING` every column.
+    ///
+    /// ```sql
+    /// INSERT INTO "documents" ("id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "Quoted Col", "summary") VALUES (coalesce($1::int8, (nextval('documents_id_seq'::regclass))::int8), coalesce($2::uuid, (gen_random_uuid())::uuid), $3::varchar, $4::bpchar, $5::text, coalesce($6::"doc_status", ('draft')::"doc_status"), $7::text, coalesce($8::text[], ('{}')::text[]), $9::int4[], coalesce($10::jsonb, ('{}')::jsonb), $11::int8, coalesce($12::int4, (7)::int4), $13::float4, $14::float8, $15::numeric, coalesce($16::bool, (false)::bool), coalesce($17::timestamptz, (now())::timestamptz), $18::timestamp, $19::date, $20::time, $21::bytea, $22::text, CASE WHEN $23::bool THEN ('none')::text ELSE $24::text END) RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
+    /// ```
+    pub const INSERT: &str = "INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") VALUES (coalesce($1::int8, (nextval('documents_id_seq'::regclass))::int8), coalesce($2::uuid, (gen_random_uuid())::uuid), $3::varchar, $4::bpchar, $5::text, coalesce($6::\"doc_status\", ('draft')::\"doc_status\"), $7::text, coalesce($8::text[], ('{}')::text[]), $9::int4[], coalesce($10::jsonb, ('{}')::jsonb), $11::int8, coalesce($12::int4, (7)::int4), $13::float4, $14::float8, $15::numeric, coalesce($16::bool, (false)::bool), coalesce($17::timestamptz, (now())::timestamptz), $18::timestamp, $19::date, $20::time, $21::bytea, $22::text, CASE WHEN $23::bool THEN ('none')::text ELSE $24::text END) RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
+    /// Binds `row` to [`INSERT`].
+    pub fn insert<'a>(
+        row: &'a super::NewDocument,
+    ) -> crate::generated::Query<'a, super::Document> {
+        ::sqlx::query_as(INSERT)
+            .bind(row.id.as_ref())
+            .bind(row.uid.as_ref())
+            .bind(&row.title)
+            .bind(row.code.as_ref())
+            .bind(&row.content)
+            .bind(row.status.as_ref())
+            .bind(&row.kind)
+            .bind(row.tags.as_ref())
+            .bind(row.scores.as_ref())
+            .bind(row.attributes.as_ref())
+            .bind(row.small.as_ref())
+            .bind(row.medium.as_ref())
+            .bind(row.ratio.as_ref())
+            .bind(row.precise.as_ref())
+            .bind(row.amount.as_ref())
+            .bind(row.flag.as_ref())
+            .bind(row.created_at.as_ref())
+            .bind(row.local_at.as_ref())
+            .bind(row.day.as_ref())
+            .bind(row.at_time.as_ref())
+            .bind(row.blob.as_ref())
+            .bind(row.quoted_col.as_ref())
+            .bind(row.summary.is_none())
+            .bind(row.summary.as_ref().and_then(|v| v.as_ref()))
+    }
+    /// Inserts any number of `documents` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    ///
+    /// ```sql
+    /// INSERT INTO "documents" ("id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "Quoted Col", "summary") SELECT coalesce("i"."v1", (nextval('documents_id_seq'::regclass))::int8), coalesce("i"."v2", (gen_random_uuid())::uuid), "i"."v3", "i"."v4", "i"."v5", coalesce("i"."v6", ('draft')::"doc_status"), "i"."v7", coalesce(CASE WHEN "i"."v8" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v8") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::text[] END, ('{}')::text[]), CASE WHEN "i"."v9" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v9") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::int4[] END, coalesce("i"."v10", ('{}')::jsonb), "i"."v11", coalesce("i"."v12", (7)::int4), "i"."v13", "i"."v14", "i"."v15", coalesce("i"."v16", (false)::bool), coalesce("i"."v17", (now())::timestamptz), "i"."v18", "i"."v19", "i"."v20", "i"."v21", "i"."v22", CASE WHEN "i"."v23" THEN ('none')::text ELSE "i"."v24" END FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::"doc_status"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "ord") ORDER BY "i"."ord" RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
+    /// ```
+    pub const INSERT_BATCH: &str = "INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") SELECT coalesce(\"i\".\"v1\", (nextval('documents_id_seq'::regclass))::int8), coalesce(\"i\".\"v2\", (gen_random_uuid())::uuid), \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", coalesce(\"i\".\"v6\", ('draft')::\"doc_status\"), \"i\".\"v7\", coalesce(CASE WHEN \"i\".\"v8\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v8\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::text[] END, ('{}')::text[]), CASE WHEN \"i\".\"v9\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v9\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::int4[] END, coalesce(\"i\".\"v10\", ('{}')::jsonb), \"i\".\"v11\", coalesce(\"i\".\"v12\", (7)::int4), \"i\".\"v13\", \"i\".\"v14\", \"i\".\"v15\", coalesce(\"i\".\"v16\", (false)::bool), coalesce(\"i\".\"v17\", (now())::timestamptz), \"i\".\"v18\", \"i\".\"v19\", \"i\".\"v20\", \"i\".\"v21\", \"i\".\"v22\", CASE WHEN \"i\".\"v23\" THEN ('none')::text ELSE \"i\".\"v24\" END FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::\"doc_status\"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"v16\", \"v17\", \"v18\", \"v19\", \"v20\", \"v21\", \"v22\", \"v23\", \"v24\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewDocument],
+    ) -> crate::generated::Query<'a, super::Document> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.uid.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.title).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.code.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.content).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.status.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| &r.kind).collect::<Vec<_>>())
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.tags.as_ref().map(::sqlx::types::Json))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.scores.as_ref().map(::sqlx::types::Json))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.attributes.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.small.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.medium.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.ratio.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.precise.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.amount.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.flag.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.local_at.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.day.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.at_time.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.blob.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.quoted_col.as_ref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.summary.is_none()).collect::<Vec<bool>>())
+            .bind(
+                rows
+                    .iter()
+                    .map(|r| r.summary.as_ref().and_then(|v| v.as_ref()))
+                    .collect::<Vec<_>>(),
+            )
+    }
+    /// The `documents` row with a given primary key.
+    ///
+    /// ```sql
+    /// SELECT "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary" FROM "documents" WHERE "id" = $1::int8
+    /// ```
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\" FROM \"documents\" WHERE \"id\" = $1::int8";
+    /// Binds `arg` to [`SELECT_BY_PK`].
+    pub fn select_by_pk<'a>(
+        arg: &'a super::DocumentKey,
+    ) -> crate::generated::Query<'a, super::Document> {
+        ::sqlx::query_as(SELECT_BY_PK).bind(&arg.id)
+    }
+    /// Deletes the `documents` row with a given primary key; `RETURNING` it.
+    ///
+    /// ```sql
+    /// DELETE FROM "documents" WHERE "id" = $1::int8 RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
+    /// ```
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"documents\" WHERE \"id\" = $1::int8 RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
+    /// Binds `arg` to [`DELETE_BY_PK`].
+    pub fn delete_by_pk<'a>(
+        arg: &'a super::DocumentKey,
+    ) -> crate::generated::Query<'a, super::Document> {
+        ::sqlx::query_as(DELETE_BY_PK).bind(&arg.id)
+    }
+    /// Applies a patch to the `documents` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
+    ///
+    /// ```sql
+    /// UPDATE "documents" SET "uid" = coalesce($1::uuid, "uid"), "title" = coalesce($2::varchar, "title"), "code" = CASE WHEN $3::bool THEN $4::bpchar ELSE "code" END, "content" = coalesce($5::text, "content"), "status" = coalesce($6::"doc_status", "status"), "kind" = coalesce($7::text, "kind"), "tags" = coalesce($8::text[], "tags"), "scores" = CASE WHEN $9::bool THEN $10::int4[] ELSE "scores" END, "attributes" = coalesce($11::jsonb, "attributes"), "small" = CASE WHEN $12::bool THEN $13::int8 ELSE "small" END, "medium" = coalesce($14::int4, "medium"), "ratio" = CASE WHEN $15::bool THEN $16::float4 ELSE "ratio" END, "precise" = CASE WHEN $17::bool THEN $18::float8 ELSE "precise" END, "amount" = CASE WHEN $19::bool THEN $20::numeric ELSE "amount" END, "flag" = coalesce($21::bool, "flag"), "created_at" = coalesce($22::timestamptz, "created_at"), "local_at" = CASE WHEN $23::bool THEN $24::timestamp ELSE "local_at" END, "day" = CASE WHEN $25::bool THEN $26::date ELSE "day" END, "at_time" = CASE WHEN $27::bool THEN $28::time ELSE "at_time" END, "blob" = CASE WHEN $29::bool THEN $30::bytea ELSE "blob" END, "Quoted Col" = CASE WHEN $31::bool THEN $32::text ELSE "Quoted Col" END, "summary" = CASE WHEN $33::bool THEN $34::text ELSE "summary" END WHERE "id" = $35::int8 RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
+    /// ```
+    pub const UPDATE_BY_PK: &str = "UPDATE \"documents\" SET \"uid\" = coalesce($1::uuid, \"uid\"), \"title\" = coalesce($2::varchar, \"title\"), \"code\" = CASE WHEN $3::bool THEN $4::bpchar ELSE \"code\" END, \"content\" = coalesce($5::text, \"content\"), \"status\" = coalesce($6::\"doc_status\", \"status\"), \"kind\" = coalesce($7::text, \"kind\"), \"tags\" = coalesce($8::text[], \"tags\"), \"scores\" = CASE WHEN $9::bool THEN $10::int4[] ELSE \"scores\" END, \"attributes\" = coalesce($11::jsonb, \"attributes\"), \"small\" = CASE WHEN $12::bool THEN $13::int8 ELSE \"small\" END, \"medium\" = coalesce($14::int4, \"medium\"), \"ratio\" = CASE WHEN $15::bool THEN $16::float4 ELSE \"ratio\" END, \"precise\" = CASE WHEN $17::bool THEN $18::float8 ELSE \"precise\" END, \"amount\" = CASE WHEN $19::bool THEN $20::numeric ELSE \"amount\" END, \"flag\" = coalesce($21::bool, \"flag\"), \"created_at\" = coalesce($22::timestamptz, \"created_at\"), \"local_at\" = CASE WHEN $23::bool THEN $24::timestamp ELSE \"local_at\" END, \"day\" = CASE WHEN $25::bool THEN $26::date ELSE \"day\" END, \"at_time\" = CASE WHEN $27::bool THEN $28::time ELSE \"at_time\" END, \"blob\" = CASE WHEN $29::bool THEN $30::bytea ELSE \"blob\" END, \"Quoted Col\" = CASE WHEN $31::bool THEN $32::text ELSE \"Quoted Col\" END, \"summary\" = CASE WHEN $33::bool THEN $34::text ELSE \"summary\" END WHERE \"id\" = $35::int8 RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
+    /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
+    pub fn update_by_pk<'a>(
+        arg: &'a super::DocumentKey,
+        patch: &'a super::DocumentPatch,
+    ) -> Option<crate::generated::Query<'a, super::Document>> {
+        if patch.is_empty() {
+            return None;
+        }
+        Some({
+            ::sqlx::query_as(UPDATE_BY_PK)
+                .bind(patch.uid.as_ref())
+                .bind(patch.title.as_ref())
+                .bind(patch.code.is_some())
+                .bind(patch.code.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.content.as_ref())
+                .bind(patch.status.as_ref())
+                .bind(patch.kind.as_ref())
+                .bind(patch.tags.as_ref())
+                .bind(patch.scores.is_some())
+                .bind(patch.scores.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.attributes.as_ref())
+                .bind(patch.small.is_some())
+                .bind(patch.small.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.medium.as_ref())
+                .bind(patch.ratio.is_some())
+                .bind(patch.ratio.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.precise.is_some())
+                .bind(patch.precise.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.amount.is_some())
+                .bind(patch.amount.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.flag.as_ref())
+                .bind(patch.created_at.as_ref())
+                .bind(patch.local_at.is_some())
+                .bind(patch.local_at.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.day.is_some())
+                .bind(patch.day.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.at_time.is_some())
+                .bind(patch.at_time.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.blob.is_some())
+                .bind(patch.blob.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.quoted_col.is_some())
+                .bind(patch.quoted_col.as_ref().and_then(|v| v.as_ref()))
+                .bind(patch.summary.is_some())
+                .bind(patch.summary.as_ref().and_then(|v| v.as_ref()))
+                .bind(&arg.id)
+        })
+    }
+    /// The `documents` row with given values of unique key `documents_uid_key`.
+    ///
+    /// ```sql
+    /// SELECT "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary" FROM "documents" WHERE "uid" = $1::uuid
+    /// ```
+    pub const SELECT_BY_UID: &str = "SELECT \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\" FROM \"documents\" WHERE \"uid\" = $1::uuid";
+    /// Binds `arg` to [`SELECT_BY_UID`].
+    pub fn select_by_uid<'a>(
+        arg: &'a super::DocumentByUid,
+    ) -> crate::generated::Query<'a, super::Document> {
+        ::sqlx::query_as(SELECT_BY_UID).bind(&arg.uid)
+    }
 }

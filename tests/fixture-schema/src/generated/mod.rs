@@ -2,9 +2,9 @@
 //! Generated from the migrations: one module per table.
 /// Table `documents`: Documents of the fixture.
 pub mod documents;
-/// Table `revisions`
+/// Table `revisions`.
 pub mod revisions;
-/// Table `labels`
+/// Table `labels`.
 pub mod labels;
 /// PostgreSQL enum types.
 pub mod enums;
@@ -14,6 +14,14 @@ pub use revisions::{Revision, NewRevision, RevisionPatch, RevisionIden, Revision
 pub use labels::{Label, NewLabel, LabelPatch, LabelIden};
 /// Every table, in the order the migrations create them.
 pub const TABLES: &[&str] = &["documents", "revisions", "labels"];
+/// A generated statement with its arguments bound, ready to run with sqlx; it decodes
+/// rows into `R`.
+pub type Query<'q, R> = ::sqlx::query::QueryAs<
+    'q,
+    ::sqlx::Postgres,
+    R,
+    ::sqlx::postgres::PgArguments,
+>;
 /// A text value that is not one of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownEnumValue {

@@ -1,0 +1,904 @@
+//! Statements of fixed shape, written at codegen time: each is a `&'static str` in the table's
+//! `stmt` module with a function beside it that binds a typed argument in the order of the
+//! text's placeholders — the two come from one [`Statement`] built here, so they cannot drift.
+//!
+//! Per table: `INSERT` (one `New…` row), `INSERT_BATCH` (any number of rows from one array per
+//! column), `SELECT_BY_PK` / `UPDATE_BY_PK` / `DELETE_BY_PK`, and `SELECT_BY_…` for each unique
+//! key. A column left `None` takes its DEFAULT exactly as the migrations declare it (read from
+//! the model, never restated). Declared appends add `APPEND`; declared archives add `ARCHIVED`
+//! and `RESTORE`, which read archived rows as the table is now.
+
+use anyhow::{bail, Context, Result};
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::docs::{doc, sql_block};
+use super::names::{field_ident, TableNames};
+use super::patch::patchable;
+use super::sql::{self, Params};
+use super::types::{Field, InsertShape};
+use crate::codegen::config::{Append, Archive};
+use crate::codegen::model::{ForeignKey, Identity, Schema, SqlType, Table};
+
+/// One statement being generated: its text and, in placeholder order, the bind expressions.
+struct Statement {
+    params: Params,
+    binds: Vec<TokenStream>,
+}
+
+impl Statement {
+    fn new() -> Self {
+        Statement {
+            params: Params::default(),
+            binds: Vec::new(),
+        }
+    }
+
+    /// A placeholder cast to `cast`, bound to `bind`.
+    fn param(&mut self, cast: &str, bind: TokenStream) -> String {
+        self.binds.push(bind);
+        self.params.next(cast)
+    }
+}
+
+/// What the generator knows about one table while writing its statements.
+pub(crate) struct Ctx<'a> {
+    pub(crate) schema: &'a Schema,
+    pub(crate) table: &'a Table,
+    pub(crate) names: &'a TableNames,
+    pub(crate) fields: &'a [Field<'a>],
+    pub(crate) appends: Vec<&'a Append>,
+    pub(crate) archives: Vec<&'a Archive>,
+}
+
+impl<'a> Ctx<'a> {
+    fn field(&self, column: &str) -> Result<&Field<'a>> {
+        self.fields
+            .iter()
+            .find(|f| f.column.name == column)
+            .with_context(|| format!("{} has no column {column}", self.table.name))
+    }
+
+    fn all_columns(&self) -> String {
+        sql::idents(self.table.columns.iter().map(|c| c.name.as_str()))
+    }
+
+    fn insertable(&self) -> Vec<&Field<'a>> {
+        self.fields.iter().filter(|f| !f.is_db_filled()).collect()
+    }
+}
+
+/// `value` (a JSON array, or NULL) as the SQL array column's type, elements in order.
+fn array_from_json(value: &str, ty: &SqlType) -> Result<String> {
+    let SqlType::Array(inner) = ty else {
+        unreachable!("only array columns")
+    };
+    let elements = match **inner {
+        SqlType::Json | SqlType::Jsonb => "jsonb_array_elements",
+        SqlType::Bytea => bail!("bytea[] columns cannot be inserted in batches"),
+        _ => "jsonb_array_elements_text",
+    };
+    Ok(format!(
+        "CASE WHEN {value} IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM {elements}({value}) \
+         WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::{} END",
+        sql::cast_type(ty)
+    ))
+}
+
+/// The value of an argument field as sqlx binds it (`Json` around untyped JSON).
+fn bind_ref(f: &Field, value: TokenStream) -> TokenStream {
+    f.bindable(value)
+}
+
+/// `option.map(sqlx::types::Json)`, or `option` itself when nothing needs wrapping. (Every
+/// wrapping is `Json`: untyped JSON values, and array columns sent as JSON.)
+fn option_map(wraps: bool, option: TokenStream) -> TokenStream {
+    if wraps {
+        quote! { #option.map(::sqlx::types::Json) }
+    } else {
+        option
+    }
+}
+
+/// A struct of typed arguments for the columns `columns` (text borrowed as `&str`), and how to
+/// bind each field of a value `arg` of it.
+struct Args {
+    item: TokenStream,
+    ty: TokenStream,
+    /// `(column, cast, bind expression over `arg`)` in column order.
+    fields: Vec<(String, String, TokenStream)>,
+}
+
+fn args_struct(ctx: &Ctx, name: &Ident, columns: &[String], docs: &str) -> Result<Args> {
+    let mut defs = Vec::new();
+    let mut binds = Vec::new();
+    let mut borrows = false;
+    for column in columns {
+        let f = ctx.field(column)?;
+        let (ident, docs) = (&f.ident, &f.doc);
+        if f.is_string {
+            borrows = true;
+            defs.push(quote! { #docs pub #ident: &'a str, });
+            binds.push((column.clone(), f.cast(), quote! { arg.#ident }));
+        } else {
+            let base = &f.base;
+            defs.push(quote! { #docs pub #ident: #base, });
+            binds.push((
+                column.clone(),
+                f.cast(),
+                bind_ref(f, quote! { &arg.#ident }),
+            ));
+        }
+    }
+    let docs = doc(docs);
+    let (generics, ty) = if borrows {
+        (quote! { <'a> }, quote! { #name<'a> })
+    } else {
+        (quote! {}, quote! { #name })
+    };
+    Ok(Args {
+        item: quote! {
+            #docs
+            #[derive(Debug, Clone, PartialEq)]
+            pub struct #name #generics {
+                #(#defs)*
+            }
+        },
+        ty,
+        fields: binds,
+    })
+}
+
+/// `"c1" = $1::t1 AND "c2" = $2::t2` over `args`, qualified by `prefix` when given.
+fn where_args(stmt: &mut Statement, prefix: Option<&str>, args: &Args) -> String {
+    args.fields
+        .iter()
+        .map(|(column, cast, bind)| {
+            let column = match prefix {
+                Some(p) => format!("{p}.{}", sql::ident(column)),
+                None => sql::ident(column),
+            };
+            format!("{column} = {}", stmt.param(cast, bind.clone()))
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// A `pub const NAME: &str` with its SQL shown in the docs, and the function binding it.
+fn emit(
+    name: &str,
+    what: &str,
+    sql: &str,
+    stmt: Statement,
+    function: TokenStream,
+) -> (TokenStream, TokenStream) {
+    let const_ident = format_ident!("{name}");
+    let docs = doc(&format!("{what}\n\n{}", sql_block(sql)));
+    let binds = &stmt.binds;
+    let constant = quote! { #docs pub const #const_ident: &str = #sql; };
+    let body = quote! { ::sqlx::query_as(#const_ident) #(.bind(#binds))* };
+    (constant, quote! { #function { #body } })
+}
+
+/// The statements of one table: argument structs (outside `stmt`) and the `stmt` module.
+pub(crate) fn statements(ctx: &Ctx) -> Result<TokenStream> {
+    let mut outer = Vec::new();
+    let mut inner = Vec::new();
+    let row = ctx.names.row();
+    let returning = ctx.all_columns();
+    let query = |lifetime: TokenStream| quote! { crate::generated::Query<#lifetime, super::#row> };
+
+    // INSERT one row.
+    {
+        let insert = ctx.names.insert();
+        let mut stmt = Statement::new();
+        let insertable = ctx.insertable();
+        let sql = if insertable.is_empty() {
+            format!(
+                "INSERT INTO {} DEFAULT VALUES RETURNING {returning}",
+                sql::ident(&ctx.table.name)
+            )
+        } else {
+            let mut values = Vec::new();
+            for f in &insertable {
+                values.push(insert_value(&mut stmt, f));
+            }
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) RETURNING {returning}",
+                sql::ident(&ctx.table.name),
+                sql::idents(insertable.iter().map(|f| f.column.name.as_str())),
+                values.join(", ")
+            )
+        };
+        let q = query(quote! { 'a });
+        let (c, f) = emit(
+            "INSERT",
+            &format!(
+                "Inserts one `{}` row; `RETURNING` every column.",
+                ctx.table.name
+            ),
+            &sql,
+            stmt,
+            quote! {
+                /// Binds `row` to [`INSERT`].
+                pub fn insert<'a>(row: &'a super::#insert) -> #q
+            },
+        );
+        inner.push(c);
+        inner.push(f);
+    }
+
+    // INSERT many rows from arrays.
+    {
+        let insert = ctx.names.insert();
+        let mut stmt = Statement::new();
+        let sql = batch_insert(ctx, &mut stmt, None)?;
+        let q = query(quote! { 'a });
+        let (c, f) = emit(
+            "INSERT_BATCH",
+            &format!(
+                "Inserts any number of `{}` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.",
+                ctx.table.name
+            ),
+            &sql,
+            stmt,
+            quote! {
+                /// Binds `rows` to [`INSERT_BATCH`].
+                pub fn insert_batch<'a>(rows: &'a [super::#insert]) -> #q
+            },
+        );
+        inner.push(c);
+        inner.push(f);
+    }
+
+    // By primary key.
+    let pk = ctx.table.primary_key_columns().to_vec();
+    if !pk.is_empty() {
+        let key_name = ctx.names.key();
+        let key = args_struct(
+            ctx,
+            &key_name,
+            &pk,
+            &format!(
+                "The primary key of a `{}` row ({}).",
+                ctx.table.name,
+                pk.join(", ")
+            ),
+        )?;
+        outer.push(key.item.clone());
+        let key_ty = &key.ty;
+        let q = query(quote! { 'a });
+
+        let mut stmt = Statement::new();
+        let sql = format!(
+            "SELECT {returning} FROM {} WHERE {}",
+            sql::ident(&ctx.table.name),
+            where_args(&mut stmt, None, &key)
+        );
+        let (c, f) = emit(
+            "SELECT_BY_PK",
+            &format!("The `{}` row with a given primary key.", ctx.table.name),
+            &sql,
+            stmt,
+            quote! {
+                /// Binds `arg` to [`SELECT_BY_PK`].
+                pub fn select_by_pk<'a>(arg: &'a super::#key_ty) -> #q
+            },
+        );
+        inner.push(c);
+        inner.push(f);
+
+        let mut stmt = Statement::new();
+        let sql = format!(
+            "DELETE FROM {} WHERE {} RETURNING {returning}",
+            sql::ident(&ctx.table.name),
+            where_args(&mut stmt, None, &key)
+        );
+        let (c, f) = emit(
+            "DELETE_BY_PK",
+            &format!(
+                "Deletes the `{}` row with a given primary key; `RETURNING` it.",
+                ctx.table.name
+            ),
+            &sql,
+            stmt,
+            quote! {
+                /// Binds `arg` to [`DELETE_BY_PK`].
+                pub fn delete_by_pk<'a>(arg: &'a super::#key_ty) -> #q
+            },
+        );
+        inner.push(c);
+        inner.push(f);
+
+        let patchable = patchable(ctx.table, ctx.fields);
+        if !patchable.is_empty() {
+            let patch = ctx.names.patch();
+            let mut stmt = Statement::new();
+            let mut sets = Vec::new();
+            for f in &patchable {
+                let (ident, column) = (&f.ident, sql::ident(&f.column.name));
+                if f.column.nullable {
+                    let set = stmt.param("bool", quote! { patch.#ident.is_some() });
+                    let value = option_map(
+                        f.is_untyped_json(),
+                        quote! { patch.#ident.as_ref().and_then(|v| v.as_ref()) },
+                    );
+                    let value = stmt.param(&f.cast(), value);
+                    sets.push(format!(
+                        "{column} = CASE WHEN {set} THEN {value} ELSE {column} END"
+                    ));
+                } else {
+                    let value = option_map(f.is_untyped_json(), quote! { patch.#ident.as_ref() });
+                    let value = stmt.param(&f.cast(), value);
+                    sets.push(format!("{column} = coalesce({value}, {column})"));
+                }
+            }
+            let sql = format!(
+                "UPDATE {} SET {} WHERE {} RETURNING {returning}",
+                sql::ident(&ctx.table.name),
+                sets.join(", "),
+                where_args(&mut stmt, None, &key)
+            );
+            let q = query(quote! { 'a });
+            let (c, f) = emit(
+                "UPDATE_BY_PK",
+                &format!(
+                    "Applies a patch to the `{}` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.",
+                    ctx.table.name
+                ),
+                &sql,
+                stmt,
+                quote! {
+                    /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
+                    pub fn update_by_pk<'a>(arg: &'a super::#key_ty, patch: &'a super::#patch) -> Option<#q>
+                },
+            );
+            // The function returns an Option: wrap the body.
+            let f = wrap_option(f, quote! { patch.is_empty() });
+            inner.push(c);
+            inner.push(f);
+        }
+    }
+
+    // By each unique key.
+    for key in &ctx.table.unique {
+        let name = ctx.names.by(&key.columns);
+        let args = args_struct(
+            ctx,
+            &name,
+            &key.columns,
+            &format!(
+                "Arguments of a lookup of `{}` by its unique key `{}` ({}).",
+                ctx.table.name,
+                key.name,
+                key.columns.join(", ")
+            ),
+        )?;
+        outer.push(args.item.clone());
+        let ty = &args.ty;
+        let mut stmt = Statement::new();
+        let sql = format!(
+            "SELECT {returning} FROM {} WHERE {}",
+            sql::ident(&ctx.table.name),
+            where_args(&mut stmt, None, &args)
+        );
+        let words: Vec<String> = key.columns.iter().map(|c| super::names::snake(c)).collect();
+        let const_name = format!("SELECT_BY_{}", words.join("_").to_ascii_uppercase());
+        let fn_name = format_ident!("select_by_{}", words.join("_"));
+        let fn_doc = doc(&format!("Binds `arg` to [`{const_name}`]."));
+        let q = query(quote! { 'a });
+        let (c, f) = emit(
+            &const_name,
+            &format!(
+                "The `{}` row with given values of unique key `{}`.",
+                ctx.table.name, key.name
+            ),
+            &sql,
+            stmt,
+            quote! { #fn_doc pub fn #fn_name<'a>(arg: &'a super::#ty) -> #q },
+        );
+        inner.push(c);
+        inner.push(f);
+    }
+
+    for append in &ctx.appends {
+        let (o, i) = append_statement(ctx, append)?;
+        outer.push(o);
+        inner.push(i);
+    }
+    for archive in &ctx.archives {
+        let (o, i) = archive_statements(ctx, archive)?;
+        outer.push(o);
+        inner.push(i);
+    }
+
+    let module_doc = doc(&format!(
+        "Statements of fixed shape on `{}`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.",
+        ctx.table.name
+    ));
+    Ok(quote! {
+        #(#outer)*
+
+        #module_doc
+        // Arguments are bound by reference whatever their type, which is what a generator can
+        // write without knowing which types are `Copy`.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        pub mod stmt {
+            #(#inner)*
+        }
+    })
+}
+
+/// Turns `fn … -> Option<Q> { body }` into `fn … -> Option<Q> { if empty { None } else { Some(body) } }`.
+fn wrap_option(function: TokenStream, empty: TokenStream) -> TokenStream {
+    let item: syn::ItemFn = syn::parse2(function).expect("a generated function parses");
+    let (attrs, vis, sig, block) = (&item.attrs, &item.vis, &item.sig, &item.block);
+    quote! {
+        #(#attrs)* #vis #sig {
+            if #empty {
+                return None;
+            }
+            Some(#block)
+        }
+    }
+}
+
+/// The value placeholder of an insertable column in a one-row INSERT.
+fn insert_value(stmt: &mut Statement, f: &Field) -> String {
+    let ident = &f.ident;
+    let cast = f.cast();
+    let optional = option_map(f.is_untyped_json(), quote! { row.#ident.as_ref() });
+    match f.insert_shape() {
+        InsertShape::Required => stmt.param(&cast, bind_ref(f, quote! { &row.#ident })),
+        InsertShape::Nullable => stmt.param(&cast, optional),
+        InsertShape::Defaulted => {
+            let p = stmt.param(&cast, optional);
+            let default = f.default.clone().expect("a defaulted column has a default");
+            format!("coalesce({p}, {default})")
+        }
+        InsertShape::NullableDefaulted => {
+            let use_default = stmt.param("bool", quote! { row.#ident.is_none() });
+            let inner = option_map(
+                f.is_untyped_json(),
+                quote! { row.#ident.as_ref().and_then(|v| v.as_ref()) },
+            );
+            let p = stmt.param(&cast, inner);
+            let default = f.default.clone().expect("a defaulted column has a default");
+            format!("CASE WHEN {use_default} THEN {default} ELSE {p} END")
+        }
+    }
+}
+
+/// `INSERT INTO t (…) SELECT … FROM [parent,] unnest($…) WITH ORDINALITY AS i(…) ORDER BY
+/// i.ord RETURNING …`; with `parent`, the foreign-key columns come from the CTE `parent` (the
+/// pairs are `(child column, parent column)`) instead of arrays.
+fn batch_insert(
+    ctx: &Ctx,
+    stmt: &mut Statement,
+    parent: Option<&[(String, String)]>,
+) -> Result<String> {
+    let table = sql::ident(&ctx.table.name);
+    let returning = ctx.all_columns();
+    let insertable = ctx.insertable();
+    if insertable.is_empty() {
+        let count = stmt.param("int8", quote! { rows.len() as i64 });
+        return Ok(format!(
+            "INSERT INTO {table} SELECT FROM generate_series(1, {count}) RETURNING {returning}"
+        ));
+    }
+    let mut arrays = Vec::new();
+    let mut aliases = Vec::new();
+    let mut values = Vec::new();
+    let mut alias = |arrays: &mut Vec<String>, placeholder: String| -> String {
+        arrays.push(placeholder);
+        let a = format!("v{}", arrays.len());
+        aliases.push(sql::ident(&a));
+        format!("\"i\".{}", sql::ident(&a))
+    };
+    for f in &insertable {
+        if let Some((_, parent_column)) =
+            parent.and_then(|p| p.iter().find(|(child, _)| *child == f.column.name))
+        {
+            values.push(format!("\"parent\".{}", sql::ident(parent_column)));
+            continue;
+        }
+        let ident = &f.ident;
+        // Array columns travel as one JSON array per row (unnest would flatten them).
+        let wraps = f.is_array() || f.is_untyped_json();
+        let cast = if f.is_array() {
+            "jsonb[]".to_string()
+        } else {
+            format!("{}[]", f.cast())
+        };
+        let wrap = |v: TokenStream| -> TokenStream {
+            if f.is_array() || f.is_untyped_json() {
+                quote! { ::sqlx::types::Json(#v) }
+            } else {
+                v
+            }
+        };
+        let convert = |v: String| -> Result<String> {
+            if f.is_array() {
+                array_from_json(&v, &f.column.ty)
+            } else {
+                Ok(v)
+            }
+        };
+        let optional = option_map(wraps, quote! { r.#ident.as_ref() });
+        let expr = match f.insert_shape() {
+            InsertShape::Required => {
+                let value = wrap(quote! { &r.#ident });
+                let p = stmt.param(
+                    &cast,
+                    quote! { rows.iter().map(|r| #value).collect::<Vec<_>>() },
+                );
+                convert(alias(&mut arrays, p))?
+            }
+            InsertShape::Nullable => {
+                let p = stmt.param(
+                    &cast,
+                    quote! { rows.iter().map(|r| #optional).collect::<Vec<_>>() },
+                );
+                convert(alias(&mut arrays, p))?
+            }
+            InsertShape::Defaulted => {
+                let p = stmt.param(
+                    &cast,
+                    quote! { rows.iter().map(|r| #optional).collect::<Vec<_>>() },
+                );
+                let v = convert(alias(&mut arrays, p))?;
+                let default = f.default.clone().expect("a defaulted column has a default");
+                format!("coalesce({v}, {default})")
+            }
+            InsertShape::NullableDefaulted => {
+                let d = stmt.param(
+                    "bool[]",
+                    quote! { rows.iter().map(|r| r.#ident.is_none()).collect::<Vec<bool>>() },
+                );
+                let d = alias(&mut arrays, d);
+                let inner =
+                    option_map(wraps, quote! { r.#ident.as_ref().and_then(|v| v.as_ref()) });
+                let p = stmt.param(
+                    &cast,
+                    quote! { rows.iter().map(|r| #inner).collect::<Vec<_>>() },
+                );
+                let v = convert(alias(&mut arrays, p))?;
+                let default = f.default.clone().expect("a defaulted column has a default");
+                format!("CASE WHEN {d} THEN {default} ELSE {v} END")
+            }
+        };
+        values.push(expr);
+    }
+    aliases.push("\"ord\"".into());
+    let from = match parent {
+        Some(_) => "\"parent\", ",
+        None => "",
+    };
+    Ok(format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM {from}unnest({}) WITH ORDINALITY AS \"i\"({}) \
+         ORDER BY \"i\".\"ord\" RETURNING {returning}",
+        sql::idents(insertable.iter().map(|f| f.column.name.as_str())),
+        values.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    ))
+}
+
+/// The foreign key named `name` of `table`, and the columns it refers to (the referenced
+/// table's primary key when the SQL names none).
+fn foreign_key<'s>(
+    schema: &'s Schema,
+    table: &'s Table,
+    name: &str,
+) -> Result<(&'s ForeignKey, &'s Table, Vec<String>)> {
+    let fk = table
+        .foreign_keys
+        .iter()
+        .find(|f| f.name == name)
+        .with_context(|| format!("{} has no foreign key {name}", table.name))?;
+    let parent = schema
+        .table(&fk.foreign_table)
+        .with_context(|| format!("{name} refers to a missing table {}", fk.foreign_table))?;
+    let referred = if fk.referred_columns.is_empty() {
+        parent.primary_key_columns().to_vec()
+    } else {
+        fk.referred_columns.clone()
+    };
+    if referred.len() != fk.columns.len() {
+        bail!(
+            "{name}: {} columns refer to {}",
+            fk.columns.len(),
+            referred.len()
+        );
+    }
+    Ok((fk, parent, referred))
+}
+
+/// `APPEND`: a batch insert under one locked parent row, with the parent's running total and
+/// touched column kept in the same statement.
+fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStream, TokenStream)> {
+    let (fk, parent, referred) = foreign_key(ctx.schema, ctx.table, append.foreign_key)?;
+    ctx.field(append.order_by)?;
+    let parent_name = format_ident!("{}Parent", ctx.names.row);
+    let args = args_struct(
+        ctx,
+        &parent_name,
+        &fk.columns,
+        &format!(
+            "The `{}` row that [`stmt::append`] appends under, by the columns of foreign key `{}`.",
+            parent.name, fk.name
+        ),
+    )?;
+    let mut stmt = Statement::new();
+    // Lock the parent first: appends to one parent serialize here, so each batch's order
+    // column values are drawn together.
+    let conds = args
+        .fields
+        .iter()
+        .zip(&referred)
+        .map(|((_, cast, bind), parent_column)| {
+            format!(
+                "{} = {}",
+                sql::ident(parent_column),
+                stmt.param(cast, bind.clone())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let lock = format!(
+        "\"parent\" AS (SELECT {} FROM {} WHERE {conds} FOR NO KEY UPDATE)",
+        sql::idents(referred.iter().map(String::as_str)),
+        sql::ident(&parent.name)
+    );
+    let pairs: Vec<(String, String)> = fk.columns.iter().cloned().zip(referred.clone()).collect();
+    let insert = batch_insert(ctx, &mut stmt, Some(&pairs))?;
+    let mut sets = Vec::new();
+    if let Some((parent_column, child_column)) = append.total {
+        let p = parent
+            .column(parent_column)
+            .with_context(|| format!("{} has no column {parent_column}", parent.name))?;
+        ctx.field(child_column)?;
+        sets.push(format!(
+            "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
+            sql::ident(child_column),
+            sql::cast_type(&p.ty),
+            col = sql::ident(parent_column),
+        ));
+    }
+    if let Some(touched) = append.touched {
+        parent
+            .column(touched)
+            .with_context(|| format!("{} has no column {touched}", parent.name))?;
+        sets.push(format!("{} = now()", sql::ident(touched)));
+    }
+    let update = if sets.is_empty() {
+        String::new()
+    } else {
+        let join = referred
+            .iter()
+            .map(|c| format!("\"p\".{c} = \"parent\".{c}", c = sql::ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            ", \"parent_update\" AS (UPDATE {} AS \"p\" SET {} FROM \"parent\" WHERE {join})",
+            sql::ident(&parent.name),
+            sets.join(", ")
+        )
+    };
+    let sql = format!(
+        "WITH {lock}, \"rows\" AS ({insert}){update} SELECT {} FROM \"rows\" ORDER BY {}",
+        ctx.all_columns(),
+        sql::ident(append.order_by)
+    );
+    let (insert_ty, row, ty) = (ctx.names.insert(), ctx.names.row(), &args.ty);
+    let (c, f) = emit(
+        "APPEND",
+        &format!(
+            "Appends any number of `{}` rows under one `{}` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), {}and returns the rows in `{}` order. Nothing is inserted, and no row returned, when the parent does not exist.",
+            ctx.table.name,
+            parent.name,
+            match (append.total, append.touched) {
+                (Some((t, c)), Some(touched)) => format!("adds their `{c}` to the parent's `{t}`, sets its `{touched}` to now(), "),
+                (Some((t, c)), None) => format!("adds their `{c}` to the parent's `{t}`, "),
+                (None, Some(touched)) => format!("sets the parent's `{touched}` to now(), "),
+                (None, None) => String::new(),
+            },
+            append.order_by
+        ),
+        &sql,
+        stmt,
+        quote! {
+            /// Binds `arg` (the parent) and `rows` to [`APPEND`].
+            pub fn append<'a>(arg: &'a super::#ty, rows: &'a [super::#insert_ty]) -> crate::generated::Query<'a, super::#row>
+        },
+    );
+    Ok((args.item, quote! { #c #f }))
+}
+
+/// `ARCHIVED` (read archived rows as the table is now) and `RESTORE` (insert them back), both
+/// selecting the archive rows by the columns of the archive's foreign key `archive.by`.
+fn archive_statements(ctx: &Ctx, archive: &Archive) -> Result<(TokenStream, TokenStream)> {
+    let archive_table = ctx
+        .schema
+        .table(archive.archive)
+        .with_context(|| format!("archive table {} is not in the migrations", archive.archive))?;
+    let json = archive_table
+        .column(archive.json_column)
+        .with_context(|| format!("{} has no column {}", archive.archive, archive.json_column))?;
+    if !matches!(json.ty, SqlType::Json | SqlType::Jsonb) {
+        bail!(
+            "{}.{} holds archived rows, so it must be json or jsonb",
+            archive.archive,
+            archive.json_column
+        );
+    }
+    ctx.field(archive.order_by)?;
+    let (fk, _, _) = foreign_key(ctx.schema, archive_table, archive.by)?;
+    let args_name = format_ident!("{}Archived", ctx.names.row);
+    // The argument fields are columns of the archive table.
+    let archive_fields: Vec<(Ident, TokenStream, String, bool)> = fk
+        .columns
+        .iter()
+        .map(|c| {
+            let column = archive_table.column(c).expect("a key column exists");
+            let ident = field_ident(c)?;
+            let is_string = column.ty.is_text();
+            let base = super::types::sql_rust_type(ctx.schema, &column.ty)?;
+            Ok((ident, base, c.clone(), is_string))
+        })
+        .collect::<Result<_>>()?;
+    let borrows = archive_fields.iter().any(|f| f.3);
+    let defs = archive_fields
+        .iter()
+        .map(|(ident, base, column, is_string)| {
+            let docs = doc(&format!("`{}.{column}`", archive.archive));
+            if *is_string {
+                quote! { #docs pub #ident: &'a str, }
+            } else {
+                quote! { #docs pub #ident: #base, }
+            }
+        });
+    let (generics, ty) = if borrows {
+        (quote! { <'a> }, quote! { #args_name<'a> })
+    } else {
+        (quote! {}, quote! { #args_name })
+    };
+    let args_doc = doc(&format!(
+        "Which archived `{}` rows [`stmt::archived`] and [`stmt::restore`] take: the `{}` rows with these values of foreign key `{}`.",
+        ctx.table.name, archive.archive, fk.name
+    ));
+    let item = quote! {
+        #args_doc
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct #args_name #generics {
+            #(#defs)*
+        }
+    };
+
+    let source = |stmt: &mut Statement| -> String {
+        let conds = archive_fields
+            .iter()
+            .map(|(ident, _, column, is_string)| {
+                let cast = sql::cast_type(&archive_table.column(column).expect("exists").ty);
+                let bind = if *is_string {
+                    quote! { arg.#ident }
+                } else {
+                    quote! { &arg.#ident }
+                };
+                format!("\"a\".{} = {}", sql::ident(column), stmt.param(&cast, bind))
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "FROM {} AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, \"a\".{}) AS \"r\" WHERE {conds}",
+            sql::ident(archive.archive),
+            sql::ident(&ctx.table.name),
+            sql::ident(archive.json_column),
+        )
+    };
+    // Each column an INSERT may write, from its key in the archived JSON or, when the row was
+    // archived before the column existed, from its default.
+    let json_ref = format!("\"a\".{}", sql::ident(archive.json_column));
+    // Every column but generated ones (recomputed on insert), identity columns included.
+    let writable: Vec<&Field> = ctx
+        .fields
+        .iter()
+        .filter(|f| f.column.generated.is_none())
+        .collect();
+    let restored = |f: &Field| -> String {
+        let column = f.column;
+        let value = format!("\"r\".{}", sql::ident(&column.name));
+        let fallback = match column.identity {
+            // An ALWAYS identity column the archive predates: its next value, as for BY DEFAULT.
+            Some(_) => Some(format!(
+                "nextval(pg_get_serial_sequence('{}', '{}'))",
+                sql::ident(&ctx.table.name).replace('\'', "''"),
+                column.name.replace('\'', "''")
+            )),
+            None => f.default.clone(),
+        };
+        match fallback {
+            Some(fallback) => format!(
+                "CASE WHEN {json_ref} ? '{}' THEN {value} ELSE {fallback} END",
+                column.name.replace('\'', "''")
+            ),
+            None => value,
+        }
+    };
+    let order = ctx.field(archive.order_by)?;
+
+    // ARCHIVED: the restored values, and generated columns computed from them as the table
+    // would.
+    let mut stmt = Statement::new();
+    let inner_select = writable
+        .iter()
+        .map(|f| format!("{} AS {}", restored(f), sql::ident(&f.column.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let outer_select = ctx
+        .fields
+        .iter()
+        .map(|f| match &f.column.generated {
+            Some(expr) => format!("({expr})::{} AS {}", f.cast(), sql::ident(&f.column.name)),
+            None => format!("\"x\".{}", sql::ident(&f.column.name)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {outer_select} FROM (SELECT {inner_select} {}) AS \"x\" ORDER BY \"x\".{}",
+        source(&mut stmt),
+        sql::ident(&order.column.name)
+    );
+    let row = ctx.names.row();
+    let (c1, f1) = emit(
+        "ARCHIVED",
+        &format!(
+            "The `{}` rows archived in `{}` under given values of `{}`, read as `{}` rows of today's shape (a column the archive predates takes its default), in `{}` order.",
+            ctx.table.name, archive.archive, fk.name, ctx.table.name, archive.order_by
+        ),
+        &sql,
+        stmt,
+        quote! {
+            /// Binds `arg` to [`ARCHIVED`].
+            pub fn archived<'a>(arg: &'a super::#ty) -> crate::generated::Query<'a, super::#row>
+        },
+    );
+
+    // RESTORE: insert them back, exactly, with identity values restored too.
+    let mut stmt = Statement::new();
+    let overriding = if writable
+        .iter()
+        .any(|f| f.column.identity == Some(Identity::Always))
+    {
+        " OVERRIDING SYSTEM VALUE"
+    } else {
+        ""
+    };
+    let select = writable
+        .iter()
+        .map(|f| restored(f))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO {} ({}){overriding} SELECT {select} {} ORDER BY {} RETURNING {}",
+        sql::ident(&ctx.table.name),
+        sql::idents(writable.iter().map(|f| f.column.name.as_str())),
+        source(&mut stmt),
+        restored(order),
+        ctx.all_columns()
+    );
+    let (c2, f2) = emit(
+        "RESTORE",
+        &format!(
+            "Inserts the `{}` rows archived in `{}` under given values of `{}` back, every column as archived (a column the archive predates takes its default; one that is NOT NULL without a default fails the statement with a NOT NULL violation naming it); `RETURNING` the restored rows. The archive rows stay: delete them in the same transaction.",
+            ctx.table.name, archive.archive, fk.name
+        ),
+        &sql,
+        stmt,
+        quote! {
+            /// Binds `arg` to [`RESTORE`].
+            pub fn restore<'a>(arg: &'a super::#ty) -> crate::generated::Query<'a, super::#row>
+        },
+    );
+    Ok((item, quote! { #c1 #f1 #c2 #f2 }))
+}
