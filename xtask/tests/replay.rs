@@ -305,6 +305,43 @@ fn alter_table_rename_column_follows_keys_and_references() {
 }
 
 #[test]
+fn alter_table_rename_column_follows_check_and_generated_expressions() {
+    let schema = replay(
+        "CREATE TABLE t (a int CONSTRAINT t_a_positive CHECK (a > 0 AND abs(a) < 10),
+                         b int GENERATED ALWAYS AS (a * 2) STORED,
+                         c text CONSTRAINT t_c_check CHECK (c <> 'a'));
+         ALTER TABLE t RENAME COLUMN a TO \"Big A\";
+         ALTER TABLE t RENAME c TO d;",
+    );
+    let t = only_table(&schema);
+    assert_eq!(t.checks[0].expr, "\"Big A\" > 0 AND abs(\"Big A\") < 10");
+    // A string literal that happens to hold the old name is not a reference.
+    assert_eq!(t.checks[1].expr, "d <> 'a'");
+    assert_eq!(t.column("b").unwrap().generated.as_deref(), Some("\"Big A\" * 2"));
+
+    // Dropping the renamed column drops the CHECK that mentions it, as PostgreSQL does; the
+    // column generated from it needs CASCADE.
+    let e = replay_err(
+        "CREATE TABLE t (a int CHECK (a > 0), b int GENERATED ALWAYS AS (a * 2) STORED);
+         ALTER TABLE t RENAME COLUMN a TO z;
+         ALTER TABLE t DROP COLUMN z;",
+    );
+    assert_eq!(at(&e), (3, 36), "{e}");
+    assert!(e.message.contains("generated column b"), "{e}");
+    let schema = replay(
+        "CREATE TABLE t (a int CHECK (a > 0), b int GENERATED ALWAYS AS (a * 2) STORED, c int);
+         ALTER TABLE t RENAME COLUMN a TO z;
+         ALTER TABLE t DROP COLUMN z CASCADE;",
+    );
+    let t = only_table(&schema);
+    assert_eq!(
+        t.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
+    assert!(t.checks.is_empty(), "{:?}", t.checks);
+}
+
+#[test]
 fn alter_column_null_default_and_type() {
     let schema = replay(
         "CREATE TABLE t (a int, b text DEFAULT 'x', c int NOT NULL);

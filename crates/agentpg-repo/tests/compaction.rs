@@ -335,3 +335,68 @@ async fn a_later_compaction_may_remove_an_earlier_summary(pool: PgPool) {
         "the new summary takes the old summary's place"
     );
 }
+
+/// An archive taken before an additive migration reverts exactly after it: each column the
+/// archived rows predate takes its default (or NULL), and nothing else changes.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn an_archive_from_before_an_additive_migration_reverts_after_it(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let all = conversation(&pool, s.id, 6).await;
+    let remove: Vec<Uuid> = all[1..4].iter().map(|m| m.id).collect();
+    let event = compact(&pool, TENANT, &plan(s.id, remove, Some(summary("sum", 1, 1))))
+        .await
+        .unwrap();
+    // A routine migration deployed after the compaction: a nullable column, a NOT NULL column
+    // with a default, and a CHECK-IN enum column with a default.
+    sqlx::raw_sql(
+        "ALTER TABLE messages ADD COLUMN agent_name TEXT;
+         ALTER TABLE messages ADD COLUMN turn_index INTEGER NOT NULL DEFAULT 7;
+         ALTER TABLE messages ADD COLUMN mood TEXT NOT NULL DEFAULT 'calm'
+             CONSTRAINT messages_mood_check CHECK (mood IN ('calm', 'angry'));",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The archived rows read as today's rows.
+    let archived = archived_messages(&pool, TENANT, event.id).await.unwrap();
+    assert_eq!(archived, all[1..4].to_vec());
+
+    revert_compaction(&pool, TENANT, event.id).await.unwrap();
+    assert_eq!(all_messages(&pool, s.id).await, all);
+    let added: Vec<(Option<String>, i32, String)> = sqlx::query_as(
+        "SELECT agent_name, turn_index, mood FROM messages WHERE session_id = $1 ORDER BY position",
+    )
+    .bind(s.id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(added, vec![(None, 7, "calm".to_string()); 6]);
+    assert_eq!(session_row(&pool, s.id).await.total_tokens, 18);
+}
+
+/// A column that cannot be restored (NOT NULL, no default, not in the archive) makes the revert
+/// a Conflict naming the column, and nothing is written.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn an_archive_that_cannot_be_restored_is_a_conflict_naming_the_column(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let all = conversation(&pool, s.id, 4).await;
+    let event = compact(&pool, TENANT, &plan(s.id, vec![all[0].id], None))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE messages ADD COLUMN shard INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE messages ALTER COLUMN shard DROP DEFAULT;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = common::dump(&pool).await;
+    let err = revert_compaction(&pool, TENANT, event.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict { reason, .. } if reason.contains("column shard")),
+        "{err:?}"
+    );
+    assert_eq!(common::dump(&pool).await, before, "nothing written");
+}

@@ -844,15 +844,35 @@ impl Ctx<'_> {
             })
             .filter(|(i, _)| *i != table)
             .collect();
-        if !referenced_by.is_empty() && !cascade {
+        // Generated columns computed from this one.
+        let generated_from: Vec<String> = self.schema.tables[table]
+            .columns
+            .iter()
+            .filter(|c| {
+                c.name != name
+                    && c.generated
+                        .as_deref()
+                        .is_some_and(|g| expr_mentions(g, &name, &[]))
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        if (!referenced_by.is_empty() || !generated_from.is_empty()) && !cascade {
+            let dependents: Vec<String> = referenced_by
+                .iter()
+                .map(|(_, n)| n.clone())
+                .chain(generated_from.iter().map(|c| format!("generated column {c}")))
+                .collect();
             return Err(self.err(
                 self.at(column),
                 format!(
                     "cannot drop column {name} of table {tname} because other objects depend on it ({}); use CASCADE",
-                    referenced_by.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    dependents.join(", ")
                 ),
             ));
         }
+        self.schema.tables[table]
+            .columns
+            .retain(|c| !generated_from.contains(&c.name));
         for (i, fk_name) in referenced_by {
             self.schema.tables[i]
                 .foreign_keys
@@ -1186,6 +1206,48 @@ fn words(expr: &str) -> Vec<String> {
         .collect()
 }
 
+/// `expr` with every reference to column `old` made a reference to `new`, as PostgreSQL keeps
+/// expressions by column and so follows a rename. A word directly followed by `(` is a function
+/// name and stays.
+fn rename_in_expr(expr: &str, old: &str, new: &str) -> String {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, expr).tokenize() else {
+        return expr.to_string();
+    };
+    let plain = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let replacement = if plain(new) {
+        new.to_string()
+    } else {
+        format!("\"{}\"", new.replace('"', "\"\""))
+    };
+    let mut out = String::with_capacity(expr.len());
+    for (i, t) in tokens.iter().enumerate() {
+        let is_call = tokens[i + 1..]
+            .iter()
+            .find(|t| !matches!(t, Token::Whitespace(_)))
+            .is_some_and(|t| matches!(t, Token::LParen));
+        match t {
+            Token::Word(w) if !is_call => {
+                let name = if w.quote_style.is_some() {
+                    w.value.clone()
+                } else {
+                    w.value.to_lowercase()
+                };
+                if name == old {
+                    out.push_str(&replacement);
+                } else {
+                    out.push_str(&t.to_string());
+                }
+            }
+            _ => out.push_str(&t.to_string()),
+        }
+    }
+    out
+}
+
 fn rename_column(schema: &mut Schema, table: &str, old: &str, new: &str) {
     let swap = |n: &mut String| {
         if n == old {
@@ -1195,6 +1257,15 @@ fn rename_column(schema: &mut Schema, table: &str, old: &str, new: &str) {
     for t in &mut schema.tables {
         if t.name == table {
             t.columns.iter_mut().for_each(|c| swap(&mut c.name));
+            // Expressions that mention the column follow it.
+            for c in &mut t.columns {
+                if let Some(g) = &mut c.generated {
+                    *g = rename_in_expr(g, old, new);
+                }
+            }
+            for c in &mut t.checks {
+                c.expr = rename_in_expr(&c.expr, old, new);
+            }
             if let Some(k) = &mut t.primary_key {
                 k.columns.iter_mut().for_each(swap);
             }

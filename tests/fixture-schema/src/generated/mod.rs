@@ -6,14 +6,19 @@ pub mod documents;
 pub mod revisions;
 /// Table `labels`.
 pub mod labels;
+/// Table `Audit Log`: Events of the fixture, under a quoted name.
+pub mod audit_log;
 /// PostgreSQL enum types.
 pub mod enums;
 pub use enums::*;
 pub use documents::{Document, NewDocument, DocumentPatch, DocumentIden, DocumentKind};
 pub use revisions::{Revision, NewRevision, RevisionPatch, RevisionIden, RevisionMood};
 pub use labels::{Label, NewLabel, LabelPatch, LabelIden};
+pub use audit_log::{
+    AuditLog, NewAuditLog, AuditLogPatch, AuditLogIden, AuditLogEventKind,
+};
 /// Every table, in the order the migrations create them.
-pub const TABLES: &[&str] = &["documents", "revisions", "labels"];
+pub const TABLES: &[&str] = &["documents", "revisions", "labels", "Audit Log"];
 /// A generated statement with its arguments bound, ready to run with sqlx; it decodes
 /// rows into `R`.
 pub type Query<'q, R> = ::sqlx::query::QueryAs<
