@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod codegen;
+pub mod drill;
 pub mod files;
 pub mod test;
 

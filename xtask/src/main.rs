@@ -27,6 +27,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Add a migration with routine additive changes to a copy of the workspace, regenerate
+    /// there, and run agentpg-repo's whole test suite there (zero hand edits).
+    Drill,
     /// Run the benchmarks and print their table (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -102,6 +105,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Drill => match xtask::drill::run() {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Test { args } => match xtask::test::run(&args) {
             Ok(code) => code,
             Err(e) => {

@@ -16,42 +16,82 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postg
 
 /// Runs `cargo test --workspace <args>` against a PostgreSQL that answers.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-    match probe(&url) {
-        Ok(()) => {
-            println!("xtask test: using DATABASE_URL ({})", redact(&url));
-            cargo_test(args, None)
+    let database = Database::find_or_start()?;
+    let mut test_args = vec!["--workspace".to_string(), "--no-fail-fast".to_string()];
+    test_args.extend(args.iter().cloned());
+    let (passed, failed, ok) = cargo_test(&crate::workspace_root(), &test_args, &database, None)?;
+    println!("tests: {passed} passed, {failed} failed");
+    Ok(if ok && failed == 0 && passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The PostgreSQL the tests run against: `DATABASE_URL` when it lets its user in, else a
+/// throwaway server (stopped and removed on drop).
+pub struct Database {
+    url: String,
+    server: Option<Throwaway>,
+}
+
+impl Database {
+    /// `DATABASE_URL` if usable, else a throwaway server from the local binaries.
+    pub fn find_or_start() -> Result<Self> {
+        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        match probe(&url) {
+            Ok(()) => {
+                println!("xtask: using DATABASE_URL ({})", redact(&url));
+                Ok(Database { url, server: None })
+            }
+            Err(why) => {
+                println!(
+                    "xtask: DATABASE_URL ({}) is not usable: {why:#}",
+                    redact(&url)
+                );
+                println!("xtask: starting a throwaway PostgreSQL from the local server binaries");
+                let server = Throwaway::start()?;
+                println!(
+                    "xtask: throwaway PostgreSQL {} at {} (data in {})",
+                    server.version,
+                    server.url,
+                    server.dir.display()
+                );
+                Ok(Database {
+                    url: server.url.clone(),
+                    server: Some(server),
+                })
+            }
         }
-        Err(why) => {
-            println!(
-                "xtask test: DATABASE_URL ({}) is not usable: {why:#}",
-                redact(&url)
-            );
-            println!("xtask test: starting a throwaway PostgreSQL from the local server binaries");
-            let server = Throwaway::start()?;
-            println!(
-                "xtask test: throwaway PostgreSQL {} at {} (data in {})",
-                server.version,
-                server.url,
-                server.dir.display()
-            );
-            cargo_test(args, Some(&server))
-        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 
-/// Runs the tests, echoing their output, and closes with one line summed over every test binary
-/// and doc-test run.
-fn cargo_test(args: &[String], server: Option<&Throwaway>) -> Result<ExitCode> {
+/// Runs `cargo test <args>` in `dir` against `database` (with `target_dir` as its target
+/// directory, if given), echoing the output; returns the passed and failed counts summed over
+/// every test binary and doc-test run, and whether cargo succeeded.
+pub fn cargo_test(
+    dir: &Path,
+    args: &[String],
+    database: &Database,
+    target_dir: Option<&Path>,
+) -> Result<(u64, u64, bool)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .current_dir(crate::workspace_root())
-        .args(["test", "--workspace"])
+        .current_dir(dir)
+        .arg("test")
         .args(args)
+        .env("DATABASE_URL", &database.url)
         .stdout(Stdio::piped());
-    if let Some(server) = server {
-        command.env("DATABASE_URL", &server.url);
+    if let Some(target_dir) = target_dir {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    if let Some(server) = &database.server {
         // The psql-based tests find the same version's client first.
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs = vec![server.bindir.clone()];
@@ -70,11 +110,7 @@ fn cargo_test(args: &[String], server: Option<&Throwaway>) -> Result<ExitCode> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
-    println!("tests: {passed} passed, {failed} failed");
-    if !status.success() || failed > 0 || passed == 0 {
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((passed, failed, status.success()))
 }
 
 /// `(passed, failed)` from a libtest summary line (`test result: ok. 3 passed; 0 failed; …`).
@@ -369,10 +405,10 @@ impl Drop for Throwaway {
         match stopped {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(&self.dir);
-                println!("xtask test: throwaway PostgreSQL stopped and removed");
+                println!("xtask: throwaway PostgreSQL stopped and removed");
             }
             Err(e) => eprintln!(
-                "xtask test: could not stop the throwaway PostgreSQL in {}: {e:#}",
+                "xtask: could not stop the throwaway PostgreSQL in {}: {e:#}",
                 self.dir.display()
             ),
         }

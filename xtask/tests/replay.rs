@@ -317,7 +317,10 @@ fn alter_table_rename_column_follows_check_and_generated_expressions() {
     assert_eq!(t.checks[0].expr, "\"Big A\" > 0 AND abs(\"Big A\") < 10");
     // A string literal that happens to hold the old name is not a reference.
     assert_eq!(t.checks[1].expr, "d <> 'a'");
-    assert_eq!(t.column("b").unwrap().generated.as_deref(), Some("\"Big A\" * 2"));
+    assert_eq!(
+        t.column("b").unwrap().generated.as_deref(),
+        Some("\"Big A\" * 2")
+    );
 
     // Dropping the renamed column drops the CHECK that mentions it, as PostgreSQL does; the
     // column generated from it needs CASCADE.
@@ -335,7 +338,10 @@ fn alter_table_rename_column_follows_check_and_generated_expressions() {
     );
     let t = only_table(&schema);
     assert_eq!(
-        t.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        t.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
         ["c"]
     );
     assert!(t.checks.is_empty(), "{:?}", t.checks);

@@ -343,16 +343,21 @@ async fn an_archive_from_before_an_additive_migration_reverts_after_it(pool: PgP
     let s = session(&pool, TENANT, "s").await;
     let all = conversation(&pool, s.id, 6).await;
     let remove: Vec<Uuid> = all[1..4].iter().map(|m| m.id).collect();
-    let event = compact(&pool, TENANT, &plan(s.id, remove, Some(summary("sum", 1, 1))))
-        .await
-        .unwrap();
+    let event = compact(
+        &pool,
+        TENANT,
+        &plan(s.id, remove, Some(summary("sum", 1, 1))),
+    )
+    .await
+    .unwrap();
     // A routine migration deployed after the compaction: a nullable column, a NOT NULL column
-    // with a default, and a CHECK-IN enum column with a default.
+    // with a default, and a CHECK-IN enum column with a default. (The code was generated before
+    // it, as in a rolling deploy; `cargo xtask drill` tries the regenerated side.)
     sqlx::raw_sql(
-        "ALTER TABLE messages ADD COLUMN agent_name TEXT;
-         ALTER TABLE messages ADD COLUMN turn_index INTEGER NOT NULL DEFAULT 7;
-         ALTER TABLE messages ADD COLUMN mood TEXT NOT NULL DEFAULT 'calm'
-             CONSTRAINT messages_mood_check CHECK (mood IN ('calm', 'angry'));",
+        "ALTER TABLE messages ADD COLUMN probe_note TEXT;
+         ALTER TABLE messages ADD COLUMN probe_count INTEGER NOT NULL DEFAULT 7;
+         ALTER TABLE messages ADD COLUMN probe_kind TEXT NOT NULL DEFAULT 'calm'
+             CONSTRAINT messages_probe_kind_check CHECK (probe_kind IN ('calm', 'angry'));",
     )
     .execute(&pool)
     .await
@@ -364,7 +369,7 @@ async fn an_archive_from_before_an_additive_migration_reverts_after_it(pool: PgP
     revert_compaction(&pool, TENANT, event.id).await.unwrap();
     assert_eq!(all_messages(&pool, s.id).await, all);
     let added: Vec<(Option<String>, i32, String)> = sqlx::query_as(
-        "SELECT agent_name, turn_index, mood FROM messages WHERE session_id = $1 ORDER BY position",
+        "SELECT probe_note, probe_count, probe_kind FROM messages WHERE session_id = $1 ORDER BY position",
     )
     .bind(s.id)
     .fetch_all(&pool)
@@ -384,8 +389,8 @@ async fn an_archive_that_cannot_be_restored_is_a_conflict_naming_the_column(pool
         .await
         .unwrap();
     sqlx::raw_sql(
-        "ALTER TABLE messages ADD COLUMN shard INTEGER NOT NULL DEFAULT 1;
-         ALTER TABLE messages ALTER COLUMN shard DROP DEFAULT;",
+        "ALTER TABLE messages ADD COLUMN probe_shard INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE messages ALTER COLUMN probe_shard DROP DEFAULT;",
     )
     .execute(&pool)
     .await
@@ -395,7 +400,7 @@ async fn an_archive_that_cannot_be_restored_is_a_conflict_naming_the_column(pool
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Conflict { reason, .. } if reason.contains("column shard")),
+        matches!(&err, Error::Conflict { reason, .. } if reason.contains("column probe_shard")),
         "{err:?}"
     );
     assert_eq!(common::dump(&pool).await, before, "nothing written");

@@ -9,8 +9,7 @@ use agentpg_fixture_schema::labels::{self, LabelKey};
 use agentpg_fixture_schema::revisions::{self, RevisionKey};
 use agentpg_fixture_schema::{
     Attributes, AuditLog, AuditLogEventKind, AuditLogPatch, DocStatus, Document, DocumentKind,
-    DocumentPatch, Label, NewAuditLog, NewDocument, NewLabel, NewRevision, Revision,
-    RevisionPatch,
+    DocumentPatch, Label, NewAuditLog, NewDocument, NewLabel, NewRevision, Revision, RevisionPatch,
 };
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -75,11 +74,17 @@ fn stored(new: &NewDocument, id: i64) -> Document {
 #[sqlx::test(migrations = "./migrations")]
 async fn one_row_insert_stores_every_type_and_takes_declared_defaults(pool: PgPool) {
     let new = full_document(7);
-    let inserted = documents::stmt::insert(&new).fetch_one(&pool).await.unwrap();
+    let inserted = documents::stmt::insert(&new)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(inserted, stored(&new, inserted.id));
     let key = DocumentKey { id: inserted.id };
     assert_eq!(
-        documents::stmt::select_by_pk(&key).fetch_one(&pool).await.unwrap(),
+        documents::stmt::select_by_pk(&key)
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
         inserted
     );
     let by_uid = DocumentByUid {
@@ -109,9 +114,16 @@ async fn one_row_insert_stores_every_type_and_takes_declared_defaults(pool: PgPo
     assert_eq!(minimal.tags, Vec::<String>::new());
     assert_eq!(minimal.medium, 7, "default set by ALTER in 003");
     assert_eq!(minimal.word_count, Some(14), "generated column");
-    assert_eq!(minimal.summary.as_deref(), Some("none"), "Option<Option<_>>: None is the default");
+    assert_eq!(
+        minimal.summary.as_deref(),
+        Some("none"),
+        "Option<Option<_>>: None is the default"
+    );
     assert_eq!(minimal.attributes.0, Attributes::default());
-    assert_eq!((minimal.code, minimal.scores, minimal.blob), (None, None, None));
+    assert_eq!(
+        (minimal.code, minimal.scores, minimal.blob),
+        (None, None, None)
+    );
     assert!(!minimal.flag);
 }
 
@@ -135,11 +147,19 @@ async fn batch_insert_from_arrays_keeps_order_values_and_defaults(pool: PgPool) 
     assert_eq!(inserted[0], stored(&rows[0], inserted[0].id));
     let bare = &inserted[1];
     assert_eq!(
-        (bare.status, bare.medium, bare.summary.as_deref(), bare.tags.len()),
+        (
+            bare.status,
+            bare.medium,
+            bare.summary.as_deref(),
+            bare.tags.len()
+        ),
         (DocStatus::Draft, 7, Some("none"), 0)
     );
     assert_eq!(bare.word_count, Some(14));
-    assert_eq!((inserted[2].tags.len(), inserted[2].scores.clone()), (0, None));
+    assert_eq!(
+        (inserted[2].tags.len(), inserted[2].scores.clone()),
+        (0, None)
+    );
     assert_eq!(inserted[2].scores, None, "a NULL array stays NULL");
     assert_eq!(inserted[3].summary.as_deref(), Some("given"));
     assert_eq!(inserted[4].status, DocStatus::Draft, "default per row");
@@ -147,7 +167,10 @@ async fn batch_insert_from_arrays_keeps_order_values_and_defaults(pool: PgPool) 
     for row in &inserted {
         let key = DocumentKey { id: row.id };
         assert_eq!(
-            &documents::stmt::select_by_pk(&key).fetch_one(&pool).await.unwrap(),
+            &documents::stmt::select_by_pk(&key)
+                .fetch_one(&pool)
+                .await
+                .unwrap(),
             row
         );
     }
@@ -183,11 +206,23 @@ async fn enum_arrays_and_keyword_columns_go_through_batches(pool: PgPool) {
         Some(vec![DocStatus::Draft, DocStatus::Retired])
     );
     assert_eq!(inserted[1].statuses, Some(Vec::new()));
-    assert_eq!((inserted[2].status, inserted[2].statuses.clone()), (None, None));
-    let one = labels::stmt::insert(&rows[0]).fetch_one(&pool).await.unwrap();
-    assert_eq!((one.status, one.statuses), (rows[0].status, rows[0].statuses.clone()));
+    assert_eq!(
+        (inserted[2].status, inserted[2].statuses.clone()),
+        (None, None)
+    );
+    let one = labels::stmt::insert(&rows[0])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (one.status, one.statuses),
+        (rows[0].status, rows[0].statuses.clone())
+    );
     let key = LabelKey { id: inserted[0].id };
-    let deleted = labels::stmt::delete_by_pk(&key).fetch_one(&pool).await.unwrap();
+    let deleted = labels::stmt::delete_by_pk(&key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(deleted, inserted[0]);
     assert!(labels::stmt::select_by_pk(&key)
         .fetch_optional(&pool)
@@ -254,7 +289,10 @@ async fn patches_set_keep_and_clear(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(noted.note.as_deref(), Some("hello"));
-    assert_eq!(noted.seq, revision.seq, "an ALWAYS identity is never written");
+    assert_eq!(
+        noted.seq, revision.seq,
+        "an ALWAYS identity is never written"
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -264,9 +302,18 @@ async fn quoted_identifiers_work_through_every_statement(pool: PgPool) {
         http_status: Some(404),
         ..NewAuditLog::new("Ada".into())
     };
-    let row: AuditLog = audit_log::stmt::insert(&new).fetch_one(&pool).await.unwrap();
+    let row: AuditLog = audit_log::stmt::insert(&new)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(
-        (row.display_name.as_str(), row.event_kind, row.points, row.doubled, row.http_status),
+        (
+            row.display_name.as_str(),
+            row.event_kind,
+            row.points,
+            row.doubled,
+            row.http_status
+        ),
         ("Ada", AuditLogEventKind::Note, Some(5), Some(10), Some(404))
     );
     let key = AuditLogKey { id: row.id };

@@ -860,7 +860,11 @@ impl Ctx<'_> {
             let dependents: Vec<String> = referenced_by
                 .iter()
                 .map(|(_, n)| n.clone())
-                .chain(generated_from.iter().map(|c| format!("generated column {c}")))
+                .chain(
+                    generated_from
+                        .iter()
+                        .map(|c| format!("generated column {c}")),
+                )
                 .collect();
             return Err(self.err(
                 self.at(column),
@@ -1215,8 +1219,11 @@ fn rename_in_expr(expr: &str, old: &str, new: &str) -> String {
         return expr.to_string();
     };
     let plain = |s: &str| {
-        s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
     let replacement = if plain(new) {
         new.to_string()
