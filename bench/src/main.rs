@@ -295,10 +295,7 @@ async fn append_same_sql(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) 
         tenant_id: TENANT,
         session_id,
     };
-    let _: Vec<Message> = messages::stmt::append(&parent, batch)
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let _: Vec<Message> = messages::stmt::append(pool, &parent, batch).await.unwrap();
 }
 
 /// COPY text format: escape backslash, tab, newline, carriage return.

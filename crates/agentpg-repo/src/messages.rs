@@ -74,9 +74,7 @@ pub async fn append_messages(
         tenant_id: tenant,
         session_id,
     };
-    let rows = messages::stmt::append(&parent, batch)
-        .fetch_all(executor)
-        .await?;
+    let rows = messages::stmt::append(executor, &parent, batch).await?;
     if rows.is_empty() {
         return Err(Error::NotFound(Entity::Session));
     }

@@ -506,37 +506,15 @@ pub fn insert_many<'a>(
 fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
     [
         match &row.id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.strategy)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.original_tokens),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.messages_removed),
-            ),
-        ),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.session_id),
+        crate::generated::val(&row.strategy),
+        crate::generated::val(&row.original_tokens),
+        crate::generated::val(&row.compacted_tokens),
+        crate::generated::val(&row.messages_removed),
         match &row.summary_content {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
@@ -557,11 +535,7 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize]
             }
         },
         match &row.summary_message_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
@@ -569,45 +543,25 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize]
             }
         },
         match &row.preserved_message_ids {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.model_used {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
         match &row.duration_ms {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
         },
         match &row.created_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.reverted_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
@@ -615,11 +569,7 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize]
             }
         },
         match &row.finalized_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
@@ -667,33 +617,13 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.strategy)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.original_tokens),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.compacted_tokens),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.messages_removed),
-            ),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.session_id),
+        crate::generated::val(&row.strategy),
+        crate::generated::val(&row.original_tokens),
+        crate::generated::val(&row.compacted_tokens),
+        crate::generated::val(&row.messages_removed),
         match &row.summary_content {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
@@ -714,49 +644,27 @@ fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
             }
         },
         match &row.summary_message_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
                 )
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.preserved_message_ids),
-            ),
-        ),
+        crate::generated::val(&row.preserved_message_ids),
         match &row.model_used {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
         match &row.duration_ms {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
-        ),
+        crate::generated::val(&row.created_at),
         match &row.reverted_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
@@ -764,11 +672,7 @@ fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
             }
         },
         match &row.finalized_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::DateTime<::chrono::Utc>>),
@@ -787,17 +691,13 @@ pub fn select_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -812,49 +712,19 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(CompactionEventIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.session_id {
-        values
-            .push((
-                CompactionEventIden::SessionId,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((CompactionEventIden::SessionId, crate::generated::val(v)));
     }
     if let Some(v) = &patch.strategy {
-        values
-            .push((
-                CompactionEventIden::Strategy,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((CompactionEventIden::Strategy, crate::generated::val(v)));
     }
     if let Some(v) = &patch.original_tokens {
-        values
-            .push((
-                CompactionEventIden::OriginalTokens,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((CompactionEventIden::OriginalTokens, crate::generated::val(v)));
     }
     if let Some(v) = &patch.compacted_tokens {
-        values
-            .push((
-                CompactionEventIden::CompactedTokens,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((CompactionEventIden::CompactedTokens, crate::generated::val(v)));
     }
     if let Some(v) = &patch.messages_removed {
-        values
-            .push((
-                CompactionEventIden::MessagesRemoved,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((CompactionEventIden::MessagesRemoved, crate::generated::val(v)));
     }
     match &patch.summary_content {
         Some(Some(v)) => {
@@ -887,12 +757,7 @@ pub fn update_by_pk(
     match &patch.summary_message_id {
         Some(Some(v)) => {
             values
-                .push((
-                    CompactionEventIden::SummaryMessageId,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+                .push((CompactionEventIden::SummaryMessageId, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -907,22 +772,11 @@ pub fn update_by_pk(
     }
     if let Some(v) = &patch.preserved_message_ids {
         values
-            .push((
-                CompactionEventIden::PreservedMessageIds,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+            .push((CompactionEventIden::PreservedMessageIds, crate::generated::val(v)));
     }
     match &patch.model_used {
         Some(Some(v)) => {
-            values
-                .push((
-                    CompactionEventIden::ModelUsed,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((CompactionEventIden::ModelUsed, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -937,13 +791,7 @@ pub fn update_by_pk(
     }
     match &patch.duration_ms {
         Some(Some(v)) => {
-            values
-                .push((
-                    CompactionEventIden::DurationMs,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((CompactionEventIden::DurationMs, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -955,23 +803,11 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.created_at {
-        values
-            .push((
-                CompactionEventIden::CreatedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((CompactionEventIden::CreatedAt, crate::generated::val(v)));
     }
     match &patch.reverted_at {
         Some(Some(v)) => {
-            values
-                .push((
-                    CompactionEventIden::RevertedAt,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((CompactionEventIden::RevertedAt, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -988,13 +824,7 @@ pub fn update_by_pk(
     }
     match &patch.finalized_at {
         Some(Some(v)) => {
-            values
-                .push((
-                    CompactionEventIden::FinalizedAt,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((CompactionEventIden::FinalizedAt, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -1019,17 +849,13 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(
@@ -1048,17 +874,13 @@ pub fn delete_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(CompactionEventIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -1076,13 +898,11 @@ pub struct CompactionEventKey<'a> {
     pub id: ::uuid::Uuid,
 }
 /// Statements of fixed shape on `compaction_events`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `compaction_events` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "compaction_events" ("id", "tenant_id", "session_id", "strategy", "original_tokens", "compacted_tokens", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, $4::text, $5::int8, $6::int8, $7::int8, $8::jsonb, $9::uuid, coalesce($10::uuid[], ('{}')::uuid[]), $11::text, $12::int8, coalesce($13::timestamptz, (now())::timestamptz), $14::timestamptz, $15::timestamptz) RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
-    /// ```
     pub const INSERT: &str = "INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, $4::text, $5::int8, $6::int8, $7::int8, $8::jsonb, $9::uuid, coalesce($10::uuid[], ('{}')::uuid[]), $11::text, $12::int8, coalesce($13::timestamptz, (now())::timestamptz), $14::timestamptz, $15::timestamptz) RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
@@ -1105,17 +925,64 @@ pub mod stmt {
             .bind(row.reverted_at.as_ref())
             .bind(row.finalized_at.as_ref())
     }
-    /// Inserts any number of `compaction_events` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "compaction_events" ("id", "tenant_id", "session_id", "strategy", "original_tokens", "compacted_tokens", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "i"."v2", "i"."v3", "i"."v4", "i"."v5", "i"."v6", "i"."v7", "i"."v8", "i"."v9", coalesce(CASE WHEN "i"."v10" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v10") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::uuid[] END, ('{}')::uuid[]), "i"."v11", "i"."v12", coalesce("i"."v13", (now())::timestamptz), "i"."v14", "i"."v15" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", \"i\".\"v7\", \"i\".\"v8\", \"i\".\"v9\", coalesce(CASE WHEN \"i\".\"v10\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v10\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]), \"i\".\"v11\", \"i\".\"v12\", coalesce(\"i\".\"v13\", (now())::timestamptz), \"i\".\"v14\", \"i\".\"v15\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewCompactionEvent],
-    ) -> crate::generated::Query<'a, super::CompactionEvent> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `compaction_events` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", \"i\".\"v6\" AS \"c5\", \"i\".\"v7\" AS \"c6\", \"i\".\"v8\" AS \"c7\", \"i\".\"v9\" AS \"c8\", coalesce(CASE WHEN \"i\".\"v10\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v10\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]) AS \"c9\", \"i\".\"v11\" AS \"c10\", \"i\".\"v12\" AS \"c11\", coalesce(\"i\".\"v13\", (now())::timestamptz) AS \"c12\", \"i\".\"v14\" AS \"c13\", \"i\".\"v15\" AS \"c14\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v13\" IS NULL AS \"d12\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"ord\")), \"rows\" AS (INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\", \"c12\", \"c13\", \"c14\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\", \"seq\", \"tokens_saved\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", \"rows\".\"seq\" AS \"seq\", \"rows\".\"tokens_saved\" AS \"tokens_saved\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"preserved_message_ids\", CASE WHEN \"input\".\"d12\" THEN \"input\".\"c12\" END AS \"created_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        id: Option<::uuid::Uuid>,
+        seq: i64,
+        tokens_saved: Option<i64>,
+        preserved_message_ids: Option<Vec<::uuid::Uuid>>,
+        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewCompactionEvent,
+        filled: InsertBatchFilled,
+    ) -> super::CompactionEvent {
+        super::CompactionEvent {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            tenant_id: new.tenant_id.clone(),
+            session_id: new.session_id.clone(),
+            seq: filled.seq,
+            strategy: new.strategy.clone(),
+            original_tokens: new.original_tokens.clone(),
+            compacted_tokens: new.compacted_tokens.clone(),
+            tokens_saved: filled.tokens_saved,
+            messages_removed: new.messages_removed.clone(),
+            summary_content: new.summary_content.clone(),
+            summary_message_id: new.summary_message_id.clone(),
+            preserved_message_ids: match &new.preserved_message_ids {
+                Some(v) => v.clone(),
+                None => {
+                    filled
+                        .preserved_message_ids
+                        .expect("the database returns the default it took")
+                }
+            },
+            model_used: new.model_used.clone(),
+            duration_ms: new.duration_ms.clone(),
+            created_at: match &new.created_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.created_at.expect("the database returns the default it took")
+                }
+            },
+            reverted_at: new.reverted_at.clone(),
+            finalized_at: new.finalized_at.clone(),
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewCompactionEvent],
+    ) -> Result<Vec<super::CompactionEvent>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
@@ -1136,12 +1003,27 @@ pub mod stmt {
             .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.reverted_at.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.finalized_at.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `compaction_events` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at" FROM "compaction_events" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\" FROM \"compaction_events\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -1150,10 +1032,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `compaction_events` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "compaction_events" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"compaction_events\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -1162,10 +1040,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `compaction_events` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "compaction_events" SET "session_id" = coalesce($1::uuid, "session_id"), "strategy" = coalesce($2::text, "strategy"), "original_tokens" = coalesce($3::int8, "original_tokens"), "compacted_tokens" = coalesce($4::int8, "compacted_tokens"), "messages_removed" = coalesce($5::int8, "messages_removed"), "summary_content" = CASE WHEN $6::bool THEN $7::jsonb ELSE "summary_content" END, "summary_message_id" = CASE WHEN $8::bool THEN $9::uuid ELSE "summary_message_id" END, "preserved_message_ids" = coalesce($10::uuid[], "preserved_message_ids"), "model_used" = CASE WHEN $11::bool THEN $12::text ELSE "model_used" END, "duration_ms" = CASE WHEN $13::bool THEN $14::int8 ELSE "duration_ms" END, "created_at" = coalesce($15::timestamptz, "created_at"), "reverted_at" = CASE WHEN $16::bool THEN $17::timestamptz ELSE "reverted_at" END, "finalized_at" = CASE WHEN $18::bool THEN $19::timestamptz ELSE "finalized_at" END WHERE "tenant_id" = $20::text AND "id" = $21::uuid RETURNING "id", "tenant_id", "session_id", "seq", "strategy", "original_tokens", "compacted_tokens", "tokens_saved", "messages_removed", "summary_content", "summary_message_id", "preserved_message_ids", "model_used", "duration_ms", "created_at", "reverted_at", "finalized_at"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"compaction_events\" SET \"session_id\" = coalesce($1::uuid, \"session_id\"), \"strategy\" = coalesce($2::text, \"strategy\"), \"original_tokens\" = coalesce($3::int8, \"original_tokens\"), \"compacted_tokens\" = coalesce($4::int8, \"compacted_tokens\"), \"messages_removed\" = coalesce($5::int8, \"messages_removed\"), \"summary_content\" = CASE WHEN $6::bool THEN $7::jsonb ELSE \"summary_content\" END, \"summary_message_id\" = CASE WHEN $8::bool THEN $9::uuid ELSE \"summary_message_id\" END, \"preserved_message_ids\" = coalesce($10::uuid[], \"preserved_message_ids\"), \"model_used\" = CASE WHEN $11::bool THEN $12::text ELSE \"model_used\" END, \"duration_ms\" = CASE WHEN $13::bool THEN $14::int8 ELSE \"duration_ms\" END, \"created_at\" = coalesce($15::timestamptz, \"created_at\"), \"reverted_at\" = CASE WHEN $16::bool THEN $17::timestamptz ELSE \"reverted_at\" END, \"finalized_at\" = CASE WHEN $18::bool THEN $19::timestamptz ELSE \"finalized_at\" END WHERE \"tenant_id\" = $20::text AND \"id\" = $21::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(

@@ -253,31 +253,13 @@ pub fn insert_many<'a>(
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
 fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.original_message),
-            ),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.compaction_event_id),
+        crate::generated::val(&row.session_id),
+        crate::generated::val(&row.original_message),
         match &row.archived_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
     ]
@@ -310,28 +292,12 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.compaction_event_id),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.original_message),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.archived_at)),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.compaction_event_id),
+        crate::generated::val(&row.session_id),
+        crate::generated::val(&row.original_message),
+        crate::generated::val(&row.archived_at),
     ]
 }
 /// `SELECT` every column of the `message_archive` row with primary key `tenant_id`, `id`.
@@ -344,17 +310,13 @@ pub fn select_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -369,40 +331,16 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(MessageArchiveIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.compaction_event_id {
-        values
-            .push((
-                MessageArchiveIden::CompactionEventId,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageArchiveIden::CompactionEventId, crate::generated::val(v)));
     }
     if let Some(v) = &patch.session_id {
-        values
-            .push((
-                MessageArchiveIden::SessionId,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageArchiveIden::SessionId, crate::generated::val(v)));
     }
     if let Some(v) = &patch.original_message {
-        values
-            .push((
-                MessageArchiveIden::OriginalMessage,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageArchiveIden::OriginalMessage, crate::generated::val(v)));
     }
     if let Some(v) = &patch.archived_at {
-        values
-            .push((
-                MessageArchiveIden::ArchivedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageArchiveIden::ArchivedAt, crate::generated::val(v)));
     }
     if values.is_empty() {
         return None;
@@ -414,17 +352,13 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
@@ -441,17 +375,13 @@ pub fn delete_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageArchiveIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -469,13 +399,11 @@ pub struct MessageArchiveKey<'a> {
     pub id: ::uuid::Uuid,
 }
 /// Statements of fixed shape on `message_archive`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `message_archive` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "message_archive" ("id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at") VALUES ($1::uuid, $2::text, $3::uuid, $4::uuid, $5::jsonb, coalesce($6::timestamptz, (now())::timestamptz)) RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
-    /// ```
     pub const INSERT: &str = "INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") VALUES ($1::uuid, $2::text, $3::uuid, $4::uuid, $5::jsonb, coalesce($6::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
@@ -489,17 +417,39 @@ pub mod stmt {
             .bind(::sqlx::types::Json(&row.original_message))
             .bind(row.archived_at.as_ref())
     }
-    /// Inserts any number of `message_archive` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "message_archive" ("id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at") SELECT "i"."v1", "i"."v2", "i"."v3", "i"."v4", "i"."v5", coalesce("i"."v6", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") SELECT \"i\".\"v1\", \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", coalesce(\"i\".\"v6\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewMessageArchive],
-    ) -> crate::generated::Query<'a, super::MessageArchive> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `message_archive` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT \"i\".\"v1\" AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", coalesce(\"i\".\"v6\", (now())::timestamptz) AS \"c5\", \"i\".\"v6\" IS NULL AS \"d5\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"ord\")), \"rows\" AS (INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\") SELECT CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"archived_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        archived_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewMessageArchive,
+        filled: InsertBatchFilled,
+    ) -> super::MessageArchive {
+        super::MessageArchive {
+            id: new.id.clone(),
+            tenant_id: new.tenant_id.clone(),
+            compaction_event_id: new.compaction_event_id.clone(),
+            session_id: new.session_id.clone(),
+            original_message: new.original_message.clone(),
+            archived_at: match &new.archived_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.archived_at.expect("the database returns the default it took")
+                }
+            },
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewMessageArchive],
+    ) -> Result<Vec<super::MessageArchive>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| &r.id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.compaction_event_id).collect::<Vec<_>>())
@@ -511,12 +461,27 @@ pub mod stmt {
                     .collect::<Vec<_>>(),
             )
             .bind(rows.iter().map(|r| r.archived_at.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `message_archive` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at" FROM "message_archive" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\" FROM \"message_archive\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -525,10 +490,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `message_archive` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "message_archive" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"message_archive\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -537,10 +498,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `message_archive` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "message_archive" SET "compaction_event_id" = coalesce($1::uuid, "compaction_event_id"), "session_id" = coalesce($2::uuid, "session_id"), "original_message" = coalesce($3::jsonb, "original_message"), "archived_at" = coalesce($4::timestamptz, "archived_at") WHERE "tenant_id" = $5::text AND "id" = $6::uuid RETURNING "id", "tenant_id", "compaction_event_id", "session_id", "original_message", "archived_at"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"message_archive\" SET \"compaction_event_id\" = coalesce($1::uuid, \"compaction_event_id\"), \"session_id\" = coalesce($2::uuid, \"session_id\"), \"original_message\" = coalesce($3::jsonb, \"original_message\"), \"archived_at\" = coalesce($4::timestamptz, \"archived_at\") WHERE \"tenant_id\" = $5::text AND \"id\" = $6::uuid RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(

@@ -520,30 +520,16 @@ pub fn insert_many<'a>(
 fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 12usize] {
     [
         match &row.id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
-        ),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.session_id),
         match &row.position {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
-        ),
+        crate::generated::val(&row.role),
         match &row.content {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
@@ -579,43 +565,23 @@ fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 12usize] {
             }
         },
         match &row.metadata {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.is_preserved {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.is_summary {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.created_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.updated_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
     ]
@@ -654,21 +620,11 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 12usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.session_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.position)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.role)),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.session_id),
+        crate::generated::val(&row.position),
+        crate::generated::val(&row.role),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::Json(
                 Some(
@@ -698,21 +654,11 @@ fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 12usize] {
                 )
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.metadata)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.is_preserved)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.is_summary)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.updated_at)),
-        ),
+        crate::generated::val(&row.metadata),
+        crate::generated::val(&row.is_preserved),
+        crate::generated::val(&row.is_summary),
+        crate::generated::val(&row.created_at),
+        crate::generated::val(&row.updated_at),
     ]
 }
 /// `SELECT` every column of the `messages` row with primary key `tenant_id`, `id`.
@@ -725,17 +671,13 @@ pub fn select_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -750,31 +692,13 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(MessageIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.session_id {
-        values
-            .push((
-                MessageIden::SessionId,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::SessionId, crate::generated::val(v)));
     }
     if let Some(v) = &patch.position {
-        values
-            .push((
-                MessageIden::Position,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::Position, crate::generated::val(v)));
     }
     if let Some(v) = &patch.role {
-        values
-            .push((
-                MessageIden::Role,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::Role, crate::generated::val(v)));
     }
     if let Some(v) = &patch.content {
         values
@@ -821,49 +745,19 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.metadata {
-        values
-            .push((
-                MessageIden::Metadata,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::Metadata, crate::generated::val(v)));
     }
     if let Some(v) = &patch.is_preserved {
-        values
-            .push((
-                MessageIden::IsPreserved,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::IsPreserved, crate::generated::val(v)));
     }
     if let Some(v) = &patch.is_summary {
-        values
-            .push((
-                MessageIden::IsSummary,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::IsSummary, crate::generated::val(v)));
     }
     if let Some(v) = &patch.created_at {
-        values
-            .push((
-                MessageIden::CreatedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::CreatedAt, crate::generated::val(v)));
     }
     if let Some(v) = &patch.updated_at {
-        values
-            .push((
-                MessageIden::UpdatedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((MessageIden::UpdatedAt, crate::generated::val(v)));
     }
     if values.is_empty() {
         return None;
@@ -875,17 +769,13 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
@@ -902,17 +792,13 @@ pub fn delete_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(MessageIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -966,14 +852,12 @@ pub struct MessageArchived<'a> {
     pub compaction_event_id: ::uuid::Uuid,
 }
 /// Statements of fixed shape on `messages`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `messages` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "messages" ("id", "tenant_id", "session_id", "position", "role", "content", "usage", "metadata", "is_preserved", "is_summary", "created_at", "updated_at") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval(pg_get_serial_sequence('"messages"', 'position'))::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at"
-    /// ```
-    pub const INSERT: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval(pg_get_serial_sequence('\"messages\"', 'position'))::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const INSERT: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewMessage,
@@ -992,17 +876,91 @@ pub mod stmt {
             .bind(row.created_at.as_ref())
             .bind(row.updated_at.as_ref())
     }
-    /// Inserts any number of `messages` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "messages" ("id", "tenant_id", "session_id", "position", "role", "content", "usage", "metadata", "is_preserved", "is_summary", "created_at", "updated_at") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "i"."v2", "i"."v3", coalesce("i"."v4", nextval(pg_get_serial_sequence('"messages"', 'position'))::int8), "i"."v5", coalesce("i"."v6", ('[]'::JSONB)::jsonb), "i"."v7", coalesce("i"."v8", ('{}'::JSONB)::jsonb), coalesce("i"."v9", (false)::bool), coalesce("i"."v10", (false)::bool), coalesce("i"."v11", (now())::timestamptz), coalesce("i"."v12", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", coalesce(\"i\".\"v4\", nextval(pg_get_serial_sequence('\"messages\"', 'position'))::int8), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb), \"i\".\"v7\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v9\", (false)::bool), coalesce(\"i\".\"v10\", (false)::bool), coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewMessage],
-    ) -> crate::generated::Query<'a, super::Message> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `messages` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", coalesce(\"i\".\"v4\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8) AS \"c3\", \"i\".\"v5\" AS \"c4\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb) AS \"c5\", \"i\".\"v7\" AS \"c6\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb) AS \"c7\", coalesce(\"i\".\"v9\", (false)::bool) AS \"c8\", coalesce(\"i\".\"v10\", (false)::bool) AS \"c9\", coalesce(\"i\".\"v11\", (now())::timestamptz) AS \"c10\", coalesce(\"i\".\"v12\", (now())::timestamptz) AS \"c11\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v4\" IS NULL AS \"d3\", \"i\".\"v6\" IS NULL AS \"d5\", \"i\".\"v8\" IS NULL AS \"d7\", \"i\".\"v9\" IS NULL AS \"d8\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v11\" IS NULL AS \"d10\", \"i\".\"v12\" IS NULL AS \"d11\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\")), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d3\" THEN \"input\".\"c3\" END AS \"position\", CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"content\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"metadata\", CASE WHEN \"input\".\"d8\" THEN \"input\".\"c8\" END AS \"is_preserved\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"is_summary\", CASE WHEN \"input\".\"d10\" THEN \"input\".\"c10\" END AS \"created_at\", CASE WHEN \"input\".\"d11\" THEN \"input\".\"c11\" END AS \"updated_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        id: Option<::uuid::Uuid>,
+        position: Option<i64>,
+        content: Option<::sqlx::types::Json<crate::ContentBlocks>>,
+        tokens: i64,
+        tool_use_ids: ::serde_json::Value,
+        tool_result_ids: ::serde_json::Value,
+        metadata: Option<::serde_json::Value>,
+        is_preserved: Option<bool>,
+        is_summary: Option<bool>,
+        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
+        updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewMessage,
+        filled: InsertBatchFilled,
+    ) -> super::Message {
+        super::Message {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            tenant_id: new.tenant_id.clone(),
+            session_id: new.session_id.clone(),
+            position: match &new.position {
+                Some(v) => v.clone(),
+                None => {
+                    filled.position.expect("the database returns the default it took")
+                }
+            },
+            role: new.role.clone(),
+            content: match &new.content {
+                Some(v) => v.clone(),
+                None => filled.content.expect("the database returns the default it took"),
+            },
+            usage: new.usage.clone(),
+            tokens: filled.tokens,
+            tool_use_ids: filled.tool_use_ids,
+            tool_result_ids: filled.tool_result_ids,
+            metadata: match &new.metadata {
+                Some(v) => v.clone(),
+                None => {
+                    filled.metadata.expect("the database returns the default it took")
+                }
+            },
+            is_preserved: match &new.is_preserved {
+                Some(v) => v.clone(),
+                None => {
+                    filled
+                        .is_preserved
+                        .expect("the database returns the default it took")
+                }
+            },
+            is_summary: match &new.is_summary {
+                Some(v) => v.clone(),
+                None => {
+                    filled.is_summary.expect("the database returns the default it took")
+                }
+            },
+            created_at: match &new.created_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.created_at.expect("the database returns the default it took")
+                }
+            },
+            updated_at: match &new.updated_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.updated_at.expect("the database returns the default it took")
+                }
+            },
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewMessage],
+    ) -> Result<Vec<super::Message>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
@@ -1020,12 +978,27 @@ pub mod stmt {
             .bind(rows.iter().map(|r| r.is_summary.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `messages` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at" FROM "messages" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -1034,10 +1007,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `messages` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "messages" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -1046,10 +1015,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `messages` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "messages" SET "session_id" = coalesce($1::uuid, "session_id"), "position" = coalesce($2::int8, "position"), "role" = coalesce($3::text, "role"), "content" = coalesce($4::jsonb, "content"), "usage" = CASE WHEN $5::bool THEN $6::jsonb ELSE "usage" END, "metadata" = coalesce($7::jsonb, "metadata"), "is_preserved" = coalesce($8::bool, "is_preserved"), "is_summary" = coalesce($9::bool, "is_summary"), "created_at" = coalesce($10::timestamptz, "created_at"), "updated_at" = coalesce($11::timestamptz, "updated_at") WHERE "tenant_id" = $12::text AND "id" = $13::uuid RETURNING "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"messages\" SET \"session_id\" = coalesce($1::uuid, \"session_id\"), \"position\" = coalesce($2::int8, \"position\"), \"role\" = coalesce($3::text, \"role\"), \"content\" = coalesce($4::jsonb, \"content\"), \"usage\" = CASE WHEN $5::bool THEN $6::jsonb ELSE \"usage\" END, \"metadata\" = coalesce($7::jsonb, \"metadata\"), \"is_preserved\" = coalesce($8::bool, \"is_preserved\"), \"is_summary\" = coalesce($9::bool, \"is_summary\"), \"created_at\" = coalesce($10::timestamptz, \"created_at\"), \"updated_at\" = coalesce($11::timestamptz, \"updated_at\") WHERE \"tenant_id\" = $12::text AND \"id\" = $13::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(
@@ -1077,10 +1042,6 @@ pub mod stmt {
         })
     }
     /// The `messages` row with given values of unique key `messages_session_position_key`.
-    ///
-    /// ```sql
-    /// SELECT "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at" FROM "messages" WHERE "tenant_id" = $1::text AND "session_id" = $2::uuid AND "position" = $3::int8
-    /// ```
     pub const SELECT_BY_TENANT_ID_SESSION_ID_POSITION: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"session_id\" = $2::uuid AND \"position\" = $3::int8";
     /// Binds `arg` to [`SELECT_BY_TENANT_ID_SESSION_ID_POSITION`].
     pub fn select_by_tenant_id_session_id_position<'a>(
@@ -1091,18 +1052,91 @@ pub mod stmt {
             .bind(&arg.session_id)
             .bind(&arg.position)
     }
-    /// Appends any number of `messages` rows under one `sessions` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), adds their `tokens` to the parent's `total_tokens`, sets its `updated_at` to now(), and returns the rows in `position` order. Nothing is inserted, and no row returned, when the parent does not exist.
-    ///
-    /// ```sql
-    /// WITH "parent" AS (SELECT "tenant_id", "id" FROM "sessions" WHERE "tenant_id" = $1::text AND "id" = $2::uuid FOR NO KEY UPDATE), "rows" AS (INSERT INTO "messages" ("id", "tenant_id", "session_id", "position", "role", "content", "usage", "metadata", "is_preserved", "is_summary", "created_at", "updated_at") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "parent"."tenant_id", "parent"."id", coalesce("i"."v2", nextval(pg_get_serial_sequence('"messages"', 'position'))::int8), "i"."v3", coalesce("i"."v4", ('[]'::JSONB)::jsonb), "i"."v5", coalesce("i"."v6", ('{}'::JSONB)::jsonb), coalesce("i"."v7", (false)::bool), coalesce("i"."v8", (false)::bool), coalesce("i"."v9", (now())::timestamptz), coalesce("i"."v10", (now())::timestamptz) FROM "parent", unnest($3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at"), "parent_update" AS (UPDATE "sessions" AS "p" SET "total_tokens" = "p"."total_tokens" + (SELECT coalesce(sum("tokens"), 0) FROM "rows")::int8, "updated_at" = now() FROM "parent" WHERE "p"."tenant_id" = "parent"."tenant_id" AND "p"."id" = "parent"."id") SELECT "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at" FROM "rows" ORDER BY "position"
-    /// ```
-    pub const APPEND: &str = "WITH \"parent\" AS (SELECT \"tenant_id\", \"id\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"parent\".\"tenant_id\", \"parent\".\"id\", coalesce(\"i\".\"v2\", nextval(pg_get_serial_sequence('\"messages\"', 'position'))::int8), \"i\".\"v3\", coalesce(\"i\".\"v4\", ('[]'::JSONB)::jsonb), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (false)::bool), coalesce(\"i\".\"v9\", (now())::timestamptz), coalesce(\"i\".\"v10\", (now())::timestamptz) FROM \"parent\", unnest($3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now() FROM \"parent\" WHERE \"p\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"p\".\"id\" = \"parent\".\"id\") SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\" FROM \"rows\" ORDER BY \"position\"";
-    /// Binds `arg` (the parent) and `rows` to [`APPEND`].
-    pub fn append<'a>(
-        arg: &'a super::MessageParent<'a>,
-        rows: &'a [super::NewMessage],
-    ) -> crate::generated::Query<'a, super::Message> {
-        ::sqlx::query_as(APPEND)
+    /// Appends any number of `messages` rows under one `sessions` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), adds their `tokens` to the parent's `total_tokens` and sets its `updated_at` to now(). Nothing is inserted, and no row returned, when the parent does not exist. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const APPEND: &str = "WITH \"parent\" AS (SELECT \"tenant_id\", \"id\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"parent\".\"tenant_id\" AS \"c1\", \"parent\".\"id\" AS \"c2\", coalesce(\"i\".\"v2\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8) AS \"c3\", \"i\".\"v3\" AS \"c4\", coalesce(\"i\".\"v4\", ('[]'::JSONB)::jsonb) AS \"c5\", \"i\".\"v5\" AS \"c6\", coalesce(\"i\".\"v6\", ('{}'::JSONB)::jsonb) AS \"c7\", coalesce(\"i\".\"v7\", (false)::bool) AS \"c8\", coalesce(\"i\".\"v8\", (false)::bool) AS \"c9\", coalesce(\"i\".\"v9\", (now())::timestamptz) AS \"c10\", coalesce(\"i\".\"v10\", (now())::timestamptz) AS \"c11\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v2\" IS NULL AS \"d3\", \"i\".\"v4\" IS NULL AS \"d5\", \"i\".\"v6\" IS NULL AS \"d7\", \"i\".\"v7\" IS NULL AS \"d8\", \"i\".\"v8\" IS NULL AS \"d9\", \"i\".\"v9\" IS NULL AS \"d10\", \"i\".\"v10\" IS NULL AS \"d11\", \"i\".\"ord\" FROM \"parent\", unnest($3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\")), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now() FROM \"parent\" WHERE \"p\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"p\".\"id\" = \"parent\".\"id\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", \"input\".\"c1\" AS \"tenant_id\", \"input\".\"c2\" AS \"session_id\", CASE WHEN \"input\".\"d3\" THEN \"input\".\"c3\" END AS \"position\", CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"content\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"metadata\", CASE WHEN \"input\".\"d8\" THEN \"input\".\"c8\" END AS \"is_preserved\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"is_summary\", CASE WHEN \"input\".\"d10\" THEN \"input\".\"c10\" END AS \"created_at\", CASE WHEN \"input\".\"d11\" THEN \"input\".\"c11\" END AS \"updated_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`APPEND`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct AppendFilled {
+        id: Option<::uuid::Uuid>,
+        tenant_id: String,
+        session_id: ::uuid::Uuid,
+        position: Option<i64>,
+        content: Option<::sqlx::types::Json<crate::ContentBlocks>>,
+        tokens: i64,
+        tool_use_ids: ::serde_json::Value,
+        tool_result_ids: ::serde_json::Value,
+        metadata: Option<::serde_json::Value>,
+        is_preserved: Option<bool>,
+        is_summary: Option<bool>,
+        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
+        updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_append(new: &super::NewMessage, filled: AppendFilled) -> super::Message {
+        super::Message {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            tenant_id: filled.tenant_id,
+            session_id: filled.session_id,
+            position: match &new.position {
+                Some(v) => v.clone(),
+                None => {
+                    filled.position.expect("the database returns the default it took")
+                }
+            },
+            role: new.role.clone(),
+            content: match &new.content {
+                Some(v) => v.clone(),
+                None => filled.content.expect("the database returns the default it took"),
+            },
+            usage: new.usage.clone(),
+            tokens: filled.tokens,
+            tool_use_ids: filled.tool_use_ids,
+            tool_result_ids: filled.tool_result_ids,
+            metadata: match &new.metadata {
+                Some(v) => v.clone(),
+                None => {
+                    filled.metadata.expect("the database returns the default it took")
+                }
+            },
+            is_preserved: match &new.is_preserved {
+                Some(v) => v.clone(),
+                None => {
+                    filled
+                        .is_preserved
+                        .expect("the database returns the default it took")
+                }
+            },
+            is_summary: match &new.is_summary {
+                Some(v) => v.clone(),
+                None => {
+                    filled.is_summary.expect("the database returns the default it took")
+                }
+            },
+            created_at: match &new.created_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.created_at.expect("the database returns the default it took")
+                }
+            },
+            updated_at: match &new.updated_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.updated_at.expect("the database returns the default it took")
+                }
+            },
+        }
+    }
+    /// Runs [`APPEND`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn append<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        arg: &super::MessageParent<'a>,
+        rows: &[super::NewMessage],
+    ) -> Result<Vec<super::Message>, ::sqlx::Error> {
+        let filled: Vec<AppendFilled> = ::sqlx::query_as(APPEND)
             .bind(arg.tenant_id)
             .bind(&arg.session_id)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
@@ -1120,13 +1154,28 @@ pub mod stmt {
             .bind(rows.iter().map(|r| r.is_summary.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "APPEND", filled.len(), rows
+                        .len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_append(new, filled))
+                .collect(),
+        )
     }
     /// The `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey`, read as `messages` rows of today's shape (a column the archive predates takes its default), in `position` order.
-    ///
-    /// ```sql
-    /// SELECT "x"."id", "x"."tenant_id", "x"."session_id", "x"."position", "x"."role", "x"."content", "x"."usage", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS "tokens", (jsonb_path_query_array(content, '$[*] ? (@.type == "tool_use").id'))::jsonb AS "tool_use_ids", (jsonb_path_query_array(content, '$[*] ? (@.type == "tool_result").tool_use_id'))::jsonb AS "tool_result_ids", "x"."metadata", "x"."is_preserved", "x"."is_summary", "x"."created_at", "x"."updated_at" FROM (SELECT CASE WHEN "a"."original_message" ? 'id' THEN "r"."id" ELSE (gen_random_uuid())::uuid END AS "id", "r"."tenant_id" AS "tenant_id", "r"."session_id" AS "session_id", CASE WHEN "a"."original_message" ? 'position' THEN "r"."position" ELSE nextval(pg_get_serial_sequence('"messages"', 'position')) END AS "position", "r"."role" AS "role", CASE WHEN "a"."original_message" ? 'content' THEN "r"."content" ELSE ('[]'::JSONB)::jsonb END AS "content", "r"."usage" AS "usage", CASE WHEN "a"."original_message" ? 'metadata' THEN "r"."metadata" ELSE ('{}'::JSONB)::jsonb END AS "metadata", CASE WHEN "a"."original_message" ? 'is_preserved' THEN "r"."is_preserved" ELSE (false)::bool END AS "is_preserved", CASE WHEN "a"."original_message" ? 'is_summary' THEN "r"."is_summary" ELSE (false)::bool END AS "is_summary", CASE WHEN "a"."original_message" ? 'created_at' THEN "r"."created_at" ELSE (now())::timestamptz END AS "created_at", CASE WHEN "a"."original_message" ? 'updated_at' THEN "r"."updated_at" ELSE (now())::timestamptz END AS "updated_at" FROM "message_archive" AS "a" CROSS JOIN LATERAL jsonb_populate_record(NULL::"messages", "a"."original_message") AS "r" WHERE "a"."tenant_id" = $1::text AND "a"."compaction_event_id" = $2::uuid) AS "x" ORDER BY "x"."position"
-    /// ```
-    pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM (SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END AS \"id\", \"r\".\"tenant_id\" AS \"tenant_id\", \"r\".\"session_id\" AS \"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')) END AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";
+    pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM (SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END AS \"id\", \"r\".\"tenant_id\" AS \"tenant_id\", \"r\".\"session_id\" AS \"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";
     /// Binds `arg` to [`ARCHIVED`].
     pub fn archived<'a>(
         arg: &'a super::MessageArchived<'a>,
@@ -1134,11 +1183,7 @@ pub mod stmt {
         ::sqlx::query_as(ARCHIVED).bind(arg.tenant_id).bind(&arg.compaction_event_id)
     }
     /// Inserts the `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey` back, every column as archived (a column the archive predates takes its default; one that is NOT NULL without a default fails the statement with a NOT NULL violation naming it); `RETURNING` the restored rows. The archive rows stay: delete them in the same transaction.
-    ///
-    /// ```sql
-    /// INSERT INTO "messages" ("id", "tenant_id", "session_id", "position", "role", "content", "usage", "metadata", "is_preserved", "is_summary", "created_at", "updated_at") SELECT CASE WHEN "a"."original_message" ? 'id' THEN "r"."id" ELSE (gen_random_uuid())::uuid END, "r"."tenant_id", "r"."session_id", CASE WHEN "a"."original_message" ? 'position' THEN "r"."position" ELSE nextval(pg_get_serial_sequence('"messages"', 'position')) END, "r"."role", CASE WHEN "a"."original_message" ? 'content' THEN "r"."content" ELSE ('[]'::JSONB)::jsonb END, "r"."usage", CASE WHEN "a"."original_message" ? 'metadata' THEN "r"."metadata" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN "a"."original_message" ? 'is_preserved' THEN "r"."is_preserved" ELSE (false)::bool END, CASE WHEN "a"."original_message" ? 'is_summary' THEN "r"."is_summary" ELSE (false)::bool END, CASE WHEN "a"."original_message" ? 'created_at' THEN "r"."created_at" ELSE (now())::timestamptz END, CASE WHEN "a"."original_message" ? 'updated_at' THEN "r"."updated_at" ELSE (now())::timestamptz END FROM "message_archive" AS "a" CROSS JOIN LATERAL jsonb_populate_record(NULL::"messages", "a"."original_message") AS "r" WHERE "a"."tenant_id" = $1::text AND "a"."compaction_event_id" = $2::uuid ORDER BY CASE WHEN "a"."original_message" ? 'position' THEN "r"."position" ELSE nextval(pg_get_serial_sequence('"messages"', 'position')) END RETURNING "id", "tenant_id", "session_id", "position", "role", "content", "usage", "tokens", "tool_use_ids", "tool_result_ids", "metadata", "is_preserved", "is_summary", "created_at", "updated_at"
-    /// ```
-    pub const RESTORE: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END, \"r\".\"tenant_id\", \"r\".\"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')) END, \"r\".\"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END, \"r\".\"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END, CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid ORDER BY CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')) END RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const RESTORE: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END, \"r\".\"tenant_id\", \"r\".\"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END, \"r\".\"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END, \"r\".\"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END, CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid ORDER BY CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `arg` to [`RESTORE`].
     pub fn restore<'a>(
         arg: &'a super::MessageArchived<'a>,

@@ -387,25 +387,13 @@ pub fn insert_many<'a>(
 fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
     [
         match &row.id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.identifier)),
-        ),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.identifier),
         match &row.parent_session_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
@@ -413,11 +401,7 @@ fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
             }
         },
         match &row.forked_from_session_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
@@ -425,11 +409,7 @@ fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
             }
         },
         match &row.forked_from_message_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
@@ -437,43 +417,23 @@ fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
             }
         },
         match &row.metadata {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.total_tokens {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.compaction_count {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.created_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.updated_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
     ]
@@ -511,21 +471,11 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 11usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tenant_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.identifier)),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.tenant_id),
+        crate::generated::val(&row.identifier),
         match &row.parent_session_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
@@ -533,11 +483,7 @@ fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 11usize] {
             }
         },
         match &row.forked_from_session_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
@@ -545,34 +491,18 @@ fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 11usize] {
             }
         },
         match &row.forked_from_message_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::uuid::Uuid>),
                 )
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.metadata)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.total_tokens)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(
-                ::std::borrow::ToOwned::to_owned(&row.compaction_count),
-            ),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.updated_at)),
-        ),
+        crate::generated::val(&row.metadata),
+        crate::generated::val(&row.total_tokens),
+        crate::generated::val(&row.compaction_count),
+        crate::generated::val(&row.created_at),
+        crate::generated::val(&row.updated_at),
     ]
 }
 /// `SELECT` every column of the `sessions` row with primary key `tenant_id`, `id`.
@@ -585,17 +515,13 @@ pub fn select_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -610,23 +536,11 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(SessionIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.identifier {
-        values
-            .push((
-                SessionIden::Identifier,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((SessionIden::Identifier, crate::generated::val(v)));
     }
     match &patch.parent_session_id {
         Some(Some(v)) => {
-            values
-                .push((
-                    SessionIden::ParentSessionId,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((SessionIden::ParentSessionId, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -641,13 +555,7 @@ pub fn update_by_pk(
     }
     match &patch.forked_from_session_id {
         Some(Some(v)) => {
-            values
-                .push((
-                    SessionIden::ForkedFromSessionId,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((SessionIden::ForkedFromSessionId, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -662,13 +570,7 @@ pub fn update_by_pk(
     }
     match &patch.forked_from_message_id {
         Some(Some(v)) => {
-            values
-                .push((
-                    SessionIden::ForkedFromMessageId,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((SessionIden::ForkedFromMessageId, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -682,49 +584,19 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.metadata {
-        values
-            .push((
-                SessionIden::Metadata,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((SessionIden::Metadata, crate::generated::val(v)));
     }
     if let Some(v) = &patch.total_tokens {
-        values
-            .push((
-                SessionIden::TotalTokens,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((SessionIden::TotalTokens, crate::generated::val(v)));
     }
     if let Some(v) = &patch.compaction_count {
-        values
-            .push((
-                SessionIden::CompactionCount,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((SessionIden::CompactionCount, crate::generated::val(v)));
     }
     if let Some(v) = &patch.created_at {
-        values
-            .push((
-                SessionIden::CreatedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((SessionIden::CreatedAt, crate::generated::val(v)));
     }
     if let Some(v) = &patch.updated_at {
-        values
-            .push((
-                SessionIden::UpdatedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((SessionIden::UpdatedAt, crate::generated::val(v)));
     }
     if values.is_empty() {
         return None;
@@ -736,17 +608,13 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(SessionIden::COLUMNS));
@@ -763,17 +631,13 @@ pub fn delete_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::TenantId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(tenant_id)),
-                ),
+                crate::generated::val(tenant_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(SessionIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -803,13 +667,11 @@ pub struct SessionByTenantIdIdentifier<'a> {
     pub identifier: &'a str,
 }
 /// Statements of fixed shape on `sessions`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `sessions` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "sessions" ("id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, coalesce($7::jsonb, ('{}'::JSONB)::jsonb), coalesce($8::int8, (0)::int8), coalesce($9::int8, (0)::int8), coalesce($10::timestamptz, (now())::timestamptz), coalesce($11::timestamptz, (now())::timestamptz)) RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
-    /// ```
     pub const INSERT: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, coalesce($7::jsonb, ('{}'::JSONB)::jsonb), coalesce($8::int8, (0)::int8), coalesce($9::int8, (0)::int8), coalesce($10::timestamptz, (now())::timestamptz), coalesce($11::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
@@ -828,17 +690,76 @@ pub mod stmt {
             .bind(row.created_at.as_ref())
             .bind(row.updated_at.as_ref())
     }
-    /// Inserts any number of `sessions` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "sessions" ("id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "i"."v2", "i"."v3", "i"."v4", "i"."v5", "i"."v6", coalesce("i"."v7", ('{}'::JSONB)::jsonb), coalesce("i"."v8", (0)::int8), coalesce("i"."v9", (0)::int8), coalesce("i"."v10", (now())::timestamptz), coalesce("i"."v11", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "ord") ORDER BY "i"."ord" RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", coalesce(\"i\".\"v7\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v8\", (0)::int8), coalesce(\"i\".\"v9\", (0)::int8), coalesce(\"i\".\"v10\", (now())::timestamptz), coalesce(\"i\".\"v11\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewSession],
-    ) -> crate::generated::Query<'a, super::Session> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `sessions` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", \"i\".\"v6\" AS \"c5\", coalesce(\"i\".\"v7\", ('{}'::JSONB)::jsonb) AS \"c6\", coalesce(\"i\".\"v8\", (0)::int8) AS \"c7\", coalesce(\"i\".\"v9\", (0)::int8) AS \"c8\", coalesce(\"i\".\"v10\", (now())::timestamptz) AS \"c9\", coalesce(\"i\".\"v11\", (now())::timestamptz) AS \"c10\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v7\" IS NULL AS \"d6\", \"i\".\"v8\" IS NULL AS \"d7\", \"i\".\"v9\" IS NULL AS \"d8\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v11\" IS NULL AS \"d10\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"ord\")), \"rows\" AS (INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d6\" THEN \"input\".\"c6\" END AS \"metadata\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"total_tokens\", CASE WHEN \"input\".\"d8\" THEN \"input\".\"c8\" END AS \"compaction_count\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"created_at\", CASE WHEN \"input\".\"d10\" THEN \"input\".\"c10\" END AS \"updated_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        id: Option<::uuid::Uuid>,
+        metadata: Option<::serde_json::Value>,
+        total_tokens: Option<i64>,
+        compaction_count: Option<i64>,
+        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
+        updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewSession,
+        filled: InsertBatchFilled,
+    ) -> super::Session {
+        super::Session {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            tenant_id: new.tenant_id.clone(),
+            identifier: new.identifier.clone(),
+            parent_session_id: new.parent_session_id.clone(),
+            forked_from_session_id: new.forked_from_session_id.clone(),
+            forked_from_message_id: new.forked_from_message_id.clone(),
+            metadata: match &new.metadata {
+                Some(v) => v.clone(),
+                None => {
+                    filled.metadata.expect("the database returns the default it took")
+                }
+            },
+            total_tokens: match &new.total_tokens {
+                Some(v) => v.clone(),
+                None => {
+                    filled
+                        .total_tokens
+                        .expect("the database returns the default it took")
+                }
+            },
+            compaction_count: match &new.compaction_count {
+                Some(v) => v.clone(),
+                None => {
+                    filled
+                        .compaction_count
+                        .expect("the database returns the default it took")
+                }
+            },
+            created_at: match &new.created_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.created_at.expect("the database returns the default it took")
+                }
+            },
+            updated_at: match &new.updated_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.updated_at.expect("the database returns the default it took")
+                }
+            },
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewSession],
+    ) -> Result<Vec<super::Session>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.identifier).collect::<Vec<_>>())
@@ -865,12 +786,27 @@ pub mod stmt {
             .bind(rows.iter().map(|r| r.compaction_count.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `sessions` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at" FROM "sessions" WHERE "tenant_id" = $1::text AND "id" = $2::uuid
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -879,10 +815,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `sessions` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "sessions" WHERE "tenant_id" = $1::text AND "id" = $2::uuid RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -891,10 +823,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `sessions` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "sessions" SET "identifier" = coalesce($1::text, "identifier"), "parent_session_id" = CASE WHEN $2::bool THEN $3::uuid ELSE "parent_session_id" END, "forked_from_session_id" = CASE WHEN $4::bool THEN $5::uuid ELSE "forked_from_session_id" END, "forked_from_message_id" = CASE WHEN $6::bool THEN $7::uuid ELSE "forked_from_message_id" END, "metadata" = coalesce($8::jsonb, "metadata"), "total_tokens" = coalesce($9::int8, "total_tokens"), "compaction_count" = coalesce($10::int8, "compaction_count"), "created_at" = coalesce($11::timestamptz, "created_at"), "updated_at" = coalesce($12::timestamptz, "updated_at") WHERE "tenant_id" = $13::text AND "id" = $14::uuid RETURNING "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"sessions\" SET \"identifier\" = coalesce($1::text, \"identifier\"), \"parent_session_id\" = CASE WHEN $2::bool THEN $3::uuid ELSE \"parent_session_id\" END, \"forked_from_session_id\" = CASE WHEN $4::bool THEN $5::uuid ELSE \"forked_from_session_id\" END, \"forked_from_message_id\" = CASE WHEN $6::bool THEN $7::uuid ELSE \"forked_from_message_id\" END, \"metadata\" = coalesce($8::jsonb, \"metadata\"), \"total_tokens\" = coalesce($9::int8, \"total_tokens\"), \"compaction_count\" = coalesce($10::int8, \"compaction_count\"), \"created_at\" = coalesce($11::timestamptz, \"created_at\"), \"updated_at\" = coalesce($12::timestamptz, \"updated_at\") WHERE \"tenant_id\" = $13::text AND \"id\" = $14::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(
@@ -923,10 +851,6 @@ pub mod stmt {
         })
     }
     /// The `sessions` row with given values of unique key `sessions_tenant_id_identifier_key`.
-    ///
-    /// ```sql
-    /// SELECT "id", "tenant_id", "identifier", "parent_session_id", "forked_from_session_id", "forked_from_message_id", "metadata", "total_tokens", "compaction_count", "created_at", "updated_at" FROM "sessions" WHERE "tenant_id" = $1::text AND "identifier" = $2::text
-    /// ```
     pub const SELECT_BY_TENANT_ID_IDENTIFIER: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"identifier\" = $2::text";
     /// Binds `arg` to [`SELECT_BY_TENANT_ID_IDENTIFIER`].
     pub fn select_by_tenant_id_identifier<'a>(

@@ -317,38 +317,20 @@ pub fn insert_many<'a>(
 fn insert_values(row: &NewAuditLog) -> [::sea_query::SimpleExpr; 5usize] {
     [
         match &row.id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.display_name)),
-        ),
+        crate::generated::val(&row.display_name),
         match &row.event_kind {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.points {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i32>)),
         },
         match &row.http_status {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i16>)),
         },
     ]
@@ -380,29 +362,15 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &AuditLog) -> [::sea_query::SimpleExpr; 5usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.display_name)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.event_kind)),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.display_name),
+        crate::generated::val(&row.event_kind),
         match &row.points {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i32>)),
         },
         match &row.http_status {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i16>)),
         },
     ]
@@ -414,9 +382,7 @@ pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(AuditLogIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -430,33 +396,13 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(AuditLogIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.display_name {
-        values
-            .push((
-                AuditLogIden::DisplayName,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((AuditLogIden::DisplayName, crate::generated::val(v)));
     }
     if let Some(v) = &patch.event_kind {
-        values
-            .push((
-                AuditLogIden::EventKind,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((AuditLogIden::EventKind, crate::generated::val(v)));
     }
     match &patch.points {
-        Some(Some(v)) => {
-            values
-                .push((
-                    AuditLogIden::Points,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((AuditLogIden::Points, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -468,13 +414,7 @@ pub fn update_by_pk(
     }
     match &patch.http_status {
         Some(Some(v)) => {
-            values
-                .push((
-                    AuditLogIden::HttpStatus,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
+            values.push((AuditLogIden::HttpStatus, crate::generated::val(v)))
         }
         Some(None) => {
             values
@@ -495,9 +435,7 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(AuditLogIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(AuditLogIden::COLUMNS));
@@ -511,9 +449,7 @@ pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(AuditLogIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -525,14 +461,12 @@ pub struct AuditLogKey {
     pub id: i64,
 }
 /// Statements of fixed shape on `Audit Log`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `Audit Log` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "Audit Log" ("id", "displayName", "Event Kind", "points", "HTTPStatus") VALUES (coalesce($1::int8, nextval(pg_get_serial_sequence('"Audit Log"', 'id'))::int8), $2::text, coalesce($3::text, ('note')::text), $4::int4, $5::int2) RETURNING "id", "displayName", "Event Kind", "points", "doubled", "HTTPStatus"
-    /// ```
-    pub const INSERT: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") VALUES (coalesce($1::int8, nextval(pg_get_serial_sequence('\"Audit Log\"', 'id'))::int8), $2::text, coalesce($3::text, ('note')::text), $4::int4, $5::int2) RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
+    pub const INSERT: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") VALUES (coalesce($1::int8, nextval((SELECT pg_get_serial_sequence('\"Audit Log\"', 'id'))::regclass)::int8), $2::text, coalesce($3::text, ('note')::text), $4::int4, $5::int2) RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewAuditLog,
@@ -544,28 +478,71 @@ pub mod stmt {
             .bind(row.points.as_ref())
             .bind(row.http_status.as_ref())
     }
-    /// Inserts any number of `Audit Log` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "Audit Log" ("id", "displayName", "Event Kind", "points", "HTTPStatus") SELECT coalesce("i"."v1", nextval(pg_get_serial_sequence('"Audit Log"', 'id'))::int8), "i"."v2", coalesce("i"."v3", ('note')::text), "i"."v4", "i"."v5" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "ord") ORDER BY "i"."ord" RETURNING "id", "displayName", "Event Kind", "points", "doubled", "HTTPStatus"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") SELECT coalesce(\"i\".\"v1\", nextval(pg_get_serial_sequence('\"Audit Log\"', 'id'))::int8), \"i\".\"v2\", coalesce(\"i\".\"v3\", ('note')::text), \"i\".\"v4\", \"i\".\"v5\" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewAuditLog],
-    ) -> crate::generated::Query<'a, super::AuditLog> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `Audit Log` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", nextval((SELECT pg_get_serial_sequence('\"Audit Log\"', 'id'))::regclass)::int8) AS \"c0\", \"i\".\"v2\" AS \"c1\", coalesce(\"i\".\"v3\", ('note')::text) AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v3\" IS NULL AS \"d2\", \"i\".\"ord\" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\")), \"rows\" AS (INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\" FROM \"input\" ORDER BY \"ord\" RETURNING \"id\", \"doubled\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d2\" THEN \"input\".\"c2\" END AS \"Event Kind\", \"rows\".\"doubled\" AS \"doubled\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        id: Option<i64>,
+        #[sqlx(rename = "Event Kind")]
+        event_kind: Option<AuditLogEventKind>,
+        doubled: Option<i32>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewAuditLog,
+        filled: InsertBatchFilled,
+    ) -> super::AuditLog {
+        super::AuditLog {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            display_name: new.display_name.clone(),
+            event_kind: match &new.event_kind {
+                Some(v) => v.clone(),
+                None => {
+                    filled.event_kind.expect("the database returns the default it took")
+                }
+            },
+            points: new.points.clone(),
+            doubled: filled.doubled,
+            http_status: new.http_status.clone(),
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewAuditLog],
+    ) -> Result<Vec<super::AuditLog>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.display_name).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.event_kind.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.points.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.http_status.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `Audit Log` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "displayName", "Event Kind", "points", "doubled", "HTTPStatus" FROM "Audit Log" WHERE "id" = $1::int8
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\" FROM \"Audit Log\" WHERE \"id\" = $1::int8";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -574,10 +551,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(&arg.id)
     }
     /// Deletes the `Audit Log` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "Audit Log" WHERE "id" = $1::int8 RETURNING "id", "displayName", "Event Kind", "points", "doubled", "HTTPStatus"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"Audit Log\" WHERE \"id\" = $1::int8 RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -586,10 +559,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(&arg.id)
     }
     /// Applies a patch to the `Audit Log` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "Audit Log" SET "displayName" = coalesce($1::text, "displayName"), "Event Kind" = coalesce($2::text, "Event Kind"), "points" = CASE WHEN $3::bool THEN $4::int4 ELSE "points" END, "HTTPStatus" = CASE WHEN $5::bool THEN $6::int2 ELSE "HTTPStatus" END WHERE "id" = $7::int8 RETURNING "id", "displayName", "Event Kind", "points", "doubled", "HTTPStatus"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"Audit Log\" SET \"displayName\" = coalesce($1::text, \"displayName\"), \"Event Kind\" = coalesce($2::text, \"Event Kind\"), \"points\" = CASE WHEN $3::bool THEN $4::int4 ELSE \"points\" END, \"HTTPStatus\" = CASE WHEN $5::bool THEN $6::int2 ELSE \"HTTPStatus\" END WHERE \"id\" = $7::int8 RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(

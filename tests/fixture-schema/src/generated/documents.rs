@@ -654,65 +654,37 @@ pub fn insert_many<'a>(
 fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
     [
         match &row.id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.uid {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.title)),
-        ),
+        crate::generated::val(&row.title),
         match &row.code {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
-        ),
+        crate::generated::val(&row.content),
         match &row.status {
             Some(v) => {
                 ::sea_query::ExprTrait::cast_as(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
+                    crate::generated::val(v),
                     ::sea_query::Alias::new("doc_status"),
                 )
             }
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
-        ),
+        crate::generated::val(&row.kind),
         match &row.tags {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.scores {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>))
             }
@@ -733,43 +705,23 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.small {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
         },
         match &row.medium {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.ratio {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
         },
         match &row.precise {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
         },
         match &row.amount {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
@@ -777,27 +729,15 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.flag {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.created_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.local_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
@@ -805,11 +745,7 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.day {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::NaiveDate>),
@@ -817,11 +753,7 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.at_time {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::NaiveTime>),
@@ -829,31 +761,19 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.blob {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>))
             }
         },
         match &row.quoted_col {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
         match &row.summary {
-            Some(Some(v)) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(Some(v)) => crate::generated::val(v),
             Some(None) => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
@@ -906,46 +826,24 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.uid)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.title)),
-        ),
+        crate::generated::val(&row.id),
+        crate::generated::val(&row.uid),
+        crate::generated::val(&row.title),
         match &row.code {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.content)),
-        ),
+        crate::generated::val(&row.content),
         ::sea_query::ExprTrait::cast_as(
-            ::sea_query::SimpleExpr::from(
-                ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.status)),
-            ),
+            crate::generated::val(&row.status),
             ::sea_query::Alias::new("doc_status"),
         ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.kind)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.tags)),
-        ),
+        crate::generated::val(&row.kind),
+        crate::generated::val(&row.tags),
         match &row.scores {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>))
             }
@@ -961,56 +859,30 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
             ),
         ),
         match &row.small {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.medium)),
-        ),
+        crate::generated::val(&row.medium),
         match &row.ratio {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f32>)),
         },
         match &row.precise {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<f64>)),
         },
         match &row.amount {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::rust_decimal::Decimal>),
                 )
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.flag)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.created_at)),
-        ),
+        crate::generated::val(&row.flag),
+        crate::generated::val(&row.created_at),
         match &row.local_at {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::NaiveDateTime>),
@@ -1018,11 +890,7 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.day {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::NaiveDate>),
@@ -1030,11 +898,7 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.at_time {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::chrono::NaiveTime>),
@@ -1042,31 +906,19 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
             }
         },
         match &row.blob {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<u8>>))
             }
         },
         match &row.quoted_col {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
         match &row.summary {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
@@ -1080,9 +932,7 @@ pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(DocumentIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -1096,33 +946,13 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(DocumentIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.uid {
-        values
-            .push((
-                DocumentIden::Uid,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Uid, crate::generated::val(v)));
     }
     if let Some(v) = &patch.title {
-        values
-            .push((
-                DocumentIden::Title,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Title, crate::generated::val(v)));
     }
     match &patch.code {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Code,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Code, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1135,54 +965,26 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.content {
-        values
-            .push((
-                DocumentIden::Content,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Content, crate::generated::val(v)));
     }
     if let Some(v) = &patch.status {
         values
             .push((
                 DocumentIden::Status,
                 ::sea_query::ExprTrait::cast_as(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
+                    crate::generated::val(v),
                     ::sea_query::Alias::new("doc_status"),
                 ),
             ));
     }
     if let Some(v) = &patch.kind {
-        values
-            .push((
-                DocumentIden::Kind,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Kind, crate::generated::val(v)));
     }
     if let Some(v) = &patch.tags {
-        values
-            .push((
-                DocumentIden::Tags,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Tags, crate::generated::val(v)));
     }
     match &patch.scores {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Scores,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Scores, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1211,15 +1013,7 @@ pub fn update_by_pk(
             ));
     }
     match &patch.small {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Small,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Small, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1230,24 +1024,10 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.medium {
-        values
-            .push((
-                DocumentIden::Medium,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Medium, crate::generated::val(v)));
     }
     match &patch.ratio {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Ratio,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Ratio, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1258,15 +1038,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.precise {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Precise,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Precise, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1277,15 +1049,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.amount {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Amount,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Amount, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1298,33 +1062,13 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.flag {
-        values
-            .push((
-                DocumentIden::Flag,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::Flag, crate::generated::val(v)));
     }
     if let Some(v) = &patch.created_at {
-        values
-            .push((
-                DocumentIden::CreatedAt,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((DocumentIden::CreatedAt, crate::generated::val(v)));
     }
     match &patch.local_at {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::LocalAt,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::LocalAt, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1337,15 +1081,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.day {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Day,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Day, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1358,15 +1094,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.at_time {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::AtTime,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::AtTime, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1379,15 +1107,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.blob {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Blob,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Blob, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1400,15 +1120,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.quoted_col {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::QuotedCol,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::QuotedCol, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1421,15 +1133,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.summary {
-        Some(Some(v)) => {
-            values
-                .push((
-                    DocumentIden::Summary,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((DocumentIden::Summary, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -1451,9 +1155,7 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(DocumentIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
@@ -1467,9 +1169,7 @@ pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(DocumentIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -1490,13 +1190,11 @@ pub struct DocumentByUid {
     pub uid: ::uuid::Uuid,
 }
 /// Statements of fixed shape on `documents`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `documents` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "documents" ("id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "Quoted Col", "summary") VALUES (coalesce($1::int8, (nextval('documents_id_seq'::regclass))::int8), coalesce($2::uuid, (gen_random_uuid())::uuid), $3::varchar, $4::bpchar, $5::text, coalesce($6::"doc_status", ('draft')::"doc_status"), $7::text, coalesce($8::text[], ('{}')::text[]), $9::int4[], coalesce($10::jsonb, ('{}')::jsonb), $11::int8, coalesce($12::int4, (7)::int4), $13::float4, $14::float8, $15::numeric, coalesce($16::bool, (false)::bool), coalesce($17::timestamptz, (now())::timestamptz), $18::timestamp, $19::date, $20::time, $21::bytea, $22::text, CASE WHEN $23::bool THEN ('none')::text ELSE $24::text END) RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
-    /// ```
     pub const INSERT: &str = "INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") VALUES (coalesce($1::int8, (nextval('documents_id_seq'::regclass))::int8), coalesce($2::uuid, (gen_random_uuid())::uuid), $3::varchar, $4::bpchar, $5::text, coalesce($6::\"doc_status\", ('draft')::\"doc_status\"), $7::text, coalesce($8::text[], ('{}')::text[]), $9::int4[], coalesce($10::jsonb, ('{}')::jsonb), $11::int8, coalesce($12::int4, (7)::int4), $13::float4, $14::float8, $15::numeric, coalesce($16::bool, (false)::bool), coalesce($17::timestamptz, (now())::timestamptz), $18::timestamp, $19::date, $20::time, $21::bytea, $22::text, CASE WHEN $23::bool THEN ('none')::text ELSE $24::text END) RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
@@ -1528,17 +1226,92 @@ pub mod stmt {
             .bind(row.summary.is_none())
             .bind(row.summary.as_ref().and_then(|v| v.as_ref()))
     }
-    /// Inserts any number of `documents` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "documents" ("id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "Quoted Col", "summary") SELECT coalesce("i"."v1", (nextval('documents_id_seq'::regclass))::int8), coalesce("i"."v2", (gen_random_uuid())::uuid), "i"."v3", "i"."v4", "i"."v5", coalesce("i"."v6", ('draft')::"doc_status"), "i"."v7", coalesce(CASE WHEN "i"."v8" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v8") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::text[] END, ('{}')::text[]), CASE WHEN "i"."v9" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v9") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::int4[] END, coalesce("i"."v10", ('{}')::jsonb), "i"."v11", coalesce("i"."v12", (7)::int4), "i"."v13", "i"."v14", "i"."v15", coalesce("i"."v16", (false)::bool), coalesce("i"."v17", (now())::timestamptz), "i"."v18", "i"."v19", "i"."v20", "i"."v21", "i"."v22", CASE WHEN "i"."v23" THEN ('none')::text ELSE "i"."v24" END FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::"doc_status"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "ord") ORDER BY "i"."ord" RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") SELECT coalesce(\"i\".\"v1\", (nextval('documents_id_seq'::regclass))::int8), coalesce(\"i\".\"v2\", (gen_random_uuid())::uuid), \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", coalesce(\"i\".\"v6\", ('draft')::\"doc_status\"), \"i\".\"v7\", coalesce(CASE WHEN \"i\".\"v8\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v8\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::text[] END, ('{}')::text[]), CASE WHEN \"i\".\"v9\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v9\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::int4[] END, coalesce(\"i\".\"v10\", ('{}')::jsonb), \"i\".\"v11\", coalesce(\"i\".\"v12\", (7)::int4), \"i\".\"v13\", \"i\".\"v14\", \"i\".\"v15\", coalesce(\"i\".\"v16\", (false)::bool), coalesce(\"i\".\"v17\", (now())::timestamptz), \"i\".\"v18\", \"i\".\"v19\", \"i\".\"v20\", \"i\".\"v21\", \"i\".\"v22\", CASE WHEN \"i\".\"v23\" THEN ('none')::text ELSE \"i\".\"v24\" END FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::\"doc_status\"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"v16\", \"v17\", \"v18\", \"v19\", \"v20\", \"v21\", \"v22\", \"v23\", \"v24\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewDocument],
-    ) -> crate::generated::Query<'a, super::Document> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `documents` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (nextval('documents_id_seq'::regclass))::int8) AS \"c0\", coalesce(\"i\".\"v2\", (gen_random_uuid())::uuid) AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", coalesce(\"i\".\"v6\", ('draft')::\"doc_status\") AS \"c5\", \"i\".\"v7\" AS \"c6\", coalesce(CASE WHEN \"i\".\"v8\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v8\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::text[] END, ('{}')::text[]) AS \"c7\", CASE WHEN \"i\".\"v9\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v9\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::int4[] END AS \"c8\", coalesce(\"i\".\"v10\", ('{}')::jsonb) AS \"c9\", \"i\".\"v11\" AS \"c10\", coalesce(\"i\".\"v12\", (7)::int4) AS \"c11\", \"i\".\"v13\" AS \"c12\", \"i\".\"v14\" AS \"c13\", \"i\".\"v15\" AS \"c14\", coalesce(\"i\".\"v16\", (false)::bool) AS \"c15\", coalesce(\"i\".\"v17\", (now())::timestamptz) AS \"c16\", \"i\".\"v18\" AS \"c17\", \"i\".\"v19\" AS \"c18\", \"i\".\"v20\" AS \"c19\", \"i\".\"v21\" AS \"c20\", \"i\".\"v22\" AS \"c21\", CASE WHEN \"i\".\"v23\" THEN ('none')::text ELSE \"i\".\"v24\" END AS \"c22\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v2\" IS NULL AS \"d1\", \"i\".\"v6\" IS NULL AS \"d5\", \"i\".\"v8\" IS NULL AS \"d7\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v12\" IS NULL AS \"d11\", \"i\".\"v16\" IS NULL AS \"d15\", \"i\".\"v17\" IS NULL AS \"d16\", \"i\".\"v23\" AS \"d22\", \"i\".\"ord\" FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::\"doc_status\"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"v16\", \"v17\", \"v18\", \"v19\", \"v20\", \"v21\", \"v22\", \"v23\", \"v24\", \"ord\")), \"rows\" AS (INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\", \"c12\", \"c13\", \"c14\", \"c15\", \"c16\", \"c17\", \"c18\", \"c19\", \"c20\", \"c21\", \"c22\" FROM \"input\" ORDER BY \"ord\" RETURNING \"id\", \"word_count\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d1\" THEN \"input\".\"c1\" END AS \"uid\", CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"status\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"tags\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"attributes\", CASE WHEN \"input\".\"d11\" THEN \"input\".\"c11\" END AS \"medium\", CASE WHEN \"input\".\"d15\" THEN \"input\".\"c15\" END AS \"flag\", CASE WHEN \"input\".\"d16\" THEN \"input\".\"c16\" END AS \"created_at\", \"rows\".\"word_count\" AS \"word_count\", CASE WHEN \"input\".\"d22\" THEN \"input\".\"c22\" END AS \"summary\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        id: Option<i64>,
+        uid: Option<::uuid::Uuid>,
+        status: Option<crate::generated::enums::DocStatus>,
+        tags: Option<Vec<String>>,
+        attributes: Option<::sqlx::types::Json<crate::Attributes>>,
+        medium: Option<i32>,
+        flag: Option<bool>,
+        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
+        word_count: Option<i32>,
+        summary: Option<String>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewDocument,
+        filled: InsertBatchFilled,
+    ) -> super::Document {
+        super::Document {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            uid: match &new.uid {
+                Some(v) => v.clone(),
+                None => filled.uid.expect("the database returns the default it took"),
+            },
+            title: new.title.clone(),
+            code: new.code.clone(),
+            content: new.content.clone(),
+            status: match &new.status {
+                Some(v) => v.clone(),
+                None => filled.status.expect("the database returns the default it took"),
+            },
+            kind: new.kind.clone(),
+            tags: match &new.tags {
+                Some(v) => v.clone(),
+                None => filled.tags.expect("the database returns the default it took"),
+            },
+            scores: new.scores.clone(),
+            attributes: match &new.attributes {
+                Some(v) => v.clone(),
+                None => {
+                    filled.attributes.expect("the database returns the default it took")
+                }
+            },
+            small: new.small.clone(),
+            medium: match &new.medium {
+                Some(v) => v.clone(),
+                None => filled.medium.expect("the database returns the default it took"),
+            },
+            ratio: new.ratio.clone(),
+            precise: new.precise.clone(),
+            amount: new.amount.clone(),
+            flag: match &new.flag {
+                Some(v) => v.clone(),
+                None => filled.flag.expect("the database returns the default it took"),
+            },
+            created_at: match &new.created_at {
+                Some(v) => v.clone(),
+                None => {
+                    filled.created_at.expect("the database returns the default it took")
+                }
+            },
+            local_at: new.local_at.clone(),
+            day: new.day.clone(),
+            at_time: new.at_time.clone(),
+            blob: new.blob.clone(),
+            word_count: filled.word_count,
+            quoted_col: new.quoted_col.clone(),
+            summary: match &new.summary {
+                Some(v) => v.clone(),
+                None => filled.summary,
+            },
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewDocument],
+    ) -> Result<Vec<super::Document>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.uid.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.title).collect::<Vec<_>>())
@@ -1578,12 +1351,27 @@ pub mod stmt {
                     .map(|r| r.summary.as_ref().and_then(|v| v.as_ref()))
                     .collect::<Vec<_>>(),
             )
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `documents` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary" FROM "documents" WHERE "id" = $1::int8
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\" FROM \"documents\" WHERE \"id\" = $1::int8";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -1592,10 +1380,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(&arg.id)
     }
     /// Deletes the `documents` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "documents" WHERE "id" = $1::int8 RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"documents\" WHERE \"id\" = $1::int8 RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -1604,10 +1388,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(&arg.id)
     }
     /// Applies a patch to the `documents` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "documents" SET "uid" = coalesce($1::uuid, "uid"), "title" = coalesce($2::varchar, "title"), "code" = CASE WHEN $3::bool THEN $4::bpchar ELSE "code" END, "content" = coalesce($5::text, "content"), "status" = coalesce($6::"doc_status", "status"), "kind" = coalesce($7::text, "kind"), "tags" = coalesce($8::text[], "tags"), "scores" = CASE WHEN $9::bool THEN $10::int4[] ELSE "scores" END, "attributes" = coalesce($11::jsonb, "attributes"), "small" = CASE WHEN $12::bool THEN $13::int8 ELSE "small" END, "medium" = coalesce($14::int4, "medium"), "ratio" = CASE WHEN $15::bool THEN $16::float4 ELSE "ratio" END, "precise" = CASE WHEN $17::bool THEN $18::float8 ELSE "precise" END, "amount" = CASE WHEN $19::bool THEN $20::numeric ELSE "amount" END, "flag" = coalesce($21::bool, "flag"), "created_at" = coalesce($22::timestamptz, "created_at"), "local_at" = CASE WHEN $23::bool THEN $24::timestamp ELSE "local_at" END, "day" = CASE WHEN $25::bool THEN $26::date ELSE "day" END, "at_time" = CASE WHEN $27::bool THEN $28::time ELSE "at_time" END, "blob" = CASE WHEN $29::bool THEN $30::bytea ELSE "blob" END, "Quoted Col" = CASE WHEN $31::bool THEN $32::text ELSE "Quoted Col" END, "summary" = CASE WHEN $33::bool THEN $34::text ELSE "summary" END WHERE "id" = $35::int8 RETURNING "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"documents\" SET \"uid\" = coalesce($1::uuid, \"uid\"), \"title\" = coalesce($2::varchar, \"title\"), \"code\" = CASE WHEN $3::bool THEN $4::bpchar ELSE \"code\" END, \"content\" = coalesce($5::text, \"content\"), \"status\" = coalesce($6::\"doc_status\", \"status\"), \"kind\" = coalesce($7::text, \"kind\"), \"tags\" = coalesce($8::text[], \"tags\"), \"scores\" = CASE WHEN $9::bool THEN $10::int4[] ELSE \"scores\" END, \"attributes\" = coalesce($11::jsonb, \"attributes\"), \"small\" = CASE WHEN $12::bool THEN $13::int8 ELSE \"small\" END, \"medium\" = coalesce($14::int4, \"medium\"), \"ratio\" = CASE WHEN $15::bool THEN $16::float4 ELSE \"ratio\" END, \"precise\" = CASE WHEN $17::bool THEN $18::float8 ELSE \"precise\" END, \"amount\" = CASE WHEN $19::bool THEN $20::numeric ELSE \"amount\" END, \"flag\" = coalesce($21::bool, \"flag\"), \"created_at\" = coalesce($22::timestamptz, \"created_at\"), \"local_at\" = CASE WHEN $23::bool THEN $24::timestamp ELSE \"local_at\" END, \"day\" = CASE WHEN $25::bool THEN $26::date ELSE \"day\" END, \"at_time\" = CASE WHEN $27::bool THEN $28::time ELSE \"at_time\" END, \"blob\" = CASE WHEN $29::bool THEN $30::bytea ELSE \"blob\" END, \"Quoted Col\" = CASE WHEN $31::bool THEN $32::text ELSE \"Quoted Col\" END, \"summary\" = CASE WHEN $33::bool THEN $34::text ELSE \"summary\" END WHERE \"id\" = $35::int8 RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(
@@ -1657,10 +1437,6 @@ pub mod stmt {
         })
     }
     /// The `documents` row with given values of unique key `documents_uid_key`.
-    ///
-    /// ```sql
-    /// SELECT "id", "uid", "title", "code", "content", "status", "kind", "tags", "scores", "attributes", "small", "medium", "ratio", "precise", "amount", "flag", "created_at", "local_at", "day", "at_time", "blob", "word_count", "Quoted Col", "summary" FROM "documents" WHERE "uid" = $1::uuid
-    /// ```
     pub const SELECT_BY_UID: &str = "SELECT \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\" FROM \"documents\" WHERE \"uid\" = $1::uuid";
     /// Binds `arg` to [`SELECT_BY_UID`].
     pub fn select_by_uid<'a>(

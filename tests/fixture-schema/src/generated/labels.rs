@@ -204,30 +204,18 @@ pub fn insert_many<'a>(
 fn insert_values(row: &NewLabel) -> [::sea_query::SimpleExpr; 5usize] {
     [
         match &row.id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.document_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.r#type)),
-        ),
+        crate::generated::val(&row.r#type),
         match &row.status {
             Some(v) => {
                 ::sea_query::ExprTrait::cast_as(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
+                    crate::generated::val(v),
                     ::sea_query::Alias::new("doc_status"),
                 )
             }
@@ -296,26 +284,16 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &Label) -> [::sea_query::SimpleExpr; 5usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.id)),
-        ),
+        crate::generated::val(&row.id),
         match &row.document_id {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.r#type)),
-        ),
+        crate::generated::val(&row.r#type),
         match &row.status {
             Some(v) => {
                 ::sea_query::ExprTrait::cast_as(
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
+                    crate::generated::val(v),
                     ::sea_query::Alias::new("doc_status"),
                 )
             }
@@ -364,9 +342,7 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(LabelIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -380,15 +356,7 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(LabelIden, ::sea_query::SimpleExpr)> = Vec::new();
     match &patch.document_id {
-        Some(Some(v)) => {
-            values
-                .push((
-                    LabelIden::DocumentId,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((LabelIden::DocumentId, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -399,13 +367,7 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.r#type {
-        values
-            .push((
-                LabelIden::Type,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                ),
-            ));
+        values.push((LabelIden::Type, crate::generated::val(v)));
     }
     match &patch.status {
         Some(Some(v)) => {
@@ -413,9 +375,7 @@ pub fn update_by_pk(
                 .push((
                     LabelIden::Status,
                     ::sea_query::ExprTrait::cast_as(
-                        ::sea_query::SimpleExpr::from(
-                            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                        ),
+                        crate::generated::val(v),
                         ::sea_query::Alias::new("doc_status"),
                     ),
                 ))
@@ -480,9 +440,7 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(LabelIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
@@ -496,9 +454,7 @@ pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(LabelIden::Id),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(id)),
-                ),
+                crate::generated::val(id),
             ),
         );
     query
@@ -510,13 +466,11 @@ pub struct LabelKey {
     pub id: ::uuid::Uuid,
 }
 /// Statements of fixed shape on `labels`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `labels` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "labels" ("id", "document_id", "type", "status", "statuses") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::int8, $3::text, $4::"doc_status", $5::"doc_status"[]) RETURNING "id", "document_id", "type", "status", "statuses"
-    /// ```
     pub const INSERT: &str = "INSERT INTO \"labels\" (\"id\", \"document_id\", \"type\", \"status\", \"statuses\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::int8, $3::text, $4::\"doc_status\", $5::\"doc_status\"[]) RETURNING \"id\", \"document_id\", \"type\", \"status\", \"statuses\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
@@ -529,17 +483,36 @@ pub mod stmt {
             .bind(row.status.as_ref())
             .bind(row.statuses.as_ref())
     }
-    /// Inserts any number of `labels` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "labels" ("id", "document_id", "type", "status", "statuses") SELECT coalesce("i"."v1", (gen_random_uuid())::uuid), "i"."v2", "i"."v3", "i"."v4", CASE WHEN "i"."v5" IS NULL THEN NULL ELSE ARRAY(SELECT "e" FROM jsonb_array_elements_text("i"."v5") WITH ORDINALITY AS "a"("e", "o") ORDER BY "o")::"doc_status"[] END FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::"doc_status"[], $5::jsonb[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "v5", "ord") ORDER BY "i"."ord" RETURNING "id", "document_id", "type", "status", "statuses"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"labels\" (\"id\", \"document_id\", \"type\", \"status\", \"statuses\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", CASE WHEN \"i\".\"v5\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v5\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::\"doc_status\"[] END FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::\"doc_status\"[], $5::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"document_id\", \"type\", \"status\", \"statuses\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewLabel],
-    ) -> crate::generated::Query<'a, super::Label> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `labels` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", CASE WHEN \"i\".\"v5\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v5\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::\"doc_status\"[] END AS \"c4\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::\"doc_status\"[], $5::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\")), \"rows\" AS (INSERT INTO \"labels\" (\"id\", \"document_id\", \"type\", \"status\", \"statuses\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\" FROM \"input\" ORDER BY \"ord\" RETURNING \"id\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        id: Option<::uuid::Uuid>,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewLabel,
+        filled: InsertBatchFilled,
+    ) -> super::Label {
+        super::Label {
+            id: match &new.id {
+                Some(v) => v.clone(),
+                None => filled.id.expect("the database returns the default it took"),
+            },
+            document_id: new.document_id.clone(),
+            r#type: new.r#type.clone(),
+            status: new.status.clone(),
+            statuses: new.statuses.clone(),
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewLabel],
+    ) -> Result<Vec<super::Label>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.document_id.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.r#type).collect::<Vec<_>>())
@@ -550,12 +523,27 @@ pub mod stmt {
                     .map(|r| r.statuses.as_ref().map(::sqlx::types::Json))
                     .collect::<Vec<_>>(),
             )
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `labels` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "id", "document_id", "type", "status", "statuses" FROM "labels" WHERE "id" = $1::uuid
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"document_id\", \"type\", \"status\", \"statuses\" FROM \"labels\" WHERE \"id\" = $1::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -564,10 +552,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(&arg.id)
     }
     /// Deletes the `labels` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "labels" WHERE "id" = $1::uuid RETURNING "id", "document_id", "type", "status", "statuses"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"labels\" WHERE \"id\" = $1::uuid RETURNING \"id\", \"document_id\", \"type\", \"status\", \"statuses\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -576,10 +560,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(&arg.id)
     }
     /// Applies a patch to the `labels` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "labels" SET "document_id" = CASE WHEN $1::bool THEN $2::int8 ELSE "document_id" END, "type" = coalesce($3::text, "type"), "status" = CASE WHEN $4::bool THEN $5::"doc_status" ELSE "status" END, "statuses" = CASE WHEN $6::bool THEN $7::"doc_status"[] ELSE "statuses" END WHERE "id" = $8::uuid RETURNING "id", "document_id", "type", "status", "statuses"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"labels\" SET \"document_id\" = CASE WHEN $1::bool THEN $2::int8 ELSE \"document_id\" END, \"type\" = coalesce($3::text, \"type\"), \"status\" = CASE WHEN $4::bool THEN $5::\"doc_status\" ELSE \"status\" END, \"statuses\" = CASE WHEN $6::bool THEN $7::\"doc_status\"[] ELSE \"statuses\" END WHERE \"id\" = $8::uuid RETURNING \"id\", \"document_id\", \"type\", \"status\", \"statuses\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(

@@ -27,6 +27,16 @@ pub type Query<'q, R> = ::sqlx::query::QueryAs<
     R,
     ::sqlx::postgres::PgArguments,
 >;
+/// A value as a sea-query expression (used by the builders).
+#[doc(hidden)]
+pub fn val<T: Clone + Into<::sea_query::Value>>(value: &T) -> ::sea_query::SimpleExpr {
+    ::sea_query::SimpleExpr::from(value.clone().into())
+}
+/// One array of a batch statement: `f` of every row (used by the statements).
+#[doc(hidden)]
+pub fn column<'a, R, T>(rows: &'a [R], f: impl FnMut(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
 /// A text value that is not one of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownEnumValue {

@@ -267,28 +267,16 @@ pub fn insert_many<'a>(
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
 fn insert_values(row: &NewRevision) -> [::sea_query::SimpleExpr; 4usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.document_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.revision)),
-        ),
+        crate::generated::val(&row.document_id),
+        crate::generated::val(&row.revision),
         match &row.note {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
         match &row.mood {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
@@ -321,28 +309,16 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(row: &Revision) -> [::sea_query::SimpleExpr; 4usize] {
     [
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.document_id)),
-        ),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(&row.revision)),
-        ),
+        crate::generated::val(&row.document_id),
+        crate::generated::val(&row.revision),
         match &row.note {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
         match &row.mood {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                )
-            }
+            Some(v) => crate::generated::val(v),
             None => {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
@@ -356,19 +332,13 @@ pub fn select_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::SelectSta
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(RevisionIden::DocumentId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(document_id),
-                    ),
-                ),
+                crate::generated::val(document_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(RevisionIden::Revision),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(revision)),
-                ),
+                crate::generated::val(revision),
             ),
         );
     query
@@ -383,15 +353,7 @@ pub fn update_by_pk(
 ) -> Option<::sea_query::UpdateStatement> {
     let mut values: Vec<(RevisionIden, ::sea_query::SimpleExpr)> = Vec::new();
     match &patch.note {
-        Some(Some(v)) => {
-            values
-                .push((
-                    RevisionIden::Note,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((RevisionIden::Note, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -404,15 +366,7 @@ pub fn update_by_pk(
         None => {}
     }
     match &patch.mood {
-        Some(Some(v)) => {
-            values
-                .push((
-                    RevisionIden::Mood,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(v)),
-                    ),
-                ))
-        }
+        Some(Some(v)) => values.push((RevisionIden::Mood, crate::generated::val(v))),
         Some(None) => {
             values
                 .push((
@@ -434,19 +388,13 @@ pub fn update_by_pk(
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(RevisionIden::DocumentId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(document_id),
-                    ),
-                ),
+                crate::generated::val(document_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(RevisionIden::Revision),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(revision)),
-                ),
+                crate::generated::val(revision),
             ),
         )
         .returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
@@ -460,19 +408,13 @@ pub fn delete_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::DeleteSta
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(RevisionIden::DocumentId),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(
-                        ::std::borrow::ToOwned::to_owned(document_id),
-                    ),
-                ),
+                crate::generated::val(document_id),
             ),
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
                 ::sea_query::Expr::col(RevisionIden::Revision),
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(revision)),
-                ),
+                crate::generated::val(revision),
             ),
         );
     query
@@ -486,13 +428,11 @@ pub struct RevisionKey {
     pub revision: i32,
 }
 /// Statements of fixed shape on `revisions`: each SQL text was written by `cargo xtask codegen` from the migrations, and the function beside it binds its typed arguments in the text's placeholder order. Run them with sqlx (`fetch_one`, `fetch_optional`, `fetch_all`) on a pool, a connection or a transaction.
-#[allow(clippy::needless_borrows_for_generic_args)]
+#[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
 pub mod stmt {
+    #[allow(unused_imports)]
+    use super::*;
     /// Inserts one `revisions` row; `RETURNING` every column.
-    ///
-    /// ```sql
-    /// INSERT INTO "revisions" ("document_id", "revision", "note", "mood") VALUES ($1::int8, $2::int4, $3::text, $4::text) RETURNING "document_id", "revision", "seq", "note", "mood"
-    /// ```
     pub const INSERT: &str = "INSERT INTO \"revisions\" (\"document_id\", \"revision\", \"note\", \"mood\") VALUES ($1::int8, $2::int4, $3::text, $4::text) RETURNING \"document_id\", \"revision\", \"seq\", \"note\", \"mood\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
@@ -504,27 +444,58 @@ pub mod stmt {
             .bind(row.note.as_ref())
             .bind(row.mood.as_ref())
     }
-    /// Inserts any number of `revisions` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    ///
-    /// ```sql
-    /// INSERT INTO "revisions" ("document_id", "revision", "note", "mood") SELECT "i"."v1", "i"."v2", "i"."v3", "i"."v4" FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[]) WITH ORDINALITY AS "i"("v1", "v2", "v3", "v4", "ord") ORDER BY "i"."ord" RETURNING "document_id", "revision", "seq", "note", "mood"
-    /// ```
-    pub const INSERT_BATCH: &str = "INSERT INTO \"revisions\" (\"document_id\", \"revision\", \"note\", \"mood\") SELECT \"i\".\"v1\", \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\" FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"document_id\", \"revision\", \"seq\", \"note\", \"mood\"";
-    /// Binds `rows` to [`INSERT_BATCH`].
-    pub fn insert_batch<'a>(
-        rows: &'a [super::NewRevision],
-    ) -> crate::generated::Query<'a, super::Revision> {
-        ::sqlx::query_as(INSERT_BATCH)
+    /// Inserts any number of `revisions` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
+    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT \"i\".\"v1\" AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"ord\" FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"ord\")), \"rows\" AS (INSERT INTO \"revisions\" (\"document_id\", \"revision\", \"note\", \"mood\") SELECT \"c0\", \"c1\", \"c2\", \"c3\" FROM \"input\" ORDER BY \"ord\" RETURNING \"document_id\", \"revision\", \"seq\") SELECT \"rows\".\"seq\" AS \"seq\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"document_id\" = \"input\".\"c0\" AND \"rows\".\"revision\" = \"input\".\"c1\" ORDER BY \"input\".\"ord\"";
+    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
+    #[derive(::sqlx::FromRow)]
+    struct InsertBatchFilled {
+        seq: i64,
+    }
+    /// One stored row from what was sent and what the database decided.
+    #[allow(unused_variables)]
+    fn merge_insert_batch(
+        new: &super::NewRevision,
+        filled: InsertBatchFilled,
+    ) -> super::Revision {
+        super::Revision {
+            document_id: new.document_id.clone(),
+            revision: new.revision.clone(),
+            seq: filled.seq,
+            note: new.note.clone(),
+            mood: new.mood.clone(),
+        }
+    }
+    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
+    pub async fn insert_batch<'e, 'a>(
+        executor: impl ::sqlx::PgExecutor<'e>,
+        rows: &[super::NewRevision],
+    ) -> Result<Vec<super::Revision>, ::sqlx::Error> {
+        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
             .bind(rows.iter().map(|r| &r.document_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| &r.revision).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.note.as_ref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.mood.as_ref()).collect::<Vec<_>>())
+            .fetch_all(executor)
+            .await?;
+        if !filled.is_empty() && filled.len() != rows.len() {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    format!(
+                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
+                        .len(), rows.len()
+                    ),
+                ),
+            );
+        }
+        Ok(
+            rows
+                .iter()
+                .zip(filled)
+                .map(|(new, filled)| merge_insert_batch(new, filled))
+                .collect(),
+        )
     }
     /// The `revisions` row with a given primary key.
-    ///
-    /// ```sql
-    /// SELECT "document_id", "revision", "seq", "note", "mood" FROM "revisions" WHERE "document_id" = $1::int8 AND "revision" = $2::int4
-    /// ```
     pub const SELECT_BY_PK: &str = "SELECT \"document_id\", \"revision\", \"seq\", \"note\", \"mood\" FROM \"revisions\" WHERE \"document_id\" = $1::int8 AND \"revision\" = $2::int4";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
@@ -533,10 +504,6 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(&arg.document_id).bind(&arg.revision)
     }
     /// Deletes the `revisions` row with a given primary key; `RETURNING` it.
-    ///
-    /// ```sql
-    /// DELETE FROM "revisions" WHERE "document_id" = $1::int8 AND "revision" = $2::int4 RETURNING "document_id", "revision", "seq", "note", "mood"
-    /// ```
     pub const DELETE_BY_PK: &str = "DELETE FROM \"revisions\" WHERE \"document_id\" = $1::int8 AND \"revision\" = $2::int4 RETURNING \"document_id\", \"revision\", \"seq\", \"note\", \"mood\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
@@ -545,10 +512,6 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(&arg.document_id).bind(&arg.revision)
     }
     /// Applies a patch to the `revisions` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    ///
-    /// ```sql
-    /// UPDATE "revisions" SET "note" = CASE WHEN $1::bool THEN $2::text ELSE "note" END, "mood" = CASE WHEN $3::bool THEN $4::text ELSE "mood" END WHERE "document_id" = $5::int8 AND "revision" = $6::int4 RETURNING "document_id", "revision", "seq", "note", "mood"
-    /// ```
     pub const UPDATE_BY_PK: &str = "UPDATE \"revisions\" SET \"note\" = CASE WHEN $1::bool THEN $2::text ELSE \"note\" END, \"mood\" = CASE WHEN $3::bool THEN $4::text ELSE \"mood\" END WHERE \"document_id\" = $5::int8 AND \"revision\" = $6::int4 RETURNING \"document_id\", \"revision\", \"seq\", \"note\", \"mood\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(

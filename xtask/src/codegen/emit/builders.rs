@@ -33,7 +33,7 @@ fn value_expr(field: &Field, value: TokenStream) -> TokenStream {
                     )),
                 )
             },
-            _ => quote! { ::sea_query::Value::from(::std::borrow::ToOwned::to_owned(#value)) },
+            _ => return cast(field.column, quote! { crate::generated::val(#value) }),
         }
     };
     cast(

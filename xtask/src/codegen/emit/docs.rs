@@ -60,8 +60,3 @@ fn definition(column: &Column) -> String {
     }
     text
 }
-
-/// A SQL statement shown in a doc comment, as a code block.
-pub(crate) fn sql_block(sql: &str) -> String {
-    format!("```sql\n{sql}\n```")
-}

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::docs::{doc, sql_block};
+use super::docs::doc;
 use super::names::{field_ident, TableNames};
 use super::patch::patchable;
 use super::sql::{self, Params};
@@ -173,7 +173,7 @@ fn emit(
     function: TokenStream,
 ) -> (TokenStream, TokenStream) {
     let const_ident = format_ident!("{name}");
-    let docs = doc(&format!("{what}\n\n{}", sql_block(sql)));
+    let docs = doc(what);
     let binds = &stmt.binds;
     let constant = quote! { #docs pub const #const_ident: &str = #sql; };
     let body = quote! { ::sqlx::query_as(#const_ident) #(.bind(#binds))* };
@@ -230,25 +230,26 @@ pub(crate) fn statements(ctx: &Ctx) -> Result<TokenStream> {
 
     // INSERT many rows from arrays.
     {
-        let insert = ctx.names.insert();
         let mut stmt = Statement::new();
-        let sql = batch_insert(ctx, &mut stmt, None)?;
-        let q = query(quote! { 'a });
-        let (c, f) = emit(
+        let batch = batch_insert(ctx, &mut stmt, None)?;
+        let sql = format!("WITH {} {}", batch.ctes.join(", "), batch.select);
+        let insert = ctx.names.insert();
+        let what = format!(
+            "Inserts any number of `{}` rows in one statement, from one array per column, in the given order. {}",
+            ctx.table.name,
+            batch.returns
+        );
+        inner.push(batch_fn(
+            ctx,
             "INSERT_BATCH",
-            &format!(
-                "Inserts any number of `{}` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.",
-                ctx.table.name
-            ),
+            &what,
             &sql,
             stmt,
-            quote! {
-                /// Binds `rows` to [`INSERT_BATCH`].
-                pub fn insert_batch<'a>(rows: &'a [super::#insert]) -> #q
-            },
-        );
-        inner.push(c);
-        inner.push(f);
+            &batch,
+            quote! { insert_batch },
+            quote! {},
+            quote! { rows: &[super::#insert] },
+        ));
     }
 
     // By primary key.
@@ -422,8 +423,12 @@ pub(crate) fn statements(ctx: &Ctx) -> Result<TokenStream> {
         #module_doc
         // Arguments are bound by reference whatever their type, which is what a generator can
         // write without knowing which types are `Copy`.
-        #[allow(clippy::needless_borrows_for_generic_args)]
+        #[allow(clippy::needless_borrows_for_generic_args, clippy::clone_on_copy)]
         pub mod stmt {
+            // The table's types (row, enums) by the names its fields use.
+            #[allow(unused_imports)]
+            use super::*;
+
             #(#inner)*
         }
     })
@@ -469,37 +474,84 @@ fn insert_value(stmt: &mut Statement, f: &Field) -> String {
     }
 }
 
-/// `INSERT INTO t (…) SELECT … FROM [parent,] unnest($…) WITH ORDINALITY AS i(…) ORDER BY
-/// i.ord RETURNING …`; with `parent`, the foreign-key columns come from the CTE `parent` (the
-/// pairs are `(child column, parent column)`) instead of arrays.
+/// A batch insert from arrays, as common table expressions and a final SELECT:
+///
+/// ```text
+/// "input" AS MATERIALIZED (SELECT <each insertable column's value, its default where the
+///                          array holds NULL>, <whether the default was taken>, ord
+///                          FROM [parent,] unnest($…) WITH ORDINALITY AS i(…, ord)),
+/// "rows"  AS (INSERT INTO t (…) SELECT … FROM "input" ORDER BY ord RETURNING <key, db-filled>)
+/// SELECT <key, db-filled, defaults taken> FROM "rows" JOIN "input" USING key ORDER BY ord
+/// ```
+///
+/// Only what the database decided comes back — the values it filled and the defaults it took —
+/// and the generated `merge` puts each row together from its input and those: what the caller
+/// sent (the content of a message, say) is not sent back. A table without a primary key (or
+/// whose key the database always fills) returns whole rows instead. With `parent` (pairs of
+/// child and parent column), the foreign-key columns come from the CTE `"parent"`.
+struct Batch {
+    ctes: Vec<String>,
+    select: String,
+    /// `Some` when rows come back as `Filled` values to merge with their inputs.
+    merge: Option<Merge>,
+    /// What the statement returns, for its doc.
+    returns: &'static str,
+}
+
+/// How each field of a returned row is put together.
+struct Merge {
+    /// `(field, how)` for every column, in declared order.
+    fields: Vec<(usize, Source)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// The input's value (always sent).
+    Input,
+    /// The input's value if given, else the default the database took (returned).
+    InputOrReturned,
+    /// The database's value (returned).
+    Returned,
+}
+
 fn batch_insert(
     ctx: &Ctx,
     stmt: &mut Statement,
     parent: Option<&[(String, String)]>,
-) -> Result<String> {
+) -> Result<Batch> {
     let table = sql::ident(&ctx.table.name);
     let returning = ctx.all_columns();
     let insertable = ctx.insertable();
+    let from_parent = |name: &str| -> Option<&String> {
+        parent.and_then(|p| p.iter().find(|(child, _)| child == name).map(|(_, pc)| pc))
+    };
     if insertable.is_empty() {
         let count = stmt.param("int8", quote! { rows.len() as i64 });
-        return Ok(format!(
-            "INSERT INTO {table} SELECT FROM generate_series(1, {count}) RETURNING {returning}"
-        ));
+        return Ok(Batch {
+            ctes: vec![format!(
+                "\"rows\" AS (INSERT INTO {table} SELECT FROM generate_series(1, {count}) RETURNING {returning})"
+            )],
+            select: format!("SELECT {returning} FROM \"rows\""),
+            merge: None,
+            returns: "Returns every column of each row.",
+        });
     }
-    let mut arrays = Vec::new();
-    let mut aliases = Vec::new();
-    let mut values = Vec::new();
+    let mut arrays: Vec<String> = Vec::new();
+    let mut aliases: Vec<String> = Vec::new();
     let mut alias = |arrays: &mut Vec<String>, placeholder: String| -> String {
         arrays.push(placeholder);
         let a = format!("v{}", arrays.len());
         aliases.push(sql::ident(&a));
         format!("\"i\".{}", sql::ident(&a))
     };
-    for f in &insertable {
-        if let Some((_, parent_column)) =
-            parent.and_then(|p| p.iter().find(|(child, _)| *child == f.column.name))
-        {
-            values.push(format!("\"parent\".{}", sql::ident(parent_column)));
+    // The "input" CTE: one value per insertable column (c1…), and for each defaulted column
+    // whether its default was taken (d1…).
+    let mut input_cols: Vec<String> = Vec::new();
+    let mut taken: Vec<(usize, String)> = Vec::new();
+    for (k, f) in insertable.iter().enumerate() {
+        let c = format!("\"c{k}\"");
+        if let Some(parent_column) = from_parent(&f.column.name) {
+            input_cols.push(format!("\"parent\".{} AS {c}", sql::ident(parent_column)));
             continue;
         }
         let ident = &f.ident;
@@ -510,12 +562,10 @@ fn batch_insert(
         } else {
             format!("{}[]", f.cast())
         };
-        let wrap = |v: TokenStream| -> TokenStream {
-            if f.is_array() || f.is_untyped_json() {
-                quote! { ::sqlx::types::Json(#v) }
-            } else {
-                v
-            }
+        let value = if wraps {
+            quote! { ::sqlx::types::Json(&r.#ident) }
+        } else {
+            quote! { &r.#ident }
         };
         let convert = |v: String| -> Result<String> {
             if f.is_array() {
@@ -527,7 +577,6 @@ fn batch_insert(
         let optional = option_map(wraps, quote! { r.#ident.as_ref() });
         let expr = match f.insert_shape() {
             InsertShape::Required => {
-                let value = wrap(quote! { &r.#ident });
                 let p = stmt.param(
                     &cast,
                     quote! { rows.iter().map(|r| #value).collect::<Vec<_>>() },
@@ -546,9 +595,10 @@ fn batch_insert(
                     &cast,
                     quote! { rows.iter().map(|r| #optional).collect::<Vec<_>>() },
                 );
-                let v = convert(alias(&mut arrays, p))?;
+                let v = alias(&mut arrays, p);
+                taken.push((k, format!("{v} IS NULL")));
                 let default = f.default.clone().expect("a defaulted column has a default");
-                format!("coalesce({v}, {default})")
+                format!("coalesce({}, {default})", convert(v)?)
             }
             InsertShape::NullableDefaulted => {
                 let d = stmt.param(
@@ -563,25 +613,223 @@ fn batch_insert(
                     quote! { rows.iter().map(|r| #inner).collect::<Vec<_>>() },
                 );
                 let v = convert(alias(&mut arrays, p))?;
+                taken.push((k, d.clone()));
                 let default = f.default.clone().expect("a defaulted column has a default");
                 format!("CASE WHEN {d} THEN {default} ELSE {v} END")
             }
         };
-        values.push(expr);
+        input_cols.push(format!("{expr} AS {c}"));
     }
+    for (k, taken) in &taken {
+        input_cols.push(format!("{taken} AS \"d{k}\""));
+    }
+    input_cols.push("\"i\".\"ord\"".into());
     aliases.push("\"ord\"".into());
     let from = match parent {
         Some(_) => "\"parent\", ",
         None => "",
     };
-    Ok(format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM {from}unnest({}) WITH ORDINALITY AS \"i\"({}) \
-         ORDER BY \"i\".\"ord\" RETURNING {returning}",
-        sql::idents(insertable.iter().map(|f| f.column.name.as_str())),
-        values.join(", "),
+    let input = format!(
+        "\"input\" AS MATERIALIZED (SELECT {} FROM {from}unnest({}) WITH ORDINALITY AS \"i\"({}))",
+        input_cols.join(", "),
         arrays.join(", "),
         aliases.join(", ")
-    ))
+    );
+    let columns = sql::idents(insertable.iter().map(|f| f.column.name.as_str()));
+    let values = (0..insertable.len())
+        .map(|k| format!("\"c{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert_index = |name: &str| insertable.iter().position(|f| f.column.name == name);
+
+    // Rows come back merged when the key can join them to their inputs.
+    let pk = ctx.table.primary_key_columns();
+    let joinable = !pk.is_empty() && pk.iter().all(|c| insert_index(c).is_some());
+    if !joinable {
+        return Ok(Batch {
+            ctes: vec![
+                input,
+                format!(
+                    "\"rows\" AS (INSERT INTO {table} ({columns}) SELECT {values} FROM \"input\" ORDER BY \"ord\" RETURNING {returning})"
+                ),
+            ],
+            select: format!("SELECT {returning} FROM \"rows\""),
+            merge: None,
+            returns: "Returns every column of each row, in the given order.",
+        });
+    }
+    let mut rows_returning: Vec<String> = pk.to_vec();
+    let mut select: Vec<String> = Vec::new();
+    let mut fields = Vec::new();
+    for (i, f) in ctx.fields.iter().enumerate() {
+        let name = f.column.name.as_str();
+        let source = match insert_index(name) {
+            None => Source::Returned,
+            Some(_) if from_parent(name).is_some() => Source::Returned,
+            Some(_)
+                if matches!(
+                    f.insert_shape(),
+                    InsertShape::Required | InsertShape::Nullable
+                ) =>
+            {
+                Source::Input
+            }
+            Some(_) => Source::InputOrReturned,
+        };
+        match source {
+            Source::Input => {}
+            Source::Returned => {
+                if insert_index(name).is_some() {
+                    let k = insert_index(name).unwrap();
+                    select.push(format!("\"input\".\"c{k}\" AS {}", sql::ident(name)));
+                } else {
+                    if !rows_returning.iter().any(|c| c == name) {
+                        rows_returning.push(name.to_string());
+                    }
+                    select.push(format!("\"rows\".{0} AS {0}", sql::ident(name)));
+                }
+            }
+            Source::InputOrReturned => {
+                let k = insert_index(name).unwrap();
+                select.push(format!(
+                    "CASE WHEN \"input\".\"d{k}\" THEN \"input\".\"c{k}\" END AS {}",
+                    sql::ident(name)
+                ));
+            }
+        }
+        fields.push((i, source));
+    }
+    let join = pk
+        .iter()
+        .map(|c| {
+            let k = insert_index(c).unwrap();
+            format!("\"rows\".{} = \"input\".\"c{k}\"", sql::ident(c))
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    if select.is_empty() {
+        // Nothing to send back but the row count: one constant column.
+        select.push("true AS \"inserted\"".into());
+    }
+    Ok(Batch {
+        ctes: vec![
+            input,
+            format!(
+                "\"rows\" AS (INSERT INTO {table} ({columns}) SELECT {values} FROM \"input\" ORDER BY \"ord\" RETURNING {})",
+                sql::idents(rows_returning.iter().map(String::as_str))
+            ),
+        ],
+        select: format!(
+            "SELECT {} FROM \"rows\" JOIN \"input\" ON {join} ORDER BY \"input\".\"ord\"",
+            select.join(", ")
+        ),
+        merge: Some(Merge { fields }),
+        returns: "Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.",
+    })
+}
+
+/// The async function running a batch statement: binds, fetches, and merges each returned row
+/// with its input when the statement returns only what the database decided.
+#[allow(clippy::too_many_arguments)]
+fn batch_fn(
+    ctx: &Ctx,
+    name: &str,
+    what: &str,
+    sql: &str,
+    stmt: Statement,
+    batch: &Batch,
+    fn_name: TokenStream,
+    extra_params: TokenStream,
+    rows_param: TokenStream,
+) -> TokenStream {
+    let const_ident = format_ident!("{name}");
+    let docs = doc(what);
+    let binds = &stmt.binds;
+    let (row, insert) = (ctx.names.row(), ctx.names.insert());
+    let fn_doc = doc(&format!(
+        "Runs [`{name}`] on `executor` with `rows` (and returns the stored rows in their order)."
+    ));
+    let Some(merge) = &batch.merge else {
+        return quote! {
+            #docs pub const #const_ident: &str = #sql;
+            #fn_doc
+            pub async fn #fn_name<'e, 'a>(executor: impl ::sqlx::PgExecutor<'e>, #extra_params #rows_param) -> Result<Vec<super::#row>, ::sqlx::Error> {
+                ::sqlx::query_as(#const_ident) #(.bind(#binds))* .fetch_all(executor).await
+            }
+        };
+    };
+    let filled = format_ident!("{}Filled", super::names::pascal(&name.to_ascii_lowercase()));
+    let mut filled_fields = Vec::new();
+    let mut merged = Vec::new();
+    for (i, source) in &merge.fields {
+        let f = &ctx.fields[*i];
+        let (ident, base, rename) = (&f.ident, &f.base, &f.sqlx_rename);
+        let ty = if f.column.nullable {
+            quote! { Option<#base> }
+        } else {
+            quote! { #base }
+        };
+        match source {
+            Source::Input => merged.push(quote! { #ident: new.#ident.clone(), }),
+            Source::Returned => {
+                filled_fields.push(quote! { #rename #ident: #ty, });
+                merged.push(quote! { #ident: filled.#ident, });
+            }
+            Source::InputOrReturned => {
+                filled_fields.push(quote! { #rename #ident: Option<#base>, });
+                merged.push(if f.column.nullable {
+                    quote! { #ident: match &new.#ident { Some(v) => v.clone(), None => filled.#ident }, }
+                } else {
+                    quote! {
+                        #ident: match &new.#ident {
+                            Some(v) => v.clone(),
+                            None => filled.#ident.expect("the database returns the default it took"),
+                        },
+                    }
+                });
+            }
+        }
+    }
+    let filled_doc = doc(&format!(
+        "What [`{name}`] returns of a row: what the database decided."
+    ));
+    let filled_struct = if filled_fields.is_empty() {
+        quote! {
+            #filled_doc
+            #[derive(::sqlx::FromRow)]
+            #[allow(dead_code)]
+            struct #filled { inserted: bool }
+        }
+    } else {
+        quote! {
+            #filled_doc
+            #[derive(::sqlx::FromRow)]
+            struct #filled { #(#filled_fields)* }
+        }
+    };
+    let merge_fn = format_ident!("merge_{}", name.to_ascii_lowercase());
+    quote! {
+        #docs pub const #const_ident: &str = #sql;
+
+        #filled_struct
+
+        /// One stored row from what was sent and what the database decided.
+        #[allow(unused_variables)]
+        fn #merge_fn(new: &super::#insert, filled: #filled) -> super::#row {
+            super::#row { #(#merged)* }
+        }
+
+        #fn_doc
+        pub async fn #fn_name<'e, 'a>(executor: impl ::sqlx::PgExecutor<'e>, #extra_params #rows_param) -> Result<Vec<super::#row>, ::sqlx::Error> {
+            let filled: Vec<#filled> = ::sqlx::query_as(#const_ident) #(.bind(#binds))* .fetch_all(executor).await?;
+            if !filled.is_empty() && filled.len() != rows.len() {
+                return Err(::sqlx::Error::Protocol(format!(
+                    "{} returned {} rows for {} inputs", #name, filled.len(), rows.len()
+                )));
+            }
+            Ok(rows.iter().zip(filled).map(|(new, filled)| #merge_fn(new, filled)).collect())
+        }
+    }
 }
 
 /// The foreign key named `name` of `table`, and the columns it refers to (the referenced
@@ -651,13 +899,18 @@ fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStream, TokenStr
         sql::ident(&parent.name)
     );
     let pairs: Vec<(String, String)> = fk.columns.iter().cloned().zip(referred.clone()).collect();
-    let insert = batch_insert(ctx, &mut stmt, Some(&pairs))?;
+    let batch = batch_insert(ctx, &mut stmt, Some(&pairs))?;
     let mut sets = Vec::new();
     if let Some((parent_column, child_column)) = append.total {
         let p = parent
             .column(parent_column)
             .with_context(|| format!("{} has no column {parent_column}", parent.name))?;
         ctx.field(child_column)?;
+        anyhow::ensure!(
+            batch.merge.is_none() || batch_returns(&batch, child_column),
+            "{}.{child_column} is summed into the parent, so the batch must return it",
+            ctx.table.name
+        );
         sets.push(format!(
             "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
             sql::ident(child_column),
@@ -671,48 +924,57 @@ fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStream, TokenStr
             .with_context(|| format!("{} has no column {touched}", parent.name))?;
         sets.push(format!("{} = now()", sql::ident(touched)));
     }
-    let update = if sets.is_empty() {
-        String::new()
-    } else {
+    let mut ctes = vec![lock];
+    ctes.extend(batch.ctes.iter().cloned());
+    if !sets.is_empty() {
         let join = referred
             .iter()
             .map(|c| format!("\"p\".{c} = \"parent\".{c}", c = sql::ident(c)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        format!(
-            ", \"parent_update\" AS (UPDATE {} AS \"p\" SET {} FROM \"parent\" WHERE {join})",
+        ctes.push(format!(
+            "\"parent_update\" AS (UPDATE {} AS \"p\" SET {} FROM \"parent\" WHERE {join})",
             sql::ident(&parent.name),
             sets.join(", ")
-        )
-    };
-    let sql = format!(
-        "WITH {lock}, \"rows\" AS ({insert}){update} SELECT {} FROM \"rows\" ORDER BY {}",
-        ctx.all_columns(),
-        sql::ident(append.order_by)
+        ));
+    }
+    let sql = format!("WITH {} {}", ctes.join(", "), batch.select);
+    let (insert_ty, ty) = (ctx.names.insert(), &args.ty);
+    let what = format!(
+        "Appends any number of `{}` rows under one `{}` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), {}. Nothing is inserted, and no row returned, when the parent does not exist. {}",
+        ctx.table.name,
+        parent.name,
+        match (append.total, append.touched) {
+            (Some((t, c)), Some(touched)) => format!("adds their `{c}` to the parent's `{t}` and sets its `{touched}` to now()"),
+            (Some((t, c)), None) => format!("adds their `{c}` to the parent's `{t}`"),
+            (None, Some(touched)) => format!("sets the parent's `{touched}` to now()"),
+            (None, None) => "leaves the parent as it is".into(),
+        },
+        batch.returns
     );
-    let (insert_ty, row, ty) = (ctx.names.insert(), ctx.names.row(), &args.ty);
-    let (c, f) = emit(
+    let _ = append.order_by;
+    let function = batch_fn(
+        ctx,
         "APPEND",
-        &format!(
-            "Appends any number of `{}` rows under one `{}` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), {}and returns the rows in `{}` order. Nothing is inserted, and no row returned, when the parent does not exist.",
-            ctx.table.name,
-            parent.name,
-            match (append.total, append.touched) {
-                (Some((t, c)), Some(touched)) => format!("adds their `{c}` to the parent's `{t}`, sets its `{touched}` to now(), "),
-                (Some((t, c)), None) => format!("adds their `{c}` to the parent's `{t}`, "),
-                (None, Some(touched)) => format!("sets the parent's `{touched}` to now(), "),
-                (None, None) => String::new(),
-            },
-            append.order_by
-        ),
+        &what,
         &sql,
         stmt,
-        quote! {
-            /// Binds `arg` (the parent) and `rows` to [`APPEND`].
-            pub fn append<'a>(arg: &'a super::#ty, rows: &'a [super::#insert_ty]) -> crate::generated::Query<'a, super::#row>
-        },
+        &batch,
+        quote! { append },
+        quote! { arg: &super::#ty, },
+        quote! { rows: &[super::#insert_ty] },
     );
-    Ok((args.item, quote! { #c #f }))
+    Ok((args.item, function))
+}
+
+/// True if the batch's "rows" CTE returns `column` (its RETURNING names it).
+fn batch_returns(batch: &Batch, column: &str) -> bool {
+    batch.ctes.iter().any(|c| {
+        c.starts_with("\"rows\"")
+            && c.split("RETURNING")
+                .nth(1)
+                .is_some_and(|r| r.contains(&sql::ident(column)))
+    })
 }
 
 /// `ARCHIVED` (read archived rows as the table is now) and `RESTORE` (insert them back), both
@@ -811,7 +1073,7 @@ fn archive_statements(ctx: &Ctx, archive: &Archive) -> Result<(TokenStream, Toke
         let fallback = match column.identity {
             // An ALWAYS identity column the archive predates: its next value, as for BY DEFAULT.
             Some(_) => Some(format!(
-                "nextval(pg_get_serial_sequence('{}', '{}'))",
+                "nextval((SELECT pg_get_serial_sequence('{}', '{}'))::regclass)",
                 sql::ident(&ctx.table.name).replace('\'', "''"),
                 column.name.replace('\'', "''")
             )),

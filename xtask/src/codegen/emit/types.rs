@@ -145,8 +145,9 @@ fn default_sql(table: &str, column: &Column) -> Option<String> {
     let cast = sql::cast_type(&column.ty);
     match (&column.default, column.identity) {
         (Some(d), _) => Some(format!("({d})::{cast}")),
+        // The sequence is looked up once per statement (an uncorrelated subquery), not per row.
         (None, Some(Identity::ByDefault)) => Some(format!(
-            "nextval(pg_get_serial_sequence('{}', '{}'))::{cast}",
+            "nextval((SELECT pg_get_serial_sequence('{}', '{}'))::regclass)::{cast}",
             sql::ident(table).replace('\'', "''"),
             column.name.replace('\'', "''")
         )),
