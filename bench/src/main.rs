@@ -19,7 +19,9 @@ use agentpg_repo::{
     MessageRange, Summary,
 };
 use agentpg_schema::messages::{self, MessageParent};
-use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Session, Usage};
+use agentpg_schema::{
+    AppendOutcome, ContentBlock, Message, MessageRole, NewMessage, NewSession, Session, Usage,
+};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
@@ -295,7 +297,13 @@ async fn append_same_sql(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) 
         tenant_id: TENANT,
         session_id,
     };
-    let _: Vec<Message> = messages::stmt::append(pool, &parent, batch).await.unwrap();
+    let appended = messages::stmt::append(pool, &parent, None, batch)
+        .await
+        .unwrap();
+    assert!(
+        matches!(appended, AppendOutcome::Appended(rows) if rows.len() == batch.len()),
+        "the same statement appends"
+    );
 }
 
 /// COPY text format: escape backslash, tab, newline, carriage return.

@@ -14,6 +14,9 @@
 --   not foreign keys: a fork outlives the session and message it was copied from.
 -- * total_tokens and compaction_count are kept exact by agentpg-repo in the same statement as
 --   the writes that change them; they can never go negative.
+-- * last_position is the position of the last message appended (NULL before the first). It
+--   lives on the session row, which every append locks, so "append only if nothing was appended
+--   since position P" is decided under that lock, on the current value.
 -- * updated_at is set by agentpg-repo (no trigger), so bulk inserts pay for no per-row trigger.
 --   created_at never changes after insert, which makes it a stable key to page over.
 
@@ -32,6 +35,7 @@ CREATE TABLE sessions (
     metadata JSONB NOT NULL DEFAULT '{}'::jsonb,
     total_tokens BIGINT NOT NULL DEFAULT 0,
     compaction_count BIGINT NOT NULL DEFAULT 0,
+    last_position BIGINT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT sessions_pkey PRIMARY KEY (tenant_id, id),
@@ -73,5 +77,6 @@ COMMENT ON COLUMN sessions.forked_from_message_id IS 'Last message of the source
 COMMENT ON COLUMN sessions.metadata IS 'Project metadata as a JSON object; defaults to {}.';
 COMMENT ON COLUMN sessions.total_tokens IS 'Sum of the tokens of the messages currently in the session, kept exact by agentpg-repo.';
 COMMENT ON COLUMN sessions.compaction_count IS 'Number of compactions applied and not reverted.';
+COMMENT ON COLUMN sessions.last_position IS 'Position of the last message appended to the session; NULL before the first.';
 COMMENT ON COLUMN sessions.created_at IS 'When the session was created; never changes.';
 COMMENT ON COLUMN sessions.updated_at IS 'When the session or its messages last changed.';

@@ -49,8 +49,8 @@ pub use compaction::{
 };
 pub use error::{Entity, Error, Result};
 pub use messages::{
-    append_messages, delete_messages, get_message, list_messages, recompute_total_tokens,
-    set_preserved, MessageRange,
+    append_messages, append_messages_after, delete_messages, get_message, list_messages,
+    recompute_total_tokens, set_preserved, LastSeen, MessageRange,
 };
 pub use migrate::{migrate, MIGRATOR};
 pub use sessions::{

@@ -1,7 +1,7 @@
 //! Messages: append in one statement, list in order, get, preserve, delete, recompute tokens.
 
 use agentpg_schema::messages::{self, MessageKey, MessageParent};
-use agentpg_schema::{Message, MessageIden, NewMessage, SessionIden};
+use agentpg_schema::{AppendOutcome, Message, MessageIden, NewMessage, SessionIden};
 use sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
 use sqlx::{Acquire, PgExecutor, Postgres};
 use uuid::Uuid;
@@ -48,14 +48,20 @@ fn check(tenant: &str, session_id: Uuid, index: usize, m: &NewMessage) -> Result
 /// Every column of [`NewMessage`] is stored, including those later migrations add; columns
 /// left `None` take their defaults. An empty batch is a no-op (and does not check the session).
 ///
+/// Safe to retry: a message whose `id` the caller gave and which is already stored with the
+/// same values is not stored again and comes back as stored (its tokens are counted once), so a
+/// batch whose outcome is unknown (a lost connection) can simply be sent again with the same
+/// ids; a batch partly stored stores the rest.
+///
 /// The statement is the generated `messages::stmt::APPEND`: it locks the session row, so
 /// concurrent appends to one session never interleave their positions.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for a
-/// message of another session or tenant, a position given, NUL characters, metadata that is not
-/// an object, or negative token counts (nothing is written); [`Error::Conflict`] if a given id
-/// is taken.
+/// message of another session or tenant, a position given, an id given twice, NUL characters,
+/// metadata that is not an object, or negative token counts; [`Error::Conflict`] naming the id
+/// if a given id is stored with other values or in another session (or was stored by a
+/// concurrent append of the same batch). Nothing is written on any error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = batch.len()))]
 pub async fn append_messages(
     executor: impl PgExecutor<'_>,
@@ -63,22 +69,85 @@ pub async fn append_messages(
     session_id: Uuid,
     batch: &[NewMessage],
 ) -> Result<Vec<Message>> {
+    append(executor, tenant, session_id, None, batch).await
+}
+
+/// What a conditional append expects the session's last appended message to be: the newest
+/// message the caller has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastSeen {
+    /// Nothing was ever appended to the session.
+    Nothing,
+    /// The last message appended is at this position.
+    Position(i64),
+}
+
+/// [`append_messages`], only if nothing was appended to the session since the message the
+/// caller last saw (one writer per conversation): decided on the locked session row, in the
+/// same statement. A retry of a batch this call already stored still returns it.
+///
+/// # Errors
+/// As [`append_messages`], and [`Error::Conflict`] if the session's last appended message is
+/// not `last_seen` (nothing is written).
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = batch.len(), last_seen = ?last_seen))]
+pub async fn append_messages_after(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    session_id: Uuid,
+    last_seen: LastSeen,
+    batch: &[NewMessage],
+) -> Result<Vec<Message>> {
+    let expected = match last_seen {
+        LastSeen::Nothing => None,
+        LastSeen::Position(p) => Some(p),
+    };
+    append(executor, tenant, session_id, Some(expected), batch).await
+}
+
+async fn append(
+    executor: impl PgExecutor<'_>,
+    tenant: &str,
+    session_id: Uuid,
+    expected_last: Option<Option<i64>>,
+    batch: &[NewMessage],
+) -> Result<Vec<Message>> {
     validate::tenant(tenant)?;
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    let mut ids = std::collections::HashSet::with_capacity(batch.len());
     for (i, m) in batch.iter().enumerate() {
         check(tenant, session_id, i, m)?;
+        if let Some(id) = m.id {
+            if !ids.insert(id) {
+                return Err(Error::invalid(format!(
+                    "messages[{i}].id {id} is given twice in the batch"
+                )));
+            }
+        }
     }
     let parent = MessageParent {
         tenant_id: tenant,
         session_id,
     };
-    let rows = messages::stmt::append(executor, &parent, batch).await?;
-    if rows.is_empty() {
-        return Err(Error::NotFound(Entity::Session));
+    match messages::stmt::append(executor, &parent, expected_last, batch).await? {
+        AppendOutcome::Appended(rows) => Ok(rows),
+        AppendOutcome::NoParent => Err(Error::NotFound(Entity::Session)),
+        AppendOutcome::Clash(stored) if stored.session_id != session_id => Err(Error::conflict(
+            format!("message {} already exists in another session", stored.id),
+        )),
+        AppendOutcome::Clash(stored) => Err(Error::conflict(format!(
+            "message {} already exists with other values",
+            stored.id
+        ))),
+        AppendOutcome::Moved { last } => Err(Error::conflict(format!(
+            "the session moved on: its last message is at position {}, not {}",
+            last.map_or("(none)".into(), |p| p.to_string()),
+            expected_last
+                .flatten()
+                .map_or("(none)".into(), |p| p.to_string())
+        ))),
     }
-    Ok(rows)
 }
 
 /// Which messages [`list_messages`] returns.

@@ -139,13 +139,13 @@ async fn append_refuses_bad_input_and_writes_nothing(pool: PgPool) {
             "{bad:?}: {err:?}"
         );
     }
-    // A taken id: the database refuses, the statement writes nothing.
+    // An id stored with other values: refused, the statement writes nothing.
     let first = append_messages(&pool, TENANT, s.id, std::slice::from_ref(&good))
         .await
         .unwrap();
     let taken = NewMessage {
         id: Some(first[0].id),
-        ..good.clone()
+        ..text(s.id, MessageRole::User, "other", 1, 1)
     };
     let snapshot = common::dump(&pool).await;
     let err = append_messages(&pool, TENANT, s.id, &[good.clone(), taken])

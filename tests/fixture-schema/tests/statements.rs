@@ -135,7 +135,10 @@ async fn batch_insert_from_arrays_keeps_order_values_and_defaults(pool: PgPool) 
     rows[2].scores = None;
     rows[3].summary = Some(Some("given".into()));
     rows[4].status = None;
-    let inserted = documents::stmt::insert_batch(&pool, &rows).await.unwrap();
+    let inserted = documents::stmt::insert_batch(&rows)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(inserted.len(), 5);
     // In input order, ids drawn in that order.
     for pair in inserted.windows(2) {
@@ -172,7 +175,8 @@ async fn batch_insert_from_arrays_keeps_order_values_and_defaults(pool: PgPool) 
         );
     }
     // An empty batch inserts nothing.
-    assert!(documents::stmt::insert_batch(&pool, &[])
+    assert!(documents::stmt::insert_batch(&[])
+        .fetch_all(&pool)
         .await
         .unwrap()
         .is_empty());
@@ -192,7 +196,10 @@ async fn enum_arrays_and_keyword_columns_go_through_batches(pool: PgPool) {
         },
         NewLabel::new("select".into()),
     ];
-    let inserted: Vec<Label> = labels::stmt::insert_batch(&pool, &rows).await.unwrap();
+    let inserted: Vec<Label> = labels::stmt::insert_batch(&rows)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(inserted[0].r#type, "kind");
     assert_eq!(
         inserted[0].statuses,
@@ -322,10 +329,10 @@ async fn quoted_identifiers_work_through_every_statement(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(patched.event_kind, AuditLogEventKind::Alert);
-    let batch =
-        audit_log::stmt::insert_batch(&pool, &[new.clone(), NewAuditLog::new("Bob".into())])
-            .await
-            .unwrap();
+    let batch = audit_log::stmt::insert_batch(&[new.clone(), NewAuditLog::new("Bob".into())])
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(batch[1].display_name, "Bob");
     // A BY DEFAULT identity takes an explicit value.
     let explicit = audit_log::stmt::insert(&NewAuditLog {

@@ -56,8 +56,13 @@ pub struct Append {
     pub total: Option<(&'static str, &'static str)>,
     /// A parent column set to `now()` by every append.
     pub touched: Option<&'static str>,
-    /// The child column that orders a parent's rows (the appended rows come back in its order).
+    /// The child column that orders a parent's rows: an identity column, always drawn by the
+    /// append (so each batch's values increase in the given order).
     pub order_by: &'static str,
+    /// A parent column holding the `order_by` value of the last row appended: every append sets
+    /// it, and an append may be made conditional on it (nothing appended since the caller
+    /// looked).
+    pub last: Option<&'static str>,
 }
 
 /// Rows of `table` archived whole (`to_jsonb` of the row) in column `json_column` of `archive`,
@@ -100,14 +105,15 @@ pub const AGENTPG_JSON_TYPES: &[JsonType] = &[
 ];
 
 /// Messages are appended under their session: the session row is locked (so concurrent batches
-/// never interleave their positions), its `total_tokens` grows by the messages' `tokens` and
-/// its `updated_at` is set.
+/// never interleave their positions), its `total_tokens` grows by the messages' `tokens`, its
+/// `updated_at` is set, and `last_position` records the last position appended.
 pub const AGENTPG_APPENDS: &[Append] = &[Append {
     table: "messages",
     foreign_key: "messages_session_fkey",
     total: Some(("total_tokens", "tokens")),
     touched: Some("updated_at"),
     order_by: "position",
+    last: Some("last_position"),
 }];
 
 /// Compactions archive the messages they remove in `message_archive`, and a revert restores the

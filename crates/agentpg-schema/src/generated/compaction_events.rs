@@ -191,6 +191,25 @@ impl NewCompactionEvent {
             finalized_at: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &CompactionEvent) -> bool {
+        self.id.as_ref().is_none_or(|v| *v == row.id) && self.tenant_id == row.tenant_id
+            && self.session_id == row.session_id && self.strategy == row.strategy
+            && self.original_tokens == row.original_tokens
+            && self.compacted_tokens == row.compacted_tokens
+            && self.messages_removed == row.messages_removed
+            && self.summary_content == row.summary_content
+            && self.summary_message_id == row.summary_message_id
+            && self
+                .preserved_message_ids
+                .as_ref()
+                .is_none_or(|v| *v == row.preserved_message_ids)
+            && self.model_used == row.model_used && self.duration_ms == row.duration_ms
+            && self.created_at.as_ref().is_none_or(|v| *v == row.created_at)
+            && self.reverted_at == row.reverted_at
+            && self.finalized_at == row.finalized_at
+    }
 }
 /// Changes to one `compaction_events` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -925,103 +944,33 @@ pub mod stmt {
             .bind(row.reverted_at.as_ref())
             .bind(row.finalized_at.as_ref())
     }
-    /// Inserts any number of `compaction_events` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", \"i\".\"v6\" AS \"c5\", \"i\".\"v7\" AS \"c6\", \"i\".\"v8\" AS \"c7\", \"i\".\"v9\" AS \"c8\", coalesce(CASE WHEN \"i\".\"v10\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v10\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]) AS \"c9\", \"i\".\"v11\" AS \"c10\", \"i\".\"v12\" AS \"c11\", coalesce(\"i\".\"v13\", (now())::timestamptz) AS \"c12\", \"i\".\"v14\" AS \"c13\", \"i\".\"v15\" AS \"c14\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v13\" IS NULL AS \"d12\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"ord\")), \"rows\" AS (INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\", \"c12\", \"c13\", \"c14\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\", \"seq\", \"tokens_saved\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", \"rows\".\"seq\" AS \"seq\", \"rows\".\"tokens_saved\" AS \"tokens_saved\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"preserved_message_ids\", CASE WHEN \"input\".\"d12\" THEN \"input\".\"c12\" END AS \"created_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        id: Option<::uuid::Uuid>,
-        seq: i64,
-        tokens_saved: Option<i64>,
-        preserved_message_ids: Option<Vec<::uuid::Uuid>>,
-        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewCompactionEvent,
-        filled: InsertBatchFilled,
-    ) -> super::CompactionEvent {
-        super::CompactionEvent {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            tenant_id: new.tenant_id.clone(),
-            session_id: new.session_id.clone(),
-            seq: filled.seq,
-            strategy: new.strategy.clone(),
-            original_tokens: new.original_tokens.clone(),
-            compacted_tokens: new.compacted_tokens.clone(),
-            tokens_saved: filled.tokens_saved,
-            messages_removed: new.messages_removed.clone(),
-            summary_content: new.summary_content.clone(),
-            summary_message_id: new.summary_message_id.clone(),
-            preserved_message_ids: match &new.preserved_message_ids {
-                Some(v) => v.clone(),
-                None => {
-                    filled
-                        .preserved_message_ids
-                        .expect("the database returns the default it took")
-                }
-            },
-            model_used: new.model_used.clone(),
-            duration_ms: new.duration_ms.clone(),
-            created_at: match &new.created_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.created_at.expect("the database returns the default it took")
-                }
-            },
-            reverted_at: new.reverted_at.clone(),
-            finalized_at: new.finalized_at.clone(),
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewCompactionEvent],
-    ) -> Result<Vec<super::CompactionEvent>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.strategy).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.original_tokens).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.compacted_tokens).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.messages_removed).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.summary_content.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.summary_message_id.as_ref()).collect::<Vec<_>>())
+    /// Inserts any number of `compaction_events` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"compaction_events\" (\"id\", \"tenant_id\", \"session_id\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", \"i\".\"v7\", \"i\".\"v8\", \"i\".\"v9\", coalesce(CASE WHEN \"i\".\"v10\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v10\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]), \"i\".\"v11\", \"i\".\"v12\", coalesce(\"i\".\"v13\", (now())::timestamptz), \"i\".\"v14\", \"i\".\"v15\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::jsonb[], $9::uuid[], $10::jsonb[], $11::text[], $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewCompactionEvent],
+    ) -> crate::generated::Query<'a, super::CompactionEvent> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.tenant_id))
+            .bind(crate::generated::column(rows, |r| &r.session_id))
+            .bind(crate::generated::column(rows, |r| &r.strategy))
+            .bind(crate::generated::column(rows, |r| &r.original_tokens))
+            .bind(crate::generated::column(rows, |r| &r.compacted_tokens))
+            .bind(crate::generated::column(rows, |r| &r.messages_removed))
+            .bind(crate::generated::column(rows, |r| r.summary_content.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.summary_message_id.as_ref()))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| r.preserved_message_ids.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.model_used.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.duration_ms.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.reverted_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.finalized_at.as_ref()).collect::<Vec<_>>())
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
+                crate::generated::column(
+                    rows,
+                    |r| r.preserved_message_ids.as_ref().map(::sqlx::types::Json),
                 ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+            )
+            .bind(crate::generated::column(rows, |r| r.model_used.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.duration_ms.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.reverted_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.finalized_at.as_ref()))
     }
     /// The `compaction_events` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"seq\", \"strategy\", \"original_tokens\", \"compacted_tokens\", \"tokens_saved\", \"messages_removed\", \"summary_content\", \"summary_message_id\", \"preserved_message_ids\", \"model_used\", \"duration_ms\", \"created_at\", \"reverted_at\", \"finalized_at\" FROM \"compaction_events\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";

@@ -85,6 +85,15 @@ impl NewMessageArchive {
             archived_at: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &MessageArchive) -> bool {
+        self.id == row.id && self.tenant_id == row.tenant_id
+            && self.compaction_event_id == row.compaction_event_id
+            && self.session_id == row.session_id
+            && self.original_message == row.original_message
+            && self.archived_at.as_ref().is_none_or(|v| *v == row.archived_at)
+    }
 }
 /// Changes to one `message_archive` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -417,69 +426,24 @@ pub mod stmt {
             .bind(::sqlx::types::Json(&row.original_message))
             .bind(row.archived_at.as_ref())
     }
-    /// Inserts any number of `message_archive` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT \"i\".\"v1\" AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", coalesce(\"i\".\"v6\", (now())::timestamptz) AS \"c5\", \"i\".\"v6\" IS NULL AS \"d5\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"ord\")), \"rows\" AS (INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\") SELECT CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"archived_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        archived_at: Option<::chrono::DateTime<::chrono::Utc>>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewMessageArchive,
-        filled: InsertBatchFilled,
-    ) -> super::MessageArchive {
-        super::MessageArchive {
-            id: new.id.clone(),
-            tenant_id: new.tenant_id.clone(),
-            compaction_event_id: new.compaction_event_id.clone(),
-            session_id: new.session_id.clone(),
-            original_message: new.original_message.clone(),
-            archived_at: match &new.archived_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.archived_at.expect("the database returns the default it took")
-                }
-            },
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewMessageArchive],
-    ) -> Result<Vec<super::MessageArchive>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| &r.id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.compaction_event_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
+    /// Inserts any number of `message_archive` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"message_archive\" (\"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\") SELECT \"i\".\"v1\", \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", coalesce(\"i\".\"v6\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewMessageArchive],
+    ) -> crate::generated::Query<'a, super::MessageArchive> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| &r.id))
+            .bind(crate::generated::column(rows, |r| &r.tenant_id))
+            .bind(crate::generated::column(rows, |r| &r.compaction_event_id))
+            .bind(crate::generated::column(rows, |r| &r.session_id))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| ::sqlx::types::Json(&r.original_message))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.archived_at.as_ref()).collect::<Vec<_>>())
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
+                crate::generated::column(
+                    rows,
+                    |r| ::sqlx::types::Json(&r.original_message),
                 ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+            )
+            .bind(crate::generated::column(rows, |r| r.archived_at.as_ref()))
     }
     /// The `message_archive` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"compaction_event_id\", \"session_id\", \"original_message\", \"archived_at\" FROM \"message_archive\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";

@@ -252,6 +252,21 @@ impl NewMessage {
             updated_at: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &Message) -> bool {
+        self.id.as_ref().is_none_or(|v| *v == row.id) && self.tenant_id == row.tenant_id
+            && self.session_id == row.session_id
+            && self.position.as_ref().is_none_or(|v| *v == row.position)
+            && self.role == row.role
+            && self.content.as_ref().is_none_or(|v| *v == row.content)
+            && self.usage == row.usage
+            && self.metadata.as_ref().is_none_or(|v| *v == row.metadata)
+            && self.is_preserved.as_ref().is_none_or(|v| *v == row.is_preserved)
+            && self.is_summary.as_ref().is_none_or(|v| *v == row.is_summary)
+            && self.created_at.as_ref().is_none_or(|v| *v == row.created_at)
+            && self.updated_at.as_ref().is_none_or(|v| *v == row.updated_at)
+    }
 }
 /// Changes to one `messages` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -876,127 +891,30 @@ pub mod stmt {
             .bind(row.created_at.as_ref())
             .bind(row.updated_at.as_ref())
     }
-    /// Inserts any number of `messages` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", coalesce(\"i\".\"v4\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8) AS \"c3\", \"i\".\"v5\" AS \"c4\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb) AS \"c5\", \"i\".\"v7\" AS \"c6\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb) AS \"c7\", coalesce(\"i\".\"v9\", (false)::bool) AS \"c8\", coalesce(\"i\".\"v10\", (false)::bool) AS \"c9\", coalesce(\"i\".\"v11\", (now())::timestamptz) AS \"c10\", coalesce(\"i\".\"v12\", (now())::timestamptz) AS \"c11\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v4\" IS NULL AS \"d3\", \"i\".\"v6\" IS NULL AS \"d5\", \"i\".\"v8\" IS NULL AS \"d7\", \"i\".\"v9\" IS NULL AS \"d8\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v11\" IS NULL AS \"d10\", \"i\".\"v12\" IS NULL AS \"d11\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\")), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d3\" THEN \"input\".\"c3\" END AS \"position\", CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"content\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"metadata\", CASE WHEN \"input\".\"d8\" THEN \"input\".\"c8\" END AS \"is_preserved\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"is_summary\", CASE WHEN \"input\".\"d10\" THEN \"input\".\"c10\" END AS \"created_at\", CASE WHEN \"input\".\"d11\" THEN \"input\".\"c11\" END AS \"updated_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        id: Option<::uuid::Uuid>,
-        position: Option<i64>,
-        content: Option<::sqlx::types::Json<crate::ContentBlocks>>,
-        tokens: i64,
-        tool_use_ids: ::serde_json::Value,
-        tool_result_ids: ::serde_json::Value,
-        metadata: Option<::serde_json::Value>,
-        is_preserved: Option<bool>,
-        is_summary: Option<bool>,
-        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
-        updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewMessage,
-        filled: InsertBatchFilled,
-    ) -> super::Message {
-        super::Message {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            tenant_id: new.tenant_id.clone(),
-            session_id: new.session_id.clone(),
-            position: match &new.position {
-                Some(v) => v.clone(),
-                None => {
-                    filled.position.expect("the database returns the default it took")
-                }
-            },
-            role: new.role.clone(),
-            content: match &new.content {
-                Some(v) => v.clone(),
-                None => filled.content.expect("the database returns the default it took"),
-            },
-            usage: new.usage.clone(),
-            tokens: filled.tokens,
-            tool_use_ids: filled.tool_use_ids,
-            tool_result_ids: filled.tool_result_ids,
-            metadata: match &new.metadata {
-                Some(v) => v.clone(),
-                None => {
-                    filled.metadata.expect("the database returns the default it took")
-                }
-            },
-            is_preserved: match &new.is_preserved {
-                Some(v) => v.clone(),
-                None => {
-                    filled
-                        .is_preserved
-                        .expect("the database returns the default it took")
-                }
-            },
-            is_summary: match &new.is_summary {
-                Some(v) => v.clone(),
-                None => {
-                    filled.is_summary.expect("the database returns the default it took")
-                }
-            },
-            created_at: match &new.created_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.created_at.expect("the database returns the default it took")
-                }
-            },
-            updated_at: match &new.updated_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.updated_at.expect("the database returns the default it took")
-                }
-            },
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewMessage],
-    ) -> Result<Vec<super::Message>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.session_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.position.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.role).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.content.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.usage.as_ref()).collect::<Vec<_>>())
+    /// Inserts any number of `messages` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", coalesce(\"i\".\"v4\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb), \"i\".\"v7\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v9\", (false)::bool), coalesce(\"i\".\"v10\", (false)::bool), coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewMessage],
+    ) -> crate::generated::Query<'a, super::Message> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.tenant_id))
+            .bind(crate::generated::column(rows, |r| &r.session_id))
+            .bind(crate::generated::column(rows, |r| r.position.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.role))
+            .bind(crate::generated::column(rows, |r| r.content.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.usage.as_ref()))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| r.metadata.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.is_preserved.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.is_summary.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
+                crate::generated::column(
+                    rows,
+                    |r| r.metadata.as_ref().map(::sqlx::types::Json),
                 ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+            )
+            .bind(crate::generated::column(rows, |r| r.is_preserved.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
     }
     /// The `messages` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
@@ -1052,127 +970,242 @@ pub mod stmt {
             .bind(&arg.session_id)
             .bind(&arg.position)
     }
-    /// Appends any number of `messages` rows under one `sessions` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), adds their `tokens` to the parent's `total_tokens` and sets its `updated_at` to now(). Nothing is inserted, and no row returned, when the parent does not exist. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const APPEND: &str = "WITH \"parent\" AS (SELECT \"tenant_id\", \"id\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"parent\".\"tenant_id\" AS \"c1\", \"parent\".\"id\" AS \"c2\", coalesce(\"i\".\"v2\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8) AS \"c3\", \"i\".\"v3\" AS \"c4\", coalesce(\"i\".\"v4\", ('[]'::JSONB)::jsonb) AS \"c5\", \"i\".\"v5\" AS \"c6\", coalesce(\"i\".\"v6\", ('{}'::JSONB)::jsonb) AS \"c7\", coalesce(\"i\".\"v7\", (false)::bool) AS \"c8\", coalesce(\"i\".\"v8\", (false)::bool) AS \"c9\", coalesce(\"i\".\"v9\", (now())::timestamptz) AS \"c10\", coalesce(\"i\".\"v10\", (now())::timestamptz) AS \"c11\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v2\" IS NULL AS \"d3\", \"i\".\"v4\" IS NULL AS \"d5\", \"i\".\"v6\" IS NULL AS \"d7\", \"i\".\"v7\" IS NULL AS \"d8\", \"i\".\"v8\" IS NULL AS \"d9\", \"i\".\"v9\" IS NULL AS \"d10\", \"i\".\"v10\" IS NULL AS \"d11\", \"i\".\"ord\" FROM \"parent\", unnest($3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\")), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now() FROM \"parent\" WHERE \"p\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"p\".\"id\" = \"parent\".\"id\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", \"input\".\"c1\" AS \"tenant_id\", \"input\".\"c2\" AS \"session_id\", CASE WHEN \"input\".\"d3\" THEN \"input\".\"c3\" END AS \"position\", CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"content\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"metadata\", CASE WHEN \"input\".\"d8\" THEN \"input\".\"c8\" END AS \"is_preserved\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"is_summary\", CASE WHEN \"input\".\"d10\" THEN \"input\".\"c10\" END AS \"created_at\", CASE WHEN \"input\".\"d11\" THEN \"input\".\"c11\" END AS \"updated_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`APPEND`] returns of a row: what the database decided.
+    /// Appends any number of `messages` rows under one `messages_session_fkey` row in one statement, in the given order: the parent row is locked (appends under one parent never interleave), each row's `position` is drawn in order, its foreign-key columns are the parent's (the rows' own values of those columns are not read); the parent's `total_tokens` grows by the new rows' `tokens` and its `updated_at` is set. A row whose key is already stored with the same values is not appended again and comes back as stored (retrying a batch changes nothing); one stored with other values, or under another parent, fails the statement on the key and nothing is written. With `expected_last`, nothing is appended unless the parent's `last_position` is that value (`Some(None)`: nothing appended yet) — [`crate::generated::AppendOutcome::Moved`] then — except that a full retry of a stored batch still returns it.
+    pub const APPEND: &str = "WITH \"parent\" AS (SELECT \"tenant_id\", \"id\", \"last_position\" AS \"last\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"existing\" AS (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"m\".\"session_id\" = \"parent\".\"id\" AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v6\" IS NOT NULL) OR \"m\".\"is_preserved\" IS NOT DISTINCT FROM \"i\".\"v6\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\") AND (NOT (\"i\".\"v9\" IS NOT NULL) OR \"m\".\"updated_at\" IS NOT DISTINCT FROM \"i\".\"v9\")) AS \"same\" FROM \"parent\" CROSS JOIN unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") JOIN \"messages\" AS \"m\" ON \"m\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"m\".\"id\" = \"i\".\"v1\"), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"parent\".\"tenant_id\", \"parent\".\"id\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") WHERE \"parent\".\"ok\" AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE \"e\".\"id\" = \"i\".\"v1\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", CASE WHEN \"content\" = ('[]'::JSONB)::jsonb THEN \"content\" END AS \"content\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", CASE WHEN \"metadata\" = ('{}'::JSONB)::jsonb THEN \"metadata\" END AS \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) FROM \"parent\" WHERE \"p\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"p\".\"id\" = \"parent\".\"id\" AND EXISTS (SELECT 1 FROM \"rows\")) SELECT 0 AS \"kind\", NULL::int8 AS \"last\", \"rows\".\"id\" AS \"id\", \"rows\".\"tenant_id\" AS \"tenant_id\", \"rows\".\"session_id\" AS \"session_id\", \"rows\".\"position\" AS \"position\", NULL::text AS \"role\", \"rows\".\"content\" AS \"content\", NULL::jsonb AS \"usage\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", \"rows\".\"metadata\" AS \"metadata\", \"rows\".\"is_preserved\" AS \"is_preserved\", \"rows\".\"is_summary\" AS \"is_summary\", \"rows\".\"created_at\" AS \"created_at\", \"rows\".\"updated_at\" AS \"updated_at\" FROM \"rows\" UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL::int8, \"e\".\"id\", \"e\".\"tenant_id\", \"e\".\"session_id\", \"e\".\"position\", \"e\".\"role\", \"e\".\"content\", \"e\".\"usage\", \"e\".\"tokens\", \"e\".\"tool_use_ids\", \"e\".\"tool_result_ids\", \"e\".\"metadata\", \"e\".\"is_preserved\", \"e\".\"is_summary\", \"e\".\"created_at\", \"e\".\"updated_at\" FROM \"existing\" AS \"e\" UNION ALL SELECT 3, \"parent\".\"last\", NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"parent\" WHERE NOT \"parent\".\"ok\" ORDER BY \"position\" NULLS LAST";
+    /// One row of [`APPEND`]'s answer.
     #[derive(::sqlx::FromRow)]
-    struct AppendFilled {
+    struct AppendAnswer {
+        kind: i32,
+        last: Option<i64>,
         id: Option<::uuid::Uuid>,
-        tenant_id: String,
-        session_id: ::uuid::Uuid,
+        tenant_id: Option<String>,
+        session_id: Option<::uuid::Uuid>,
         position: Option<i64>,
+        role: Option<MessageRole>,
         content: Option<::sqlx::types::Json<crate::ContentBlocks>>,
-        tokens: i64,
-        tool_use_ids: ::serde_json::Value,
-        tool_result_ids: ::serde_json::Value,
+        usage: Option<::sqlx::types::Json<crate::Usage>>,
+        tokens: Option<i64>,
+        tool_use_ids: Option<::serde_json::Value>,
+        tool_result_ids: Option<::serde_json::Value>,
         metadata: Option<::serde_json::Value>,
         is_preserved: Option<bool>,
         is_summary: Option<bool>,
         created_at: Option<::chrono::DateTime<::chrono::Utc>>,
         updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
     }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_append(new: &super::NewMessage, filled: AppendFilled) -> super::Message {
-        super::Message {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            tenant_id: filled.tenant_id,
-            session_id: filled.session_id,
-            position: match &new.position {
-                Some(v) => v.clone(),
-                None => {
-                    filled.position.expect("the database returns the default it took")
-                }
-            },
-            role: new.role.clone(),
-            content: match &new.content {
-                Some(v) => v.clone(),
-                None => filled.content.expect("the database returns the default it took"),
-            },
-            usage: new.usage.clone(),
-            tokens: filled.tokens,
-            tool_use_ids: filled.tool_use_ids,
-            tool_result_ids: filled.tool_result_ids,
-            metadata: match &new.metadata {
-                Some(v) => v.clone(),
-                None => {
-                    filled.metadata.expect("the database returns the default it took")
-                }
-            },
-            is_preserved: match &new.is_preserved {
-                Some(v) => v.clone(),
-                None => {
-                    filled
-                        .is_preserved
-                        .expect("the database returns the default it took")
-                }
-            },
-            is_summary: match &new.is_summary {
-                Some(v) => v.clone(),
-                None => {
-                    filled.is_summary.expect("the database returns the default it took")
-                }
-            },
-            created_at: match &new.created_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.created_at.expect("the database returns the default it took")
-                }
-            },
-            updated_at: match &new.updated_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.updated_at.expect("the database returns the default it took")
-                }
-            },
-        }
-    }
-    /// Runs [`APPEND`] on `executor` with `rows` (and returns the stored rows in their order).
+    /// Runs [`APPEND`]: `rows` appended under `arg`, as one statement.
     pub async fn append<'e, 'a>(
         executor: impl ::sqlx::PgExecutor<'e>,
         arg: &super::MessageParent<'a>,
+        expected_last: Option<Option<i64>>,
         rows: &[super::NewMessage],
-    ) -> Result<Vec<super::Message>, ::sqlx::Error> {
-        let filled: Vec<AppendFilled> = ::sqlx::query_as(APPEND)
+    ) -> Result<crate::generated::AppendOutcome<super::Message, i64>, ::sqlx::Error> {
+        let answer: Vec<AppendAnswer> = ::sqlx::query_as(APPEND)
             .bind(arg.tenant_id)
             .bind(&arg.session_id)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.position.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.role).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.content.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.usage.as_ref()).collect::<Vec<_>>())
+            .bind(expected_last.is_some())
+            .bind(expected_last.flatten())
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.role))
+            .bind(crate::generated::column(rows, |r| r.content.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.usage.as_ref()))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| r.metadata.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
+                crate::generated::column(
+                    rows,
+                    |r| r.metadata.as_ref().map(::sqlx::types::Json),
+                ),
             )
-            .bind(rows.iter().map(|r| r.is_preserved.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.is_summary.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
+            .bind(crate::generated::column(rows, |r| r.is_preserved.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
             .fetch_all(executor)
             .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "APPEND", filled.len(), rows
-                        .len()
-                    ),
-                ),
-            );
+        if answer.is_empty() && !rows.is_empty() {
+            return Ok(crate::generated::AppendOutcome::NoParent);
         }
-        Ok(
-            rows
+        let mut fresh = Vec::new();
+        let mut stored = Vec::new();
+        let mut moved = None;
+        for a in answer {
+            match a.kind {
+                0 => fresh.push(a),
+                1 => {
+                    stored
+                        .push(super::Message {
+                            id: a.id.expect("the database returns this column"),
+                            tenant_id: a
+                                .tenant_id
+                                .expect("the database returns this column"),
+                            session_id: a
+                                .session_id
+                                .expect("the database returns this column"),
+                            position: a
+                                .position
+                                .expect("the database returns this column"),
+                            role: a.role.expect("the database returns this column"),
+                            content: a
+                                .content
+                                .expect("the database returns this column"),
+                            usage: a.usage,
+                            tokens: a.tokens.expect("the database returns this column"),
+                            tool_use_ids: a
+                                .tool_use_ids
+                                .expect("the database returns this column"),
+                            tool_result_ids: a
+                                .tool_result_ids
+                                .expect("the database returns this column"),
+                            metadata: a
+                                .metadata
+                                .expect("the database returns this column"),
+                            is_preserved: a
+                                .is_preserved
+                                .expect("the database returns this column"),
+                            is_summary: a
+                                .is_summary
+                                .expect("the database returns this column"),
+                            created_at: a
+                                .created_at
+                                .expect("the database returns this column"),
+                            updated_at: a
+                                .updated_at
+                                .expect("the database returns this column"),
+                        })
+                }
+                2 => {
+                    return Ok(
+                        crate::generated::AppendOutcome::Clash(super::Message {
+                            id: a.id.expect("the database returns this column"),
+                            tenant_id: a
+                                .tenant_id
+                                .expect("the database returns this column"),
+                            session_id: a
+                                .session_id
+                                .expect("the database returns this column"),
+                            position: a
+                                .position
+                                .expect("the database returns this column"),
+                            role: a.role.expect("the database returns this column"),
+                            content: a
+                                .content
+                                .expect("the database returns this column"),
+                            usage: a.usage,
+                            tokens: a.tokens.expect("the database returns this column"),
+                            tool_use_ids: a
+                                .tool_use_ids
+                                .expect("the database returns this column"),
+                            tool_result_ids: a
+                                .tool_result_ids
+                                .expect("the database returns this column"),
+                            metadata: a
+                                .metadata
+                                .expect("the database returns this column"),
+                            is_preserved: a
+                                .is_preserved
+                                .expect("the database returns this column"),
+                            is_summary: a
+                                .is_summary
+                                .expect("the database returns this column"),
+                            created_at: a
+                                .created_at
+                                .expect("the database returns this column"),
+                            updated_at: a
+                                .updated_at
+                                .expect("the database returns this column"),
+                        }),
+                    );
+                }
+                _ => moved = Some(a.last),
+            }
+        }
+        let mut slots: Vec<Option<super::Message>> = Vec::with_capacity(rows.len());
+        let mut pending = 0usize;
+        for new in rows {
+            let found = stored
                 .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_append(new, filled))
-                .collect(),
-        )
+                .position(|s| new.id.as_ref() == Some(&s.id))
+                .map(|i| stored.swap_remove(i));
+            pending += usize::from(found.is_none());
+            slots.push(found);
+        }
+        if let Some(last) = moved {
+            if pending > 0 {
+                return Ok(crate::generated::AppendOutcome::Moved {
+                    last,
+                });
+            }
+        }
+        let mut fresh = fresh.into_iter();
+        let mut out = Vec::with_capacity(rows.len());
+        for (slot, new) in slots.into_iter().zip(rows) {
+            match slot {
+                Some(row) => out.push(row),
+                None => {
+                    let Some(a) = fresh.next() else {
+                        return Err(
+                            ::sqlx::Error::Protocol(
+                                "APPEND returned fewer rows than it was given".into(),
+                            ),
+                        );
+                    };
+                    out.push(super::Message {
+                        id: match &new.id {
+                            Some(v) => v.clone(),
+                            None => a.id.expect("the database returns this column"),
+                        },
+                        tenant_id: a
+                            .tenant_id
+                            .expect("the database returns this column"),
+                        session_id: a
+                            .session_id
+                            .expect("the database returns this column"),
+                        position: a.position.expect("the database returns this column"),
+                        role: new.role.clone(),
+                        content: match &new.content {
+                            Some(v) => v.clone(),
+                            None => a.content.expect("the database returns this column"),
+                        },
+                        usage: new.usage.clone(),
+                        tokens: a.tokens.expect("the database returns this column"),
+                        tool_use_ids: a
+                            .tool_use_ids
+                            .expect("the database returns this column"),
+                        tool_result_ids: a
+                            .tool_result_ids
+                            .expect("the database returns this column"),
+                        metadata: match &new.metadata {
+                            Some(v) => v.clone(),
+                            None => a.metadata.expect("the database returns this column"),
+                        },
+                        is_preserved: match &new.is_preserved {
+                            Some(v) => v.clone(),
+                            None => {
+                                a.is_preserved.expect("the database returns this column")
+                            }
+                        },
+                        is_summary: match &new.is_summary {
+                            Some(v) => v.clone(),
+                            None => {
+                                a.is_summary.expect("the database returns this column")
+                            }
+                        },
+                        created_at: match &new.created_at {
+                            Some(v) => v.clone(),
+                            None => {
+                                a.created_at.expect("the database returns this column")
+                            }
+                        },
+                        updated_at: match &new.updated_at {
+                            Some(v) => v.clone(),
+                            None => {
+                                a.updated_at.expect("the database returns this column")
+                            }
+                        },
+                    });
+                }
+            }
+        }
+        Ok(crate::generated::AppendOutcome::Appended(out))
     }
     /// The `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey`, read as `messages` rows of today's shape (a column the archive predates takes its default), in `position` order.
     pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM (SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END AS \"id\", \"r\".\"tenant_id\" AS \"tenant_id\", \"r\".\"session_id\" AS \"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";

@@ -46,6 +46,10 @@ pub struct Session {
     ///
     /// SQL: `compaction_count int8 NOT NULL DEFAULT 0`
     pub compaction_count: i64,
+    /// Position of the last message appended to the session; NULL before the first.
+    ///
+    /// SQL: `last_position int8`
+    pub last_position: Option<i64>,
     /// When the session was created; never changes.
     ///
     /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
@@ -108,6 +112,12 @@ pub struct NewSession {
     ///
     /// `None` leaves the column to its default.
     pub compaction_count: Option<i64>,
+    /// Position of the last message appended to the session; NULL before the first.
+    ///
+    /// SQL: `last_position int8`
+    ///
+    /// `None` stores NULL.
+    pub last_position: Option<i64>,
     /// When the session was created; never changes.
     ///
     /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
@@ -136,9 +146,25 @@ impl NewSession {
             metadata: None,
             total_tokens: None,
             compaction_count: None,
+            last_position: None,
             created_at: None,
             updated_at: None,
         }
+    }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &Session) -> bool {
+        self.id.as_ref().is_none_or(|v| *v == row.id) && self.tenant_id == row.tenant_id
+            && self.identifier == row.identifier
+            && self.parent_session_id == row.parent_session_id
+            && self.forked_from_session_id == row.forked_from_session_id
+            && self.forked_from_message_id == row.forked_from_message_id
+            && self.metadata.as_ref().is_none_or(|v| *v == row.metadata)
+            && self.total_tokens.as_ref().is_none_or(|v| *v == row.total_tokens)
+            && self.compaction_count.as_ref().is_none_or(|v| *v == row.compaction_count)
+            && self.last_position == row.last_position
+            && self.created_at.as_ref().is_none_or(|v| *v == row.created_at)
+            && self.updated_at.as_ref().is_none_or(|v| *v == row.updated_at)
     }
 }
 /// Changes to one `sessions` row; `Default` changes nothing.
@@ -186,6 +212,12 @@ pub struct SessionPatch {
     ///
     /// `None` leaves the column as it is.
     pub compaction_count: Option<i64>,
+    /// Position of the last message appended to the session; NULL before the first.
+    ///
+    /// SQL: `last_position int8`
+    ///
+    /// `None` leaves the column as it is; `Some(None)` sets NULL.
+    pub last_position: Option<Option<i64>>,
     /// When the session was created; never changes.
     ///
     /// SQL: `created_at timestamptz NOT NULL DEFAULT now()`
@@ -206,7 +238,8 @@ impl SessionPatch {
             && self.forked_from_session_id.is_none()
             && self.forked_from_message_id.is_none() && self.metadata.is_none()
             && self.total_tokens.is_none() && self.compaction_count.is_none()
-            && self.created_at.is_none() && self.updated_at.is_none()
+            && self.last_position.is_none() && self.created_at.is_none()
+            && self.updated_at.is_none()
     }
 }
 /// Names of `sessions` and its columns for sea-query.
@@ -232,6 +265,8 @@ pub enum SessionIden {
     TotalTokens,
     /// Column `compaction_count`.
     CompactionCount,
+    /// Column `last_position`.
+    LastPosition,
     /// Column `created_at`.
     CreatedAt,
     /// Column `updated_at`.
@@ -239,7 +274,7 @@ pub enum SessionIden {
 }
 impl SessionIden {
     /// The columns of `sessions`, in declared order.
-    pub const COLUMNS: [Self; 11usize] = [
+    pub const COLUMNS: [Self; 12usize] = [
         Self::Id,
         Self::TenantId,
         Self::Identifier,
@@ -249,6 +284,7 @@ impl SessionIden {
         Self::Metadata,
         Self::TotalTokens,
         Self::CompactionCount,
+        Self::LastPosition,
         Self::CreatedAt,
         Self::UpdatedAt,
     ];
@@ -265,6 +301,7 @@ impl SessionIden {
             Self::Metadata => "metadata",
             Self::TotalTokens => "total_tokens",
             Self::CompactionCount => "compaction_count",
+            Self::LastPosition => "last_position",
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
         }
@@ -286,7 +323,7 @@ impl ::sea_query::Iden for SessionIden {
 /// The table's name.
 pub const TABLE: &str = "sessions";
 /// The columns of `sessions`, in declared order.
-pub const COLUMNS: [&str; 11usize] = [
+pub const COLUMNS: [&str; 12usize] = [
     "id",
     "tenant_id",
     "identifier",
@@ -296,6 +333,7 @@ pub const COLUMNS: [&str; 11usize] = [
     "metadata",
     "total_tokens",
     "compaction_count",
+    "last_position",
     "created_at",
     "updated_at",
 ];
@@ -343,6 +381,7 @@ pub fn insert(row: &NewSession) -> ::sea_query::InsertStatement {
             SessionIden::Metadata,
             SessionIden::TotalTokens,
             SessionIden::CompactionCount,
+            SessionIden::LastPosition,
             SessionIden::CreatedAt,
             SessionIden::UpdatedAt,
         ])
@@ -369,6 +408,7 @@ pub fn insert_many<'a>(
             SessionIden::Metadata,
             SessionIden::TotalTokens,
             SessionIden::CompactionCount,
+            SessionIden::LastPosition,
             SessionIden::CreatedAt,
             SessionIden::UpdatedAt,
         ]);
@@ -384,7 +424,7 @@ pub fn insert_many<'a>(
     Some(query)
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
+fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 12usize] {
     [
         match &row.id {
             Some(v) => crate::generated::val(v),
@@ -428,6 +468,10 @@ fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 11usize] {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
+        match &row.last_position {
+            Some(v) => crate::generated::val(v),
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
         match &row.created_at {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -457,6 +501,7 @@ pub fn insert_rows<'a>(
             SessionIden::Metadata,
             SessionIden::TotalTokens,
             SessionIden::CompactionCount,
+            SessionIden::LastPosition,
             SessionIden::CreatedAt,
             SessionIden::UpdatedAt,
         ])
@@ -469,7 +514,7 @@ pub fn insert_rows<'a>(
     any.then_some(query)
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 11usize] {
+fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 12usize] {
     [
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
@@ -501,6 +546,10 @@ fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 11usize] {
         crate::generated::val(&row.metadata),
         crate::generated::val(&row.total_tokens),
         crate::generated::val(&row.compaction_count),
+        match &row.last_position {
+            Some(v) => crate::generated::val(v),
+            None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+        },
         crate::generated::val(&row.created_at),
         crate::generated::val(&row.updated_at),
     ]
@@ -592,6 +641,19 @@ pub fn update_by_pk(
     if let Some(v) = &patch.compaction_count {
         values.push((SessionIden::CompactionCount, crate::generated::val(v)));
     }
+    match &patch.last_position {
+        Some(Some(v)) => {
+            values.push((SessionIden::LastPosition, crate::generated::val(v)))
+        }
+        Some(None) => {
+            values
+                .push((
+                    SessionIden::LastPosition,
+                    ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
+                ))
+        }
+        None => {}
+    }
     if let Some(v) = &patch.created_at {
         values.push((SessionIden::CreatedAt, crate::generated::val(v)));
     }
@@ -672,7 +734,7 @@ pub mod stmt {
     #[allow(unused_imports)]
     use super::*;
     /// Inserts one `sessions` row; `RETURNING` every column.
-    pub const INSERT: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, coalesce($7::jsonb, ('{}'::JSONB)::jsonb), coalesce($8::int8, (0)::int8), coalesce($9::int8, (0)::int8), coalesce($10::timestamptz, (now())::timestamptz), coalesce($11::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    pub const INSERT: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, coalesce($7::jsonb, ('{}'::JSONB)::jsonb), coalesce($8::int8, (0)::int8), coalesce($9::int8, (0)::int8), $10::int8, coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewSession,
@@ -687,127 +749,37 @@ pub mod stmt {
             .bind(row.metadata.as_ref().map(::sqlx::types::Json))
             .bind(row.total_tokens.as_ref())
             .bind(row.compaction_count.as_ref())
+            .bind(row.last_position.as_ref())
             .bind(row.created_at.as_ref())
             .bind(row.updated_at.as_ref())
     }
-    /// Inserts any number of `sessions` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", \"i\".\"v6\" AS \"c5\", coalesce(\"i\".\"v7\", ('{}'::JSONB)::jsonb) AS \"c6\", coalesce(\"i\".\"v8\", (0)::int8) AS \"c7\", coalesce(\"i\".\"v9\", (0)::int8) AS \"c8\", coalesce(\"i\".\"v10\", (now())::timestamptz) AS \"c9\", coalesce(\"i\".\"v11\", (now())::timestamptz) AS \"c10\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v7\" IS NULL AS \"d6\", \"i\".\"v8\" IS NULL AS \"d7\", \"i\".\"v9\" IS NULL AS \"d8\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v11\" IS NULL AS \"d10\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"ord\")), \"rows\" AS (INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\" FROM \"input\" ORDER BY \"ord\" RETURNING \"tenant_id\", \"id\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d6\" THEN \"input\".\"c6\" END AS \"metadata\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"total_tokens\", CASE WHEN \"input\".\"d8\" THEN \"input\".\"c8\" END AS \"compaction_count\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"created_at\", CASE WHEN \"input\".\"d10\" THEN \"input\".\"c10\" END AS \"updated_at\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"tenant_id\" = \"input\".\"c1\" AND \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        id: Option<::uuid::Uuid>,
-        metadata: Option<::serde_json::Value>,
-        total_tokens: Option<i64>,
-        compaction_count: Option<i64>,
-        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
-        updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewSession,
-        filled: InsertBatchFilled,
-    ) -> super::Session {
-        super::Session {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            tenant_id: new.tenant_id.clone(),
-            identifier: new.identifier.clone(),
-            parent_session_id: new.parent_session_id.clone(),
-            forked_from_session_id: new.forked_from_session_id.clone(),
-            forked_from_message_id: new.forked_from_message_id.clone(),
-            metadata: match &new.metadata {
-                Some(v) => v.clone(),
-                None => {
-                    filled.metadata.expect("the database returns the default it took")
-                }
-            },
-            total_tokens: match &new.total_tokens {
-                Some(v) => v.clone(),
-                None => {
-                    filled
-                        .total_tokens
-                        .expect("the database returns the default it took")
-                }
-            },
-            compaction_count: match &new.compaction_count {
-                Some(v) => v.clone(),
-                None => {
-                    filled
-                        .compaction_count
-                        .expect("the database returns the default it took")
-                }
-            },
-            created_at: match &new.created_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.created_at.expect("the database returns the default it took")
-                }
-            },
-            updated_at: match &new.updated_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.updated_at.expect("the database returns the default it took")
-                }
-            },
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewSession],
-    ) -> Result<Vec<super::Session>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.tenant_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.identifier).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.parent_session_id.as_ref()).collect::<Vec<_>>())
+    /// Inserts any number of `sessions` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"sessions\" (\"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", coalesce(\"i\".\"v7\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v8\", (0)::int8), coalesce(\"i\".\"v9\", (0)::int8), \"i\".\"v10\", coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::jsonb[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewSession],
+    ) -> crate::generated::Query<'a, super::Session> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.tenant_id))
+            .bind(crate::generated::column(rows, |r| &r.identifier))
+            .bind(crate::generated::column(rows, |r| r.parent_session_id.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.forked_from_session_id.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.forked_from_message_id.as_ref()))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| r.forked_from_session_id.as_ref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows
-                    .iter()
-                    .map(|r| r.forked_from_message_id.as_ref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows
-                    .iter()
-                    .map(|r| r.metadata.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.total_tokens.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.compaction_count.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.updated_at.as_ref()).collect::<Vec<_>>())
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
+                crate::generated::column(
+                    rows,
+                    |r| r.metadata.as_ref().map(::sqlx::types::Json),
                 ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+            )
+            .bind(crate::generated::column(rows, |r| r.total_tokens.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.compaction_count.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.last_position.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
     }
     /// The `sessions` row with a given primary key.
-    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
         arg: &'a super::SessionKey<'a>,
@@ -815,7 +787,7 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `sessions` row with a given primary key; `RETURNING` it.
-    pub const DELETE_BY_PK: &str = "DELETE FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
         arg: &'a super::SessionKey<'a>,
@@ -823,7 +795,7 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `sessions` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    pub const UPDATE_BY_PK: &str = "UPDATE \"sessions\" SET \"identifier\" = coalesce($1::text, \"identifier\"), \"parent_session_id\" = CASE WHEN $2::bool THEN $3::uuid ELSE \"parent_session_id\" END, \"forked_from_session_id\" = CASE WHEN $4::bool THEN $5::uuid ELSE \"forked_from_session_id\" END, \"forked_from_message_id\" = CASE WHEN $6::bool THEN $7::uuid ELSE \"forked_from_message_id\" END, \"metadata\" = coalesce($8::jsonb, \"metadata\"), \"total_tokens\" = coalesce($9::int8, \"total_tokens\"), \"compaction_count\" = coalesce($10::int8, \"compaction_count\"), \"created_at\" = coalesce($11::timestamptz, \"created_at\"), \"updated_at\" = coalesce($12::timestamptz, \"updated_at\") WHERE \"tenant_id\" = $13::text AND \"id\" = $14::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\"";
+    pub const UPDATE_BY_PK: &str = "UPDATE \"sessions\" SET \"identifier\" = coalesce($1::text, \"identifier\"), \"parent_session_id\" = CASE WHEN $2::bool THEN $3::uuid ELSE \"parent_session_id\" END, \"forked_from_session_id\" = CASE WHEN $4::bool THEN $5::uuid ELSE \"forked_from_session_id\" END, \"forked_from_message_id\" = CASE WHEN $6::bool THEN $7::uuid ELSE \"forked_from_message_id\" END, \"metadata\" = coalesce($8::jsonb, \"metadata\"), \"total_tokens\" = coalesce($9::int8, \"total_tokens\"), \"compaction_count\" = coalesce($10::int8, \"compaction_count\"), \"last_position\" = CASE WHEN $11::bool THEN $12::int8 ELSE \"last_position\" END, \"created_at\" = coalesce($13::timestamptz, \"created_at\"), \"updated_at\" = coalesce($14::timestamptz, \"updated_at\") WHERE \"tenant_id\" = $15::text AND \"id\" = $16::uuid RETURNING \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(
         arg: &'a super::SessionKey<'a>,
@@ -844,6 +816,8 @@ pub mod stmt {
                 .bind(patch.metadata.as_ref().map(::sqlx::types::Json))
                 .bind(patch.total_tokens.as_ref())
                 .bind(patch.compaction_count.as_ref())
+                .bind(patch.last_position.is_some())
+                .bind(patch.last_position.as_ref().and_then(|v| v.as_ref()))
                 .bind(patch.created_at.as_ref())
                 .bind(patch.updated_at.as_ref())
                 .bind(arg.tenant_id)
@@ -851,7 +825,7 @@ pub mod stmt {
         })
     }
     /// The `sessions` row with given values of unique key `sessions_tenant_id_identifier_key`.
-    pub const SELECT_BY_TENANT_ID_IDENTIFIER: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"identifier\" = $2::text";
+    pub const SELECT_BY_TENANT_ID_IDENTIFIER: &str = "SELECT \"id\", \"tenant_id\", \"identifier\", \"parent_session_id\", \"forked_from_session_id\", \"forked_from_message_id\", \"metadata\", \"total_tokens\", \"compaction_count\", \"last_position\", \"created_at\", \"updated_at\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"identifier\" = $2::text";
     /// Binds `arg` to [`SELECT_BY_TENANT_ID_IDENTIFIER`].
     pub fn select_by_tenant_id_identifier<'a>(
         arg: &'a super::SessionByTenantIdIdentifier<'a>,

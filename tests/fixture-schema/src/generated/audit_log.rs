@@ -157,6 +157,14 @@ impl NewAuditLog {
             http_status: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &AuditLog) -> bool {
+        self.id.as_ref().is_none_or(|v| *v == row.id)
+            && self.display_name == row.display_name
+            && self.event_kind.as_ref().is_none_or(|v| *v == row.event_kind)
+            && self.points == row.points && self.http_status == row.http_status
+    }
 }
 /// Changes to one `Audit Log` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -478,69 +486,18 @@ pub mod stmt {
             .bind(row.points.as_ref())
             .bind(row.http_status.as_ref())
     }
-    /// Inserts any number of `Audit Log` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", nextval((SELECT pg_get_serial_sequence('\"Audit Log\"', 'id'))::regclass)::int8) AS \"c0\", \"i\".\"v2\" AS \"c1\", coalesce(\"i\".\"v3\", ('note')::text) AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v3\" IS NULL AS \"d2\", \"i\".\"ord\" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\")), \"rows\" AS (INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\" FROM \"input\" ORDER BY \"ord\" RETURNING \"id\", \"doubled\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d2\" THEN \"input\".\"c2\" END AS \"Event Kind\", \"rows\".\"doubled\" AS \"doubled\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        id: Option<i64>,
-        #[sqlx(rename = "Event Kind")]
-        event_kind: Option<AuditLogEventKind>,
-        doubled: Option<i32>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewAuditLog,
-        filled: InsertBatchFilled,
-    ) -> super::AuditLog {
-        super::AuditLog {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            display_name: new.display_name.clone(),
-            event_kind: match &new.event_kind {
-                Some(v) => v.clone(),
-                None => {
-                    filled.event_kind.expect("the database returns the default it took")
-                }
-            },
-            points: new.points.clone(),
-            doubled: filled.doubled,
-            http_status: new.http_status.clone(),
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewAuditLog],
-    ) -> Result<Vec<super::AuditLog>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.display_name).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event_kind.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.points.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.http_status.as_ref()).collect::<Vec<_>>())
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
-                ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+    /// Inserts any number of `Audit Log` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") SELECT coalesce(\"i\".\"v1\", nextval((SELECT pg_get_serial_sequence('\"Audit Log\"', 'id'))::regclass)::int8), \"i\".\"v2\", coalesce(\"i\".\"v3\", ('note')::text), \"i\".\"v4\", \"i\".\"v5\" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewAuditLog],
+    ) -> crate::generated::Query<'a, super::AuditLog> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.display_name))
+            .bind(crate::generated::column(rows, |r| r.event_kind.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.points.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.http_status.as_ref()))
     }
     /// The `Audit Log` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\" FROM \"Audit Log\" WHERE \"id\" = $1::int8";

@@ -288,6 +288,27 @@ impl NewDocument {
             summary: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &Document) -> bool {
+        self.id.as_ref().is_none_or(|v| *v == row.id)
+            && self.uid.as_ref().is_none_or(|v| *v == row.uid) && self.title == row.title
+            && self.code == row.code && self.content == row.content
+            && self.status.as_ref().is_none_or(|v| *v == row.status)
+            && self.kind == row.kind && self.tags.as_ref().is_none_or(|v| *v == row.tags)
+            && self.scores == row.scores
+            && self.attributes.as_ref().is_none_or(|v| *v == row.attributes)
+            && self.small == row.small
+            && self.medium.as_ref().is_none_or(|v| *v == row.medium)
+            && self.ratio == row.ratio && self.precise == row.precise
+            && self.amount == row.amount
+            && self.flag.as_ref().is_none_or(|v| *v == row.flag)
+            && self.created_at.as_ref().is_none_or(|v| *v == row.created_at)
+            && self.local_at == row.local_at && self.day == row.day
+            && self.at_time == row.at_time && self.blob == row.blob
+            && self.quoted_col == row.quoted_col
+            && self.summary.as_ref().is_none_or(|v| *v == row.summary)
+    }
 }
 /// Changes to one `documents` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -1226,150 +1247,52 @@ pub mod stmt {
             .bind(row.summary.is_none())
             .bind(row.summary.as_ref().and_then(|v| v.as_ref()))
     }
-    /// Inserts any number of `documents` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (nextval('documents_id_seq'::regclass))::int8) AS \"c0\", coalesce(\"i\".\"v2\", (gen_random_uuid())::uuid) AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"v5\" AS \"c4\", coalesce(\"i\".\"v6\", ('draft')::\"doc_status\") AS \"c5\", \"i\".\"v7\" AS \"c6\", coalesce(CASE WHEN \"i\".\"v8\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v8\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::text[] END, ('{}')::text[]) AS \"c7\", CASE WHEN \"i\".\"v9\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v9\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::int4[] END AS \"c8\", coalesce(\"i\".\"v10\", ('{}')::jsonb) AS \"c9\", \"i\".\"v11\" AS \"c10\", coalesce(\"i\".\"v12\", (7)::int4) AS \"c11\", \"i\".\"v13\" AS \"c12\", \"i\".\"v14\" AS \"c13\", \"i\".\"v15\" AS \"c14\", coalesce(\"i\".\"v16\", (false)::bool) AS \"c15\", coalesce(\"i\".\"v17\", (now())::timestamptz) AS \"c16\", \"i\".\"v18\" AS \"c17\", \"i\".\"v19\" AS \"c18\", \"i\".\"v20\" AS \"c19\", \"i\".\"v21\" AS \"c20\", \"i\".\"v22\" AS \"c21\", CASE WHEN \"i\".\"v23\" THEN ('none')::text ELSE \"i\".\"v24\" END AS \"c22\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"v2\" IS NULL AS \"d1\", \"i\".\"v6\" IS NULL AS \"d5\", \"i\".\"v8\" IS NULL AS \"d7\", \"i\".\"v10\" IS NULL AS \"d9\", \"i\".\"v12\" IS NULL AS \"d11\", \"i\".\"v16\" IS NULL AS \"d15\", \"i\".\"v17\" IS NULL AS \"d16\", \"i\".\"v23\" AS \"d22\", \"i\".\"ord\" FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::\"doc_status\"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"v16\", \"v17\", \"v18\", \"v19\", \"v20\", \"v21\", \"v22\", \"v23\", \"v24\", \"ord\")), \"rows\" AS (INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\", \"c9\", \"c10\", \"c11\", \"c12\", \"c13\", \"c14\", \"c15\", \"c16\", \"c17\", \"c18\", \"c19\", \"c20\", \"c21\", \"c22\" FROM \"input\" ORDER BY \"ord\" RETURNING \"id\", \"word_count\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\", CASE WHEN \"input\".\"d1\" THEN \"input\".\"c1\" END AS \"uid\", CASE WHEN \"input\".\"d5\" THEN \"input\".\"c5\" END AS \"status\", CASE WHEN \"input\".\"d7\" THEN \"input\".\"c7\" END AS \"tags\", CASE WHEN \"input\".\"d9\" THEN \"input\".\"c9\" END AS \"attributes\", CASE WHEN \"input\".\"d11\" THEN \"input\".\"c11\" END AS \"medium\", CASE WHEN \"input\".\"d15\" THEN \"input\".\"c15\" END AS \"flag\", CASE WHEN \"input\".\"d16\" THEN \"input\".\"c16\" END AS \"created_at\", \"rows\".\"word_count\" AS \"word_count\", CASE WHEN \"input\".\"d22\" THEN \"input\".\"c22\" END AS \"summary\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        id: Option<i64>,
-        uid: Option<::uuid::Uuid>,
-        status: Option<crate::generated::enums::DocStatus>,
-        tags: Option<Vec<String>>,
-        attributes: Option<::sqlx::types::Json<crate::Attributes>>,
-        medium: Option<i32>,
-        flag: Option<bool>,
-        created_at: Option<::chrono::DateTime<::chrono::Utc>>,
-        word_count: Option<i32>,
-        summary: Option<String>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewDocument,
-        filled: InsertBatchFilled,
-    ) -> super::Document {
-        super::Document {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            uid: match &new.uid {
-                Some(v) => v.clone(),
-                None => filled.uid.expect("the database returns the default it took"),
-            },
-            title: new.title.clone(),
-            code: new.code.clone(),
-            content: new.content.clone(),
-            status: match &new.status {
-                Some(v) => v.clone(),
-                None => filled.status.expect("the database returns the default it took"),
-            },
-            kind: new.kind.clone(),
-            tags: match &new.tags {
-                Some(v) => v.clone(),
-                None => filled.tags.expect("the database returns the default it took"),
-            },
-            scores: new.scores.clone(),
-            attributes: match &new.attributes {
-                Some(v) => v.clone(),
-                None => {
-                    filled.attributes.expect("the database returns the default it took")
-                }
-            },
-            small: new.small.clone(),
-            medium: match &new.medium {
-                Some(v) => v.clone(),
-                None => filled.medium.expect("the database returns the default it took"),
-            },
-            ratio: new.ratio.clone(),
-            precise: new.precise.clone(),
-            amount: new.amount.clone(),
-            flag: match &new.flag {
-                Some(v) => v.clone(),
-                None => filled.flag.expect("the database returns the default it took"),
-            },
-            created_at: match &new.created_at {
-                Some(v) => v.clone(),
-                None => {
-                    filled.created_at.expect("the database returns the default it took")
-                }
-            },
-            local_at: new.local_at.clone(),
-            day: new.day.clone(),
-            at_time: new.at_time.clone(),
-            blob: new.blob.clone(),
-            word_count: filled.word_count,
-            quoted_col: new.quoted_col.clone(),
-            summary: match &new.summary {
-                Some(v) => v.clone(),
-                None => filled.summary,
-            },
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewDocument],
-    ) -> Result<Vec<super::Document>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.uid.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.title).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.code.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.content).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.status.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.kind).collect::<Vec<_>>())
+    /// Inserts any number of `documents` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"documents\" (\"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"Quoted Col\", \"summary\") SELECT coalesce(\"i\".\"v1\", (nextval('documents_id_seq'::regclass))::int8), coalesce(\"i\".\"v2\", (gen_random_uuid())::uuid), \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", coalesce(\"i\".\"v6\", ('draft')::\"doc_status\"), \"i\".\"v7\", coalesce(CASE WHEN \"i\".\"v8\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v8\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::text[] END, ('{}')::text[]), CASE WHEN \"i\".\"v9\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v9\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::int4[] END, coalesce(\"i\".\"v10\", ('{}')::jsonb), \"i\".\"v11\", coalesce(\"i\".\"v12\", (7)::int4), \"i\".\"v13\", \"i\".\"v14\", \"i\".\"v15\", coalesce(\"i\".\"v16\", (false)::bool), coalesce(\"i\".\"v17\", (now())::timestamptz), \"i\".\"v18\", \"i\".\"v19\", \"i\".\"v20\", \"i\".\"v21\", \"i\".\"v22\", CASE WHEN \"i\".\"v23\" THEN ('none')::text ELSE \"i\".\"v24\" END FROM unnest($1::int8[], $2::uuid[], $3::varchar[], $4::bpchar[], $5::text[], $6::\"doc_status\"[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::int8[], $12::int4[], $13::float4[], $14::float8[], $15::numeric[], $16::bool[], $17::timestamptz[], $18::timestamp[], $19::date[], $20::time[], $21::bytea[], $22::text[], $23::bool[], $24::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"v14\", \"v15\", \"v16\", \"v17\", \"v18\", \"v19\", \"v20\", \"v21\", \"v22\", \"v23\", \"v24\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewDocument],
+    ) -> crate::generated::Query<'a, super::Document> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.uid.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.title))
+            .bind(crate::generated::column(rows, |r| r.code.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.content))
+            .bind(crate::generated::column(rows, |r| r.status.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.kind))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| r.tags.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows
-                    .iter()
-                    .map(|r| r.scores.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.attributes.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.small.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.medium.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.ratio.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.precise.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.amount.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.flag.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.created_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.local_at.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.day.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.at_time.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.blob.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.quoted_col.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.summary.is_none()).collect::<Vec<bool>>())
-            .bind(
-                rows
-                    .iter()
-                    .map(|r| r.summary.as_ref().and_then(|v| v.as_ref()))
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
+                crate::generated::column(
+                    rows,
+                    |r| r.tags.as_ref().map(::sqlx::types::Json),
                 ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+            )
+            .bind(
+                crate::generated::column(
+                    rows,
+                    |r| r.scores.as_ref().map(::sqlx::types::Json),
+                ),
+            )
+            .bind(crate::generated::column(rows, |r| r.attributes.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.small.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.medium.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.ratio.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.precise.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.amount.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.flag.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.local_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.day.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.at_time.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.blob.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.quoted_col.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.summary.is_none()))
+            .bind(
+                crate::generated::column(
+                    rows,
+                    |r| r.summary.as_ref().and_then(|v| v.as_ref()),
+                ),
+            )
     }
     /// The `documents` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"uid\", \"title\", \"code\", \"content\", \"status\", \"kind\", \"tags\", \"scores\", \"attributes\", \"small\", \"medium\", \"ratio\", \"precise\", \"amount\", \"flag\", \"created_at\", \"local_at\", \"day\", \"at_time\", \"blob\", \"word_count\", \"Quoted Col\", \"summary\" FROM \"documents\" WHERE \"id\" = $1::int8";

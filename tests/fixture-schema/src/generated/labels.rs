@@ -60,6 +60,13 @@ impl NewLabel {
             statuses: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &Label) -> bool {
+        self.id.as_ref().is_none_or(|v| *v == row.id)
+            && self.document_id == row.document_id && self.r#type == row.r#type
+            && self.status == row.status && self.statuses == row.statuses
+    }
 }
 /// Changes to one `labels` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -483,65 +490,23 @@ pub mod stmt {
             .bind(row.status.as_ref())
             .bind(row.statuses.as_ref())
     }
-    /// Inserts any number of `labels` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid) AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", CASE WHEN \"i\".\"v5\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v5\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::\"doc_status\"[] END AS \"c4\", \"i\".\"v1\" IS NULL AS \"d0\", \"i\".\"ord\" FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::\"doc_status\"[], $5::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\")), \"rows\" AS (INSERT INTO \"labels\" (\"id\", \"document_id\", \"type\", \"status\", \"statuses\") SELECT \"c0\", \"c1\", \"c2\", \"c3\", \"c4\" FROM \"input\" ORDER BY \"ord\" RETURNING \"id\") SELECT CASE WHEN \"input\".\"d0\" THEN \"input\".\"c0\" END AS \"id\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"id\" = \"input\".\"c0\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        id: Option<::uuid::Uuid>,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewLabel,
-        filled: InsertBatchFilled,
-    ) -> super::Label {
-        super::Label {
-            id: match &new.id {
-                Some(v) => v.clone(),
-                None => filled.id.expect("the database returns the default it took"),
-            },
-            document_id: new.document_id.clone(),
-            r#type: new.r#type.clone(),
-            status: new.status.clone(),
-            statuses: new.statuses.clone(),
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewLabel],
-    ) -> Result<Vec<super::Label>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| r.id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.document_id.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.r#type).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.status.as_ref()).collect::<Vec<_>>())
+    /// Inserts any number of `labels` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"labels\" (\"id\", \"document_id\", \"type\", \"status\", \"statuses\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", CASE WHEN \"i\".\"v5\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v5\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::\"doc_status\"[] END FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::\"doc_status\"[], $5::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"document_id\", \"type\", \"status\", \"statuses\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewLabel],
+    ) -> crate::generated::Query<'a, super::Label> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.document_id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.r#type))
+            .bind(crate::generated::column(rows, |r| r.status.as_ref()))
             .bind(
-                rows
-                    .iter()
-                    .map(|r| r.statuses.as_ref().map(::sqlx::types::Json))
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
+                crate::generated::column(
+                    rows,
+                    |r| r.statuses.as_ref().map(::sqlx::types::Json),
                 ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+            )
     }
     /// The `labels` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"id\", \"document_id\", \"type\", \"status\", \"statuses\" FROM \"labels\" WHERE \"id\" = $1::uuid";

@@ -37,6 +37,24 @@ pub fn val<T: Clone + Into<::sea_query::Value>>(value: &T) -> ::sea_query::Simpl
 pub fn column<'a, R, T>(rows: &'a [R], f: impl FnMut(&'a R) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
 }
+/// What a generated `append` did. Nothing is written unless it is `Appended`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendOutcome<R, L> {
+    /// The rows as stored, in the given order: the new ones appended, and those a retry
+    /// found already stored as they are.
+    Appended(Vec<R>),
+    /// The parent row does not exist.
+    NoParent,
+    /// A row's key is already stored with other values (or under another parent): the
+    /// stored row.
+    Clash(R),
+    /// Rows were appended since the expected last one: `last` is the parent's current
+    /// last value.
+    Moved {
+        /// The parent's last value now.
+        last: Option<L>,
+    },
+}
 /// A text value that is not one of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownEnumValue {

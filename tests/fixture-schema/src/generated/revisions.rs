@@ -135,6 +135,12 @@ impl NewRevision {
             mood: None,
         }
     }
+    /// True if `row` holds every value this insert gives (a column left to its
+    /// default is not compared): whether `row` is what storing this would store.
+    pub fn matches(&self, row: &Revision) -> bool {
+        self.document_id == row.document_id && self.revision == row.revision
+            && self.note == row.note && self.mood == row.mood
+    }
 }
 /// Changes to one `revisions` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
@@ -444,56 +450,17 @@ pub mod stmt {
             .bind(row.note.as_ref())
             .bind(row.mood.as_ref())
     }
-    /// Inserts any number of `revisions` rows in one statement, from one array per column, in the given order. Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.
-    pub const INSERT_BATCH: &str = "WITH \"input\" AS MATERIALIZED (SELECT \"i\".\"v1\" AS \"c0\", \"i\".\"v2\" AS \"c1\", \"i\".\"v3\" AS \"c2\", \"i\".\"v4\" AS \"c3\", \"i\".\"ord\" FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"ord\")), \"rows\" AS (INSERT INTO \"revisions\" (\"document_id\", \"revision\", \"note\", \"mood\") SELECT \"c0\", \"c1\", \"c2\", \"c3\" FROM \"input\" ORDER BY \"ord\" RETURNING \"document_id\", \"revision\", \"seq\") SELECT \"rows\".\"seq\" AS \"seq\" FROM \"rows\" JOIN \"input\" ON \"rows\".\"document_id\" = \"input\".\"c0\" AND \"rows\".\"revision\" = \"input\".\"c1\" ORDER BY \"input\".\"ord\"";
-    /// What [`INSERT_BATCH`] returns of a row: what the database decided.
-    #[derive(::sqlx::FromRow)]
-    struct InsertBatchFilled {
-        seq: i64,
-    }
-    /// One stored row from what was sent and what the database decided.
-    #[allow(unused_variables)]
-    fn merge_insert_batch(
-        new: &super::NewRevision,
-        filled: InsertBatchFilled,
-    ) -> super::Revision {
-        super::Revision {
-            document_id: new.document_id.clone(),
-            revision: new.revision.clone(),
-            seq: filled.seq,
-            note: new.note.clone(),
-            mood: new.mood.clone(),
-        }
-    }
-    /// Runs [`INSERT_BATCH`] on `executor` with `rows` (and returns the stored rows in their order).
-    pub async fn insert_batch<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
-        rows: &[super::NewRevision],
-    ) -> Result<Vec<super::Revision>, ::sqlx::Error> {
-        let filled: Vec<InsertBatchFilled> = ::sqlx::query_as(INSERT_BATCH)
-            .bind(rows.iter().map(|r| &r.document_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| &r.revision).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.note.as_ref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.mood.as_ref()).collect::<Vec<_>>())
-            .fetch_all(executor)
-            .await?;
-        if !filled.is_empty() && filled.len() != rows.len() {
-            return Err(
-                ::sqlx::Error::Protocol(
-                    format!(
-                        "{} returned {} rows for {} inputs", "INSERT_BATCH", filled
-                        .len(), rows.len()
-                    ),
-                ),
-            );
-        }
-        Ok(
-            rows
-                .iter()
-                .zip(filled)
-                .map(|(new, filled)| merge_insert_batch(new, filled))
-                .collect(),
-        )
+    /// Inserts any number of `revisions` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
+    pub const INSERT_BATCH: &str = "INSERT INTO \"revisions\" (\"document_id\", \"revision\", \"note\", \"mood\") SELECT \"i\".\"v1\", \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\" FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"document_id\", \"revision\", \"seq\", \"note\", \"mood\"";
+    /// Binds `rows` to [`INSERT_BATCH`].
+    pub fn insert_batch<'a>(
+        rows: &'a [super::NewRevision],
+    ) -> crate::generated::Query<'a, super::Revision> {
+        ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| &r.document_id))
+            .bind(crate::generated::column(rows, |r| &r.revision))
+            .bind(crate::generated::column(rows, |r| r.note.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.mood.as_ref()))
     }
     /// The `revisions` row with a given primary key.
     pub const SELECT_BY_PK: &str = "SELECT \"document_id\", \"revision\", \"seq\", \"note\", \"mood\" FROM \"revisions\" WHERE \"document_id\" = $1::int8 AND \"revision\" = $2::int4";

@@ -51,6 +51,21 @@ pub(crate) fn insert_struct(table: &Table, names: &TableNames, fields: &[Field])
         .iter()
         .filter(|f| f.insert_shape() != InsertShape::Required)
         .map(|f| &f.ident);
+    let row = names.row();
+    let compare = insertable.iter().map(|f| {
+        let ident = &f.ident;
+        match f.insert_shape() {
+            InsertShape::Required | InsertShape::Nullable => quote! { self.#ident == row.#ident },
+            InsertShape::Defaulted | InsertShape::NullableDefaulted => {
+                quote! { self.#ident.as_ref().is_none_or(|v| *v == row.#ident) }
+            }
+        }
+    });
+    let matches_body = if insertable.is_empty() {
+        quote! { let _ = row; true }
+    } else {
+        quote! { #(#compare)&&* }
+    };
     let derive_default = if required.is_empty() {
         quote! { Default, }
     } else {
@@ -69,6 +84,12 @@ pub(crate) fn insert_struct(table: &Table, names: &TableNames, fields: &[Field])
             #[allow(clippy::too_many_arguments)]
             pub fn new(#(#params),*) -> Self {
                 Self { #(#required_idents,)* #(#optional_idents: None,)* }
+            }
+
+            /// True if `row` holds every value this insert gives (a column left to its
+            /// default is not compared): whether `row` is what storing this would store.
+            pub fn matches(&self, row: &#row) -> bool {
+                #matches_body
             }
         }
     }

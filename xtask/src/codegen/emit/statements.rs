@@ -21,13 +21,13 @@ use crate::codegen::config::{Append, Archive};
 use crate::codegen::model::{ForeignKey, Identity, Schema, SqlType, Table};
 
 /// One statement being generated: its text and, in placeholder order, the bind expressions.
-struct Statement {
+pub(crate) struct Statement {
     params: Params,
-    binds: Vec<TokenStream>,
+    pub(crate) binds: Vec<TokenStream>,
 }
 
 impl Statement {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Statement {
             params: Params::default(),
             binds: Vec::new(),
@@ -35,7 +35,7 @@ impl Statement {
     }
 
     /// A placeholder cast to `cast`, bound to `bind`.
-    fn param(&mut self, cast: &str, bind: TokenStream) -> String {
+    pub(crate) fn param(&mut self, cast: &str, bind: TokenStream) -> String {
         self.binds.push(bind);
         self.params.next(cast)
     }
@@ -52,24 +52,24 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn field(&self, column: &str) -> Result<&Field<'a>> {
+    pub(crate) fn field(&self, column: &str) -> Result<&Field<'a>> {
         self.fields
             .iter()
             .find(|f| f.column.name == column)
             .with_context(|| format!("{} has no column {column}", self.table.name))
     }
 
-    fn all_columns(&self) -> String {
+    pub(crate) fn all_columns(&self) -> String {
         sql::idents(self.table.columns.iter().map(|c| c.name.as_str()))
     }
 
-    fn insertable(&self) -> Vec<&Field<'a>> {
+    pub(crate) fn insertable(&self) -> Vec<&Field<'a>> {
         self.fields.iter().filter(|f| !f.is_db_filled()).collect()
     }
 }
 
 /// `value` (a JSON array, or NULL) as the SQL array column's type, elements in order.
-fn array_from_json(value: &str, ty: &SqlType) -> Result<String> {
+pub(crate) fn array_from_json(value: &str, ty: &SqlType) -> Result<String> {
     let SqlType::Array(inner) = ty else {
         unreachable!("only array columns")
     };
@@ -86,13 +86,13 @@ fn array_from_json(value: &str, ty: &SqlType) -> Result<String> {
 }
 
 /// The value of an argument field as sqlx binds it (`Json` around untyped JSON).
-fn bind_ref(f: &Field, value: TokenStream) -> TokenStream {
+pub(crate) fn bind_ref(f: &Field, value: TokenStream) -> TokenStream {
     f.bindable(value)
 }
 
 /// `option.map(sqlx::types::Json)`, or `option` itself when nothing needs wrapping. (Every
 /// wrapping is `Json`: untyped JSON values, and array columns sent as JSON.)
-fn option_map(wraps: bool, option: TokenStream) -> TokenStream {
+pub(crate) fn option_map(wraps: bool, option: TokenStream) -> TokenStream {
     if wraps {
         quote! { #option.map(::sqlx::types::Json) }
     } else {
@@ -102,14 +102,14 @@ fn option_map(wraps: bool, option: TokenStream) -> TokenStream {
 
 /// A struct of typed arguments for the columns `columns` (text borrowed as `&str`), and how to
 /// bind each field of a value `arg` of it.
-struct Args {
-    item: TokenStream,
-    ty: TokenStream,
+pub(crate) struct Args {
+    pub(crate) item: TokenStream,
+    pub(crate) ty: TokenStream,
     /// `(column, cast, bind expression over `arg`)` in column order.
-    fields: Vec<(String, String, TokenStream)>,
+    pub(crate) fields: Vec<(String, String, TokenStream)>,
 }
 
-fn args_struct(ctx: &Ctx, name: &Ident, columns: &[String], docs: &str) -> Result<Args> {
+pub(crate) fn args_struct(ctx: &Ctx, name: &Ident, columns: &[String], docs: &str) -> Result<Args> {
     let mut defs = Vec::new();
     let mut binds = Vec::new();
     let mut borrows = false;
@@ -165,7 +165,7 @@ fn where_args(stmt: &mut Statement, prefix: Option<&str>, args: &Args) -> String
 }
 
 /// A `pub const NAME: &str` with its SQL shown in the docs, and the function binding it.
-fn emit(
+pub(crate) fn emit(
     name: &str,
     what: &str,
     sql: &str,
@@ -230,26 +230,25 @@ pub(crate) fn statements(ctx: &Ctx) -> Result<TokenStream> {
 
     // INSERT many rows from arrays.
     {
-        let mut stmt = Statement::new();
-        let batch = batch_insert(ctx, &mut stmt, None)?;
-        let sql = format!("WITH {} {}", batch.ctes.join(", "), batch.select);
         let insert = ctx.names.insert();
-        let what = format!(
-            "Inserts any number of `{}` rows in one statement, from one array per column, in the given order. {}",
-            ctx.table.name,
-            batch.returns
-        );
-        inner.push(batch_fn(
-            ctx,
+        let mut stmt = Statement::new();
+        let sql = batch_insert(ctx, &mut stmt)?;
+        let q = query(quote! { 'a });
+        let (c, f) = emit(
             "INSERT_BATCH",
-            &what,
+            &format!(
+                "Inserts any number of `{}` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.",
+                ctx.table.name
+            ),
             &sql,
             stmt,
-            &batch,
-            quote! { insert_batch },
-            quote! {},
-            quote! { rows: &[super::#insert] },
-        ));
+            quote! {
+                /// Binds `rows` to [`INSERT_BATCH`].
+                pub fn insert_batch<'a>(rows: &'a [super::#insert]) -> #q
+            },
+        );
+        inner.push(c);
+        inner.push(f);
     }
 
     // By primary key.
@@ -403,7 +402,7 @@ pub(crate) fn statements(ctx: &Ctx) -> Result<TokenStream> {
     }
 
     for append in &ctx.appends {
-        let (o, i) = append_statement(ctx, append)?;
+        let (o, i) = super::append::append_statement(ctx, append)?;
         outer.push(o);
         inner.push(i);
     }
@@ -474,88 +473,62 @@ fn insert_value(stmt: &mut Statement, f: &Field) -> String {
     }
 }
 
-/// A batch insert from arrays, as common table expressions and a final SELECT:
-///
-/// ```text
-/// "input" AS MATERIALIZED (SELECT <each insertable column's value, its default where the
-///                          array holds NULL>, <whether the default was taken>, ord
-///                          FROM [parent,] unnest($…) WITH ORDINALITY AS i(…, ord)),
-/// "rows"  AS (INSERT INTO t (…) SELECT … FROM "input" ORDER BY ord RETURNING <key, db-filled>)
-/// SELECT <key, db-filled, defaults taken> FROM "rows" JOIN "input" USING key ORDER BY ord
-/// ```
-///
-/// Only what the database decided comes back — the values it filled and the defaults it took —
-/// and the generated `merge` puts each row together from its input and those: what the caller
-/// sent (the content of a message, say) is not sent back. A table without a primary key (or
-/// whose key the database always fills) returns whole rows instead. With `parent` (pairs of
-/// child and parent column), the foreign-key columns come from the CTE `"parent"`.
-struct Batch {
-    ctes: Vec<String>,
-    select: String,
-    /// `Some` when rows come back as `Filled` values to merge with their inputs.
-    merge: Option<Merge>,
-    /// What the statement returns, for its doc.
-    returns: &'static str,
+/// One insertable column of a batch: its value over the unnest alias `"i"` (its default applied
+/// where the input left it out), the input value as sent, and when the input gave one.
+pub(crate) struct BatchColumn {
+    /// The value stored: the input's, or the default.
+    pub(crate) value: String,
+    /// The input's value (converted to the column's type).
+    pub(crate) input: String,
+    /// SQL true when the input gave a value; `None` when it always does.
+    pub(crate) given: Option<String>,
 }
 
-/// How each field of a returned row is put together.
-struct Merge {
-    /// `(field, how)` for every column, in declared order.
-    fields: Vec<(usize, Source)>,
+/// The arrays of a batch insert: one placeholder per array (bound in the same order), the
+/// unnest column aliases, and per insertable column its [`BatchColumn`] (`None` for a column
+/// `skip` takes elsewhere).
+pub(crate) struct Arrays {
+    pub(crate) placeholders: Vec<String>,
+    pub(crate) aliases: Vec<String>,
+    pub(crate) columns: Vec<Option<BatchColumn>>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Source {
-    /// The input's value (always sent).
-    Input,
-    /// The input's value if given, else the default the database took (returned).
-    InputOrReturned,
-    /// The database's value (returned).
-    Returned,
-}
-
-fn batch_insert(
-    ctx: &Ctx,
-    stmt: &mut Statement,
-    parent: Option<&[(String, String)]>,
-) -> Result<Batch> {
-    let table = sql::ident(&ctx.table.name);
-    let returning = ctx.all_columns();
-    let insertable = ctx.insertable();
-    let from_parent = |name: &str| -> Option<&String> {
-        parent.and_then(|p| p.iter().find(|(child, _)| child == name).map(|(_, pc)| pc))
-    };
-    if insertable.is_empty() {
-        let count = stmt.param("int8", quote! { rows.len() as i64 });
-        return Ok(Batch {
-            ctes: vec![format!(
-                "\"rows\" AS (INSERT INTO {table} SELECT FROM generate_series(1, {count}) RETURNING {returning})"
-            )],
-            select: format!("SELECT {returning} FROM \"rows\""),
-            merge: None,
-            returns: "Returns every column of each row.",
-        });
+impl Arrays {
+    /// `unnest(…) WITH ORDINALITY AS "i"(…, "ord")`.
+    pub(crate) fn unnest(&self) -> String {
+        format!(
+            "unnest({}) WITH ORDINALITY AS \"i\"({}, \"ord\")",
+            self.placeholders.join(", "),
+            self.aliases.join(", ")
+        )
     }
-    let mut arrays: Vec<String> = Vec::new();
-    let mut aliases: Vec<String> = Vec::new();
-    let mut alias = |arrays: &mut Vec<String>, placeholder: String| -> String {
-        arrays.push(placeholder);
-        let a = format!("v{}", arrays.len());
-        aliases.push(sql::ident(&a));
+}
+
+/// The arrays for `insertable` (a table's insertable fields), one array per column (two for a
+/// nullable column with a default: whether to take it, and the value); array columns travel as
+/// one JSON array per row, since unnest would flatten them.
+pub(crate) fn batch_arrays(
+    insertable: &[&Field],
+    stmt: &mut Statement,
+    skip: &dyn Fn(&Field) -> bool,
+) -> Result<Arrays> {
+    let mut arrays = Arrays {
+        placeholders: Vec::new(),
+        aliases: Vec::new(),
+        columns: Vec::new(),
+    };
+    let alias = |arrays: &mut Arrays, placeholder: String| -> String {
+        arrays.placeholders.push(placeholder);
+        let a = format!("v{}", arrays.placeholders.len());
+        arrays.aliases.push(sql::ident(&a));
         format!("\"i\".{}", sql::ident(&a))
     };
-    // The "input" CTE: one value per insertable column (c1…), and for each defaulted column
-    // whether its default was taken (d1…).
-    let mut input_cols: Vec<String> = Vec::new();
-    let mut taken: Vec<(usize, String)> = Vec::new();
-    for (k, f) in insertable.iter().enumerate() {
-        let c = format!("\"c{k}\"");
-        if let Some(parent_column) = from_parent(&f.column.name) {
-            input_cols.push(format!("\"parent\".{} AS {c}", sql::ident(parent_column)));
+    for f in insertable {
+        if skip(f) {
+            arrays.columns.push(None);
             continue;
         }
         let ident = &f.ident;
-        // Array columns travel as one JSON array per row (unnest would flatten them).
         let wraps = f.is_array() || f.is_untyped_json();
         let cast = if f.is_array() {
             "jsonb[]".to_string()
@@ -575,266 +548,94 @@ fn batch_insert(
             }
         };
         let optional = option_map(wraps, quote! { r.#ident.as_ref() });
-        let expr = match f.insert_shape() {
+        let column = match f.insert_shape() {
             InsertShape::Required => {
-                let p = stmt.param(
-                    &cast,
-                    quote! { rows.iter().map(|r| #value).collect::<Vec<_>>() },
-                );
-                convert(alias(&mut arrays, p))?
+                let p = stmt.param(&cast, quote! { crate::generated::column(rows, |r| #value) });
+                let v = convert(alias(&mut arrays, p))?;
+                BatchColumn {
+                    value: v.clone(),
+                    input: v,
+                    given: None,
+                }
             }
             InsertShape::Nullable => {
                 let p = stmt.param(
                     &cast,
-                    quote! { rows.iter().map(|r| #optional).collect::<Vec<_>>() },
+                    quote! { crate::generated::column(rows, |r| #optional) },
                 );
-                convert(alias(&mut arrays, p))?
+                let v = convert(alias(&mut arrays, p))?;
+                BatchColumn {
+                    value: v.clone(),
+                    input: v,
+                    given: None,
+                }
             }
             InsertShape::Defaulted => {
                 let p = stmt.param(
                     &cast,
-                    quote! { rows.iter().map(|r| #optional).collect::<Vec<_>>() },
+                    quote! { crate::generated::column(rows, |r| #optional) },
                 );
-                let v = alias(&mut arrays, p);
-                taken.push((k, format!("{v} IS NULL")));
+                let raw = alias(&mut arrays, p);
+                let v = convert(raw.clone())?;
                 let default = f.default.clone().expect("a defaulted column has a default");
-                format!("coalesce({}, {default})", convert(v)?)
+                BatchColumn {
+                    value: format!("coalesce({v}, {default})"),
+                    input: v,
+                    given: Some(format!("{raw} IS NOT NULL")),
+                }
             }
             InsertShape::NullableDefaulted => {
                 let d = stmt.param(
                     "bool[]",
-                    quote! { rows.iter().map(|r| r.#ident.is_none()).collect::<Vec<bool>>() },
+                    quote! { crate::generated::column(rows, |r| r.#ident.is_none()) },
                 );
                 let d = alias(&mut arrays, d);
                 let inner =
                     option_map(wraps, quote! { r.#ident.as_ref().and_then(|v| v.as_ref()) });
-                let p = stmt.param(
-                    &cast,
-                    quote! { rows.iter().map(|r| #inner).collect::<Vec<_>>() },
-                );
+                let p = stmt.param(&cast, quote! { crate::generated::column(rows, |r| #inner) });
                 let v = convert(alias(&mut arrays, p))?;
-                taken.push((k, d.clone()));
                 let default = f.default.clone().expect("a defaulted column has a default");
-                format!("CASE WHEN {d} THEN {default} ELSE {v} END")
-            }
-        };
-        input_cols.push(format!("{expr} AS {c}"));
-    }
-    for (k, taken) in &taken {
-        input_cols.push(format!("{taken} AS \"d{k}\""));
-    }
-    input_cols.push("\"i\".\"ord\"".into());
-    aliases.push("\"ord\"".into());
-    let from = match parent {
-        Some(_) => "\"parent\", ",
-        None => "",
-    };
-    let input = format!(
-        "\"input\" AS MATERIALIZED (SELECT {} FROM {from}unnest({}) WITH ORDINALITY AS \"i\"({}))",
-        input_cols.join(", "),
-        arrays.join(", "),
-        aliases.join(", ")
-    );
-    let columns = sql::idents(insertable.iter().map(|f| f.column.name.as_str()));
-    let values = (0..insertable.len())
-        .map(|k| format!("\"c{k}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let insert_index = |name: &str| insertable.iter().position(|f| f.column.name == name);
-
-    // Rows come back merged when the key can join them to their inputs.
-    let pk = ctx.table.primary_key_columns();
-    let joinable = !pk.is_empty() && pk.iter().all(|c| insert_index(c).is_some());
-    if !joinable {
-        return Ok(Batch {
-            ctes: vec![
-                input,
-                format!(
-                    "\"rows\" AS (INSERT INTO {table} ({columns}) SELECT {values} FROM \"input\" ORDER BY \"ord\" RETURNING {returning})"
-                ),
-            ],
-            select: format!("SELECT {returning} FROM \"rows\""),
-            merge: None,
-            returns: "Returns every column of each row, in the given order.",
-        });
-    }
-    let mut rows_returning: Vec<String> = pk.to_vec();
-    let mut select: Vec<String> = Vec::new();
-    let mut fields = Vec::new();
-    for (i, f) in ctx.fields.iter().enumerate() {
-        let name = f.column.name.as_str();
-        let source = match insert_index(name) {
-            None => Source::Returned,
-            Some(_) if from_parent(name).is_some() => Source::Returned,
-            Some(_)
-                if matches!(
-                    f.insert_shape(),
-                    InsertShape::Required | InsertShape::Nullable
-                ) =>
-            {
-                Source::Input
-            }
-            Some(_) => Source::InputOrReturned,
-        };
-        match source {
-            Source::Input => {}
-            Source::Returned => {
-                if insert_index(name).is_some() {
-                    let k = insert_index(name).unwrap();
-                    select.push(format!("\"input\".\"c{k}\" AS {}", sql::ident(name)));
-                } else {
-                    if !rows_returning.iter().any(|c| c == name) {
-                        rows_returning.push(name.to_string());
-                    }
-                    select.push(format!("\"rows\".{0} AS {0}", sql::ident(name)));
+                BatchColumn {
+                    value: format!("CASE WHEN {d} THEN {default} ELSE {v} END"),
+                    input: v,
+                    given: Some(format!("NOT {d}")),
                 }
             }
-            Source::InputOrReturned => {
-                let k = insert_index(name).unwrap();
-                select.push(format!(
-                    "CASE WHEN \"input\".\"d{k}\" THEN \"input\".\"c{k}\" END AS {}",
-                    sql::ident(name)
-                ));
-            }
-        }
-        fields.push((i, source));
+        };
+        arrays.columns.push(Some(column));
     }
-    let join = pk
-        .iter()
-        .map(|c| {
-            let k = insert_index(c).unwrap();
-            format!("\"rows\".{} = \"input\".\"c{k}\"", sql::ident(c))
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    if select.is_empty() {
-        // Nothing to send back but the row count: one constant column.
-        select.push("true AS \"inserted\"".into());
-    }
-    Ok(Batch {
-        ctes: vec![
-            input,
-            format!(
-                "\"rows\" AS (INSERT INTO {table} ({columns}) SELECT {values} FROM \"input\" ORDER BY \"ord\" RETURNING {})",
-                sql::idents(rows_returning.iter().map(String::as_str))
-            ),
-        ],
-        select: format!(
-            "SELECT {} FROM \"rows\" JOIN \"input\" ON {join} ORDER BY \"input\".\"ord\"",
-            select.join(", ")
-        ),
-        merge: Some(Merge { fields }),
-        returns: "Returns the stored rows in the given order: the database sends back only what it decided (the values it filled, the defaults it took), and each row is put together with what was sent.",
-    })
+    Ok(arrays)
 }
 
-/// The async function running a batch statement: binds, fetches, and merges each returned row
-/// with its input when the statement returns only what the database decided.
-#[allow(clippy::too_many_arguments)]
-fn batch_fn(
-    ctx: &Ctx,
-    name: &str,
-    what: &str,
-    sql: &str,
-    stmt: Statement,
-    batch: &Batch,
-    fn_name: TokenStream,
-    extra_params: TokenStream,
-    rows_param: TokenStream,
-) -> TokenStream {
-    let const_ident = format_ident!("{name}");
-    let docs = doc(what);
-    let binds = &stmt.binds;
-    let (row, insert) = (ctx.names.row(), ctx.names.insert());
-    let fn_doc = doc(&format!(
-        "Runs [`{name}`] on `executor` with `rows` (and returns the stored rows in their order)."
-    ));
-    let Some(merge) = &batch.merge else {
-        return quote! {
-            #docs pub const #const_ident: &str = #sql;
-            #fn_doc
-            pub async fn #fn_name<'e, 'a>(executor: impl ::sqlx::PgExecutor<'e>, #extra_params #rows_param) -> Result<Vec<super::#row>, ::sqlx::Error> {
-                ::sqlx::query_as(#const_ident) #(.bind(#binds))* .fetch_all(executor).await
-            }
-        };
-    };
-    let filled = format_ident!("{}Filled", super::names::pascal(&name.to_ascii_lowercase()));
-    let mut filled_fields = Vec::new();
-    let mut merged = Vec::new();
-    for (i, source) in &merge.fields {
-        let f = &ctx.fields[*i];
-        let (ident, base, rename) = (&f.ident, &f.base, &f.sqlx_rename);
-        let ty = if f.column.nullable {
-            quote! { Option<#base> }
-        } else {
-            quote! { #base }
-        };
-        match source {
-            Source::Input => merged.push(quote! { #ident: new.#ident.clone(), }),
-            Source::Returned => {
-                filled_fields.push(quote! { #rename #ident: #ty, });
-                merged.push(quote! { #ident: filled.#ident, });
-            }
-            Source::InputOrReturned => {
-                filled_fields.push(quote! { #rename #ident: Option<#base>, });
-                merged.push(if f.column.nullable {
-                    quote! { #ident: match &new.#ident { Some(v) => v.clone(), None => filled.#ident }, }
-                } else {
-                    quote! {
-                        #ident: match &new.#ident {
-                            Some(v) => v.clone(),
-                            None => filled.#ident.expect("the database returns the default it took"),
-                        },
-                    }
-                });
-            }
-        }
+/// `INSERT INTO t (…) SELECT … FROM unnest($…) WITH ORDINALITY AS i(…) ORDER BY i.ord
+/// RETURNING …` (every column, in the input order).
+fn batch_insert(ctx: &Ctx, stmt: &mut Statement) -> Result<String> {
+    let table = sql::ident(&ctx.table.name);
+    let returning = ctx.all_columns();
+    let insertable = ctx.insertable();
+    if insertable.is_empty() {
+        let count = stmt.param("int8", quote! { rows.len() as i64 });
+        return Ok(format!(
+            "INSERT INTO {table} SELECT FROM generate_series(1, {count}) RETURNING {returning}"
+        ));
     }
-    let filled_doc = doc(&format!(
-        "What [`{name}`] returns of a row: what the database decided."
-    ));
-    let filled_struct = if filled_fields.is_empty() {
-        quote! {
-            #filled_doc
-            #[derive(::sqlx::FromRow)]
-            #[allow(dead_code)]
-            struct #filled { inserted: bool }
-        }
-    } else {
-        quote! {
-            #filled_doc
-            #[derive(::sqlx::FromRow)]
-            struct #filled { #(#filled_fields)* }
-        }
-    };
-    let merge_fn = format_ident!("merge_{}", name.to_ascii_lowercase());
-    quote! {
-        #docs pub const #const_ident: &str = #sql;
-
-        #filled_struct
-
-        /// One stored row from what was sent and what the database decided.
-        #[allow(unused_variables)]
-        fn #merge_fn(new: &super::#insert, filled: #filled) -> super::#row {
-            super::#row { #(#merged)* }
-        }
-
-        #fn_doc
-        pub async fn #fn_name<'e, 'a>(executor: impl ::sqlx::PgExecutor<'e>, #extra_params #rows_param) -> Result<Vec<super::#row>, ::sqlx::Error> {
-            let filled: Vec<#filled> = ::sqlx::query_as(#const_ident) #(.bind(#binds))* .fetch_all(executor).await?;
-            if !filled.is_empty() && filled.len() != rows.len() {
-                return Err(::sqlx::Error::Protocol(format!(
-                    "{} returned {} rows for {} inputs", #name, filled.len(), rows.len()
-                )));
-            }
-            Ok(rows.iter().zip(filled).map(|(new, filled)| #merge_fn(new, filled)).collect())
-        }
-    }
+    let arrays = batch_arrays(&insertable, stmt, &|_| false)?;
+    let values: Vec<&str> = arrays
+        .columns
+        .iter()
+        .map(|c| c.as_ref().expect("no column skipped").value.as_str())
+        .collect();
+    Ok(format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM {} ORDER BY \"i\".\"ord\" RETURNING {returning}",
+        sql::idents(insertable.iter().map(|f| f.column.name.as_str())),
+        values.join(", "),
+        arrays.unnest()
+    ))
 }
 
 /// The foreign key named `name` of `table`, and the columns it refers to (the referenced
 /// table's primary key when the SQL names none).
-fn foreign_key<'s>(
+pub(crate) fn foreign_key<'s>(
     schema: &'s Schema,
     table: &'s Table,
     name: &str,
@@ -860,121 +661,6 @@ fn foreign_key<'s>(
         );
     }
     Ok((fk, parent, referred))
-}
-
-/// `APPEND`: a batch insert under one locked parent row, with the parent's running total and
-/// touched column kept in the same statement.
-fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStream, TokenStream)> {
-    let (fk, parent, referred) = foreign_key(ctx.schema, ctx.table, append.foreign_key)?;
-    ctx.field(append.order_by)?;
-    let parent_name = format_ident!("{}Parent", ctx.names.row);
-    let args = args_struct(
-        ctx,
-        &parent_name,
-        &fk.columns,
-        &format!(
-            "The `{}` row that [`stmt::append`] appends under, by the columns of foreign key `{}`.",
-            parent.name, fk.name
-        ),
-    )?;
-    let mut stmt = Statement::new();
-    // Lock the parent first: appends to one parent serialize here, so each batch's order
-    // column values are drawn together.
-    let conds = args
-        .fields
-        .iter()
-        .zip(&referred)
-        .map(|((_, cast, bind), parent_column)| {
-            format!(
-                "{} = {}",
-                sql::ident(parent_column),
-                stmt.param(cast, bind.clone())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let lock = format!(
-        "\"parent\" AS (SELECT {} FROM {} WHERE {conds} FOR NO KEY UPDATE)",
-        sql::idents(referred.iter().map(String::as_str)),
-        sql::ident(&parent.name)
-    );
-    let pairs: Vec<(String, String)> = fk.columns.iter().cloned().zip(referred.clone()).collect();
-    let batch = batch_insert(ctx, &mut stmt, Some(&pairs))?;
-    let mut sets = Vec::new();
-    if let Some((parent_column, child_column)) = append.total {
-        let p = parent
-            .column(parent_column)
-            .with_context(|| format!("{} has no column {parent_column}", parent.name))?;
-        ctx.field(child_column)?;
-        anyhow::ensure!(
-            batch.merge.is_none() || batch_returns(&batch, child_column),
-            "{}.{child_column} is summed into the parent, so the batch must return it",
-            ctx.table.name
-        );
-        sets.push(format!(
-            "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
-            sql::ident(child_column),
-            sql::cast_type(&p.ty),
-            col = sql::ident(parent_column),
-        ));
-    }
-    if let Some(touched) = append.touched {
-        parent
-            .column(touched)
-            .with_context(|| format!("{} has no column {touched}", parent.name))?;
-        sets.push(format!("{} = now()", sql::ident(touched)));
-    }
-    let mut ctes = vec![lock];
-    ctes.extend(batch.ctes.iter().cloned());
-    if !sets.is_empty() {
-        let join = referred
-            .iter()
-            .map(|c| format!("\"p\".{c} = \"parent\".{c}", c = sql::ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        ctes.push(format!(
-            "\"parent_update\" AS (UPDATE {} AS \"p\" SET {} FROM \"parent\" WHERE {join})",
-            sql::ident(&parent.name),
-            sets.join(", ")
-        ));
-    }
-    let sql = format!("WITH {} {}", ctes.join(", "), batch.select);
-    let (insert_ty, ty) = (ctx.names.insert(), &args.ty);
-    let what = format!(
-        "Appends any number of `{}` rows under one `{}` row, in one statement: locks the parent row (appends to one parent never interleave), inserts the rows in the given order with their foreign-key columns taken from the parent (the rows' own values of those columns are not read), {}. Nothing is inserted, and no row returned, when the parent does not exist. {}",
-        ctx.table.name,
-        parent.name,
-        match (append.total, append.touched) {
-            (Some((t, c)), Some(touched)) => format!("adds their `{c}` to the parent's `{t}` and sets its `{touched}` to now()"),
-            (Some((t, c)), None) => format!("adds their `{c}` to the parent's `{t}`"),
-            (None, Some(touched)) => format!("sets the parent's `{touched}` to now()"),
-            (None, None) => "leaves the parent as it is".into(),
-        },
-        batch.returns
-    );
-    let _ = append.order_by;
-    let function = batch_fn(
-        ctx,
-        "APPEND",
-        &what,
-        &sql,
-        stmt,
-        &batch,
-        quote! { append },
-        quote! { arg: &super::#ty, },
-        quote! { rows: &[super::#insert_ty] },
-    );
-    Ok((args.item, function))
-}
-
-/// True if the batch's "rows" CTE returns `column` (its RETURNING names it).
-fn batch_returns(batch: &Batch, column: &str) -> bool {
-    batch.ctes.iter().any(|c| {
-        c.starts_with("\"rows\"")
-            && c.split("RETURNING")
-                .nth(1)
-                .is_some_and(|r| r.contains(&sql::ident(column)))
-    })
 }
 
 /// `ARCHIVED` (read archived rows as the table is now) and `RESTORE` (insert them back), both
