@@ -109,7 +109,8 @@ fn lock_session() -> SelectStatement {
 /// Applies `plan` to session `plan.session_id` of `tenant` atomically and returns the event.
 ///
 /// In one transaction (a savepoint when `conn` is already in one): lock the session row; check
-/// every id is a non-preserved message of the session; then one statement removes the messages
+/// every id is a non-preserved message of the session and that the plan keeps every tool use
+/// with its result (both checked in one query, on the stored rows); then one statement removes the messages
 /// (re-checking that none is preserved, so a flag set meanwhile is honoured), archives each
 /// removed row whole, inserts the summary at the position of the first removed message, writes
 /// the event with its token figures, and updates the session's counters. Three statements (plus
@@ -117,7 +118,8 @@ fn lock_session() -> SelectStatement {
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for an
-/// empty plan, duplicates, ids outside the session, preserved messages, or bad summary content;
+/// empty plan, duplicates, ids outside the session, preserved messages, a plan that would split a
+/// tool use from its result (naming the tool-use id), or bad summary content;
 /// [`Error::Conflict`] if a message of the plan was preserved or removed by another transaction
 /// while the compaction ran. Nothing is written on any error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %plan.session_id, remove = plan.remove.len(), event = tracing::field::Empty))]
@@ -154,6 +156,11 @@ async fn compact_in(
     let mut read = Query::select();
     read.columns([MessageIden::Id, MessageIden::IsPreserved])
         .expr(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(plan.remove.clone()))))
+        .expr(Expr::from(crate::pairs::first_split(
+            tenant,
+            session.id,
+            &plan.remove,
+        )))
         .from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
@@ -164,12 +171,12 @@ async fn compact_in(
         )
         .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
-    let found: Vec<(Uuid, bool, bool)> = sqlx::query_as_with(sql, values)
+    let found: Vec<(Uuid, bool, bool, Option<String>)> = sqlx::query_as_with(sql, values)
         .fetch_all(&mut *conn)
         .await?;
     let mut in_plan = HashSet::with_capacity(plan.remove.len());
     let mut preserved_ids = Vec::new();
-    for (id, is_preserved, planned) in &found {
+    for (id, is_preserved, planned, _) in &found {
         if *planned {
             if *is_preserved {
                 return Err(Error::invalid(format!("message {id} is preserved")));
@@ -183,6 +190,11 @@ async fn compact_in(
         return Err(Error::invalid(format!(
             "message {missing} is not in the session"
         )));
+    }
+    // The same query said whether the plan splits a tool pair (on what is stored, under the
+    // session lock).
+    if let Some(tool_id) = found.first().and_then(|f| f.3.as_deref()) {
+        return Err(crate::pairs::split_error(tool_id));
     }
 
     // 3. One statement does the rest, so a compaction of any size costs the same round trips.

@@ -41,6 +41,7 @@ mod compaction;
 mod error;
 mod messages;
 mod migrate;
+mod pairs;
 mod sessions;
 mod validate;
 
@@ -53,6 +54,7 @@ pub use messages::{
     recompute_total_tokens, set_preserved, LastSeen, MessageRange,
 };
 pub use migrate::{migrate, MIGRATOR};
+pub use pairs::ToolPairs;
 pub use sessions::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,
     update_metadata, MetadataUpdate, Page, SessionCursor, MAX_PAGE,

@@ -7,6 +7,7 @@ use sqlx::{Acquire, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
+use crate::pairs::{self, ToolPairs};
 use crate::validate;
 
 /// Checks one message to append.
@@ -238,54 +239,80 @@ pub async fn set_preserved(
 }
 
 /// Deletes the messages `ids` of session `session_id` of `tenant` (ids outside the session are
-/// ignored) and takes their tokens off the session's total, in one statement. Returns how many
-/// were deleted.
+/// ignored) and takes their tokens off the session's total. Returns how many were deleted.
+///
+/// With [`ToolPairs::Keep`], deleting a tool use without its result (or a result without its
+/// tool use) is refused; [`ToolPairs::AllowSplit`] deletes what was asked regardless. The check
+/// and the delete run after the session row is locked (two statements in a transaction, or a
+/// savepoint inside yours), so a message appended meanwhile is seen.
 ///
 /// # Errors
-/// [`Error::NotFound`] if the session is not one of `tenant`'s.
+/// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] naming
+/// the tool-use id if the delete would split a pair. Nothing is written on any error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = ids.len(), deleted = tracing::field::Empty))]
-pub async fn delete_messages(
-    executor: impl PgExecutor<'_>,
+pub async fn delete_messages<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
     session_id: Uuid,
     ids: &[Uuid],
+    pairs: ToolPairs,
 ) -> Result<u64> {
     validate::tenant(tenant)?;
-    let (sessions, deleted): (i64, i64) = {
-        let (sql, values) = crate::built(&delete_statement(tenant, session_id, ids));
-        sqlx::query_as_with(sql, values).fetch_one(executor).await?
-    };
-    if sessions == 0 {
-        return Err(Error::NotFound(Entity::Session));
-    }
-    tracing::Span::current().record("deleted", deleted);
-    Ok(deleted as u64)
-}
-
-/// `WITH session AS (SELECT … FOR NO KEY UPDATE), gone AS (DELETE … RETURNING tokens), updated
-/// AS (UPDATE sessions SET total_tokens = total_tokens - sum, updated_at = now() …) SELECT
-/// (SELECT count(*) FROM session), (SELECT count(*) FROM gone)`, from the generated names.
-fn delete_statement(tenant: &str, session_id: Uuid, ids: &[Uuid]) -> sea_query::WithQuery {
-    let (session, gone) = (Alias::new("session"), Alias::new("gone"));
+    let mut tx = conn.begin().await?;
     let mut lock = Query::select();
     lock.column(SessionIden::Id)
         .from(SessionIden::Table)
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(session_id))
         .lock(LockType::NoKeyUpdate);
+    let (sql, values) = crate::built(&lock);
+    if sqlx::query_with(sql, values)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(Error::NotFound(Entity::Session));
+    }
+    let (sql, values) = crate::built(&delete_statement(tenant, session_id, ids, pairs));
+    let (split, deleted): (Option<String>, i64) =
+        sqlx::query_as_with(sql, values).fetch_one(&mut *tx).await?;
+    if let Some(tool_id) = split {
+        return Err(pairs::split_error(&tool_id));
+    }
+    tx.commit().await?;
+    tracing::Span::current().record("deleted", deleted);
+    Ok(deleted as u64)
+}
+
+/// `WITH split AS (first split pair), gone AS (DELETE … unless split, RETURNING tokens),
+/// updated AS (UPDATE sessions SET total_tokens = total_tokens - sum, updated_at = now() …)
+/// SELECT (SELECT tool_id FROM split), (SELECT count(*) FROM gone)`, from the generated names.
+fn delete_statement(
+    tenant: &str,
+    session_id: Uuid,
+    ids: &[Uuid],
+    pairs: ToolPairs,
+) -> sea_query::WithQuery {
+    let (split, gone) = (Alias::new("split"), Alias::new("gone"));
+    let mut check = pairs::first_split(tenant, session_id, ids);
+    if pairs == ToolPairs::AllowSplit {
+        check.and_where(Expr::val(false));
+    }
     let mut delete = Query::delete();
     delete
         .from_table(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
-        .and_where(
-            Expr::col(MessageIden::SessionId).in_subquery(
-                Query::select()
-                    .column(SessionIden::Id)
-                    .from(session.clone())
-                    .to_owned(),
-            ),
-        )
+        .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
         .and_where(Expr::col(MessageIden::Id).eq(sea_query::PgFunc::any(Expr::val(ids.to_vec()))))
+        .and_where(
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(split.clone())
+                    .to_owned(),
+            )
+            .not(),
+        )
         .returning_col(MessageIden::Tokens);
     let removed_tokens = crate::sum_of(MessageIden::Tokens, &gone);
     let mut update = Query::update();
@@ -300,12 +327,17 @@ fn delete_statement(tenant: &str, session_id: Uuid, ids: &[Uuid]) -> sea_query::
         .and_where(Expr::col(SessionIden::Id).eq(session_id))
         .and_where(crate::count_of(&gone).gt(0));
     let with = Query::with()
-        .cte(crate::cte(&session, lock))
+        .cte(crate::cte(&split, check))
         .cte(crate::cte(&gone, delete))
         .cte(crate::cte(&Alias::new("updated"), update))
         .to_owned();
     Query::select()
-        .expr(crate::count_of(&session))
+        .expr(Expr::from(
+            Query::select()
+                .column(Alias::new("tool_id"))
+                .from(split)
+                .to_owned(),
+        ))
         .expr(crate::count_of(&gone))
         .to_owned()
         .with(with)

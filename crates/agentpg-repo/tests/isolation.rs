@@ -90,7 +90,7 @@ async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
             Err(Error::NotFound(Entity::Message))
         ));
         assert!(matches!(
-            delete_messages(&pool, OTHER, sid, &[mid]).await,
+            delete_messages(&pool, OTHER, sid, &[mid], ToolPairs::Keep).await,
             Err(Error::NotFound(Entity::Session))
         ));
         assert!(matches!(

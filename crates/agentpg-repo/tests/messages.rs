@@ -4,7 +4,7 @@ mod common;
 
 use agentpg_repo::{
     append_messages, delete_messages, get_message, list_messages, recompute_total_tokens,
-    set_preserved, Entity, Error, MessageRange,
+    set_preserved, Entity, Error, MessageRange, ToolPairs,
 };
 use agentpg_schema::{ContentBlock, MessageRole, NewMessage};
 use common::{session, session_row, text, usage, TENANT};
@@ -274,9 +274,15 @@ async fn get_preserve_and_delete(pool: PgPool) {
     ));
 
     // Ids outside the session are ignored; tokens come off the total.
-    let deleted = delete_messages(&pool, TENANT, s.id, &[all[0].id, all[2].id, Uuid::new_v4()])
-        .await
-        .unwrap();
+    let deleted = delete_messages(
+        &pool,
+        TENANT,
+        s.id,
+        &[all[0].id, all[2].id, Uuid::new_v4()],
+        ToolPairs::Keep,
+    )
+    .await
+    .unwrap();
     assert_eq!(deleted, 2);
     assert_eq!(session_row(&pool, s.id).await.total_tokens, 6);
     assert_eq!(
@@ -284,7 +290,7 @@ async fn get_preserve_and_delete(pool: PgPool) {
         6
     );
     assert_eq!(
-        delete_messages(&pool, TENANT, other.id, &[all[1].id])
+        delete_messages(&pool, TENANT, other.id, &[all[1].id], ToolPairs::Keep)
             .await
             .unwrap(),
         0
@@ -298,7 +304,7 @@ async fn get_preserve_and_delete(pool: PgPool) {
         [all[1].id, all[3].id]
     );
     assert!(matches!(
-        delete_messages(&pool, TENANT, Uuid::new_v4(), &[all[1].id]).await,
+        delete_messages(&pool, TENANT, Uuid::new_v4(), &[all[1].id], ToolPairs::Keep).await,
         Err(Error::NotFound(Entity::Session))
     ));
     assert!(matches!(

@@ -118,6 +118,26 @@ impl ContentBlock {
         })
     }
 
+    /// A request to call tool `name` with `input`, answered by the tool result that names `id`.
+    pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: Value) -> Self {
+        ContentBlock::ToolUse(ToolUseBlock {
+            id: id.into(),
+            name: name.into(),
+            input,
+            extra: Extra::new(),
+        })
+    }
+
+    /// The result of the tool use `tool_use_id`, with `content` (a string or blocks).
+    pub fn tool_result(tool_use_id: impl Into<String>, content: Value) -> Self {
+        ContentBlock::ToolResult(ToolResultBlock {
+            tool_use_id: tool_use_id.into(),
+            content: Some(content),
+            is_error: None,
+            extra: Extra::new(),
+        })
+    }
+
     /// The block's `type`, if it has one.
     pub fn block_type(&self) -> Option<&str> {
         Some(match self {

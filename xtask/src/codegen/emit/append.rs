@@ -196,8 +196,18 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
                 }
             }
         }
+        // One index lookup per given key (the LIMIT keeps the planner from joining the
+        // whole table).
+        let given_keys = key_from_input
+            .iter()
+            .map(|c| {
+                let col = arrays.columns[index_of(c).unwrap()].as_ref().unwrap();
+                format!("{} IS NOT NULL", col.input)
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
         ctes.push(format!(
-            "\"existing\" AS (SELECT \"m\".*, ({}) AS \"same\" FROM \"parent\" CROSS JOIN {} JOIN {} AS \"m\" ON {key_match})",
+            "\"existing\" AS (SELECT \"m\".*, ({}) AS \"same\" FROM \"parent\" CROSS JOIN {} CROSS JOIN LATERAL (SELECT * FROM {} AS \"m\" WHERE {key_match} LIMIT 1) AS \"m\" WHERE {given_keys})",
             same.join(" AND "),
             arrays.unnest(),
             sql::ident(&ctx.table.name)
