@@ -55,8 +55,10 @@ pub struct CompactionPlan {
 
 fn check_plan(plan: &CompactionPlan) -> Result<()> {
     validate::non_empty_text("strategy", &plan.strategy)?;
+    validate::bounded("strategy", &plan.strategy, crate::limits::STRATEGY)?;
     if let Some(model) = &plan.model_used {
         validate::text("model_used", model)?;
+        validate::bounded("model_used", model, crate::limits::MODEL)?;
     }
     if plan.duration_ms.is_some_and(|d| d < 0) {
         return Err(Error::invalid("duration_ms is negative"));

@@ -151,6 +151,11 @@ impl From<sqlx::Error> for Error {
                 ),
                 source: Some(e),
             },
+            // Class 54: a program limit (an index entry or a value too large for PostgreSQL).
+            _ if code.starts_with("54") => Error::InvalidInput {
+                reason: format!("the value exceeds a PostgreSQL limit (SQLSTATE {code})"),
+                source: Some(e),
+            },
             // Class 22: data exceptions (bad JSON, NUL in text, out-of-range numbers, …).
             _ if code.starts_with("22") => Error::InvalidInput {
                 reason: format!("the database refused the data (SQLSTATE {code})"),

@@ -39,6 +39,7 @@
 
 mod compaction;
 mod error;
+pub mod limits;
 mod messages;
 mod migrate;
 mod pairs;

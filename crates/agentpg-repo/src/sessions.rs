@@ -46,6 +46,7 @@ fn page_limit(limit: u64) -> Result<u64> {
 fn check_new(new: &NewSession) -> Result<()> {
     validate::tenant(&new.tenant_id)?;
     validate::non_empty_text("identifier", &new.identifier)?;
+    validate::bounded("identifier", &new.identifier, crate::limits::IDENTIFIER)?;
     if let Some(metadata) = &new.metadata {
         validate::json_object("metadata", metadata)?;
     }
@@ -103,6 +104,7 @@ pub async fn find_session(
 ) -> Result<Option<Session>> {
     validate::tenant(tenant)?;
     validate::text("identifier", identifier)?;
+    validate::bounded("identifier", identifier, crate::limits::IDENTIFIER)?;
     let key = SessionByTenantIdIdentifier {
         tenant_id: tenant,
         identifier,

@@ -25,8 +25,20 @@ pub(crate) fn non_empty_text(field: &str, value: &str) -> Result<()> {
     text(field, value)
 }
 
+/// `value` must fit in `max` bytes (UTF-8).
+pub(crate) fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::invalid(format!(
+            "{field} is {} bytes long; the limit is {max} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn tenant(tenant: &str) -> Result<()> {
-    non_empty_text("tenant", tenant)
+    non_empty_text("tenant", tenant)?;
+    bounded("tenant", tenant, crate::limits::TENANT)
 }
 
 /// JSON that PostgreSQL's jsonb takes: no NUL in any string or key, bounded depth.
@@ -82,12 +94,18 @@ pub(crate) fn content(field: &str, blocks: &[ContentBlock]) -> Result<()> {
             }
             ContentBlock::ToolUse(b) => {
                 text(field, &b.id)?;
+                bounded(&format!("{field} tool_use id"), &b.id, crate::limits::TOOL_ID)?;
                 text(field, &b.name)?;
                 json_at(field, &b.input, FIELDS)?;
                 object_at(field, &b.extra, FIELDS)?;
             }
             ContentBlock::ToolResult(b) => {
                 text(field, &b.tool_use_id)?;
+                bounded(
+                    &format!("{field} tool_result tool_use_id"),
+                    &b.tool_use_id,
+                    crate::limits::TOOL_ID,
+                )?;
                 if let Some(content) = &b.content {
                     json_at(field, content, FIELDS)?;
                 }

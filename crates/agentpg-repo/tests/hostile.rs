@@ -271,3 +271,133 @@ async fn absurd_token_counts_are_refused_and_change_nothing(pool: PgPool) {
     assert_eq!(dump(&pool).await, before);
     assert_eq!(session_row(&pool, s.id).await.total_tokens, i64::MAX - 10);
 }
+
+/// Text PostgreSQL cannot compress: random letters and digits.
+fn incompressible(bytes: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes);
+    while out.len() < bytes {
+        for b in uuid::Uuid::new_v4().as_bytes() {
+            if out.len() < bytes {
+                out.push(ALPHABET[(*b % 64) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+fn refused_naming(result: Result<impl std::fmt::Debug, Error>, field: &str, limit: usize) {
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { reason, source: None }
+            if reason.contains(field) && reason.contains(&limit.to_string())),
+        "{field}: {err:?}"
+    );
+}
+
+/// Every text that goes into an index has a documented limit, checked before any SQL: at the
+/// limit it is stored, one byte over it is refused naming the field and the limit.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn texts_that_go_into_an_index_have_limits(pool: PgPool) {
+    use agentpg_repo::limits;
+
+    // tenant and identifier.
+    let tenant = incompressible(limits::TENANT);
+    let identifier = incompressible(limits::IDENTIFIER);
+    let s = create_session(&pool, &NewSession::new(tenant.clone(), identifier.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        find_session(&pool, &tenant, &identifier).await.unwrap(),
+        Some(s.clone())
+    );
+    let before = dump(&pool).await;
+    refused_naming(
+        create_session(
+            &pool,
+            &NewSession::new(incompressible(limits::TENANT + 1), "x".into()),
+        )
+        .await,
+        "tenant",
+        limits::TENANT,
+    );
+    refused_naming(
+        create_session(
+            &pool,
+            &NewSession::new("t".into(), incompressible(limits::IDENTIFIER + 1)),
+        )
+        .await,
+        "identifier",
+        limits::IDENTIFIER,
+    );
+    refused_naming(
+        get_session(&pool, &incompressible(limits::TENANT + 1), s.id).await,
+        "tenant",
+        limits::TENANT,
+    );
+
+    // Tool-use ids in content.
+    let tool = |id: String| NewMessage {
+        tenant_id: tenant.clone(),
+        content: Some(Json(vec![
+            ContentBlock::tool_use(id.clone(), "run", json!({})),
+            ContentBlock::tool_result(id, json!("ok")),
+        ])),
+        ..NewMessage::new(tenant.clone(), s.id, MessageRole::Assistant)
+    };
+    let stored = append_messages(&pool, &tenant, s.id, &[tool(incompressible(limits::TOOL_ID))])
+        .await
+        .unwrap();
+    let after_append = dump(&pool).await;
+    refused_naming(
+        append_messages(&pool, &tenant, s.id, &[tool(incompressible(limits::TOOL_ID + 1))]).await,
+        "tool_use id",
+        limits::TOOL_ID,
+    );
+
+    // Strategy and model of a compaction.
+    let plan = |strategy: String, model: String| CompactionPlan {
+        session_id: s.id,
+        remove: vec![stored[0].id],
+        summary: None,
+        strategy,
+        model_used: Some(model),
+        duration_ms: None,
+    };
+    refused_naming(
+        compact(&pool, &tenant, &plan(incompressible(limits::STRATEGY + 1), "m".into())).await,
+        "strategy",
+        limits::STRATEGY,
+    );
+    refused_naming(
+        compact(&pool, &tenant, &plan("s".into(), incompressible(limits::MODEL + 1))).await,
+        "model_used",
+        limits::MODEL,
+    );
+    assert_eq!(dump(&pool).await, after_append, "nothing written by a refused call");
+    assert_ne!(before, after_append);
+    compact(
+        &pool,
+        &tenant,
+        &plan(incompressible(limits::STRATEGY), incompressible(limits::MODEL)),
+    )
+    .await
+    .unwrap();
+}
+
+/// A limit PostgreSQL still enforces (SQLSTATE class 54, here an index entry too large) is the
+/// caller's invalid input, not an opaque database error.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn program_limit_errors_are_invalid_input(pool: PgPool) {
+    let err: Error = sqlx::query("INSERT INTO sessions (tenant_id, identifier) VALUES ($1, $2)")
+        .bind("t")
+        .bind(incompressible(3000))
+        .execute(&pool)
+        .await
+        .unwrap_err()
+        .into();
+    assert!(
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("SQLSTATE 54000")),
+        "{err:?}"
+    );
+}
