@@ -1,7 +1,10 @@
 //! Soak and fault run: several tenants, many sessions, concurrent appenders, compactions and
 //! reverts for a fixed time, while a fault injector terminates random backends (and, with
-//! `--restart-server`, restarts PostgreSQL once). At the end every invariant is checked and the
-//! figures printed. Exits non-zero on any invariant violation or lost acknowledged write.
+//! `--restart-server`, restarts PostgreSQL once). Appenders send every batch whose outcome is
+//! unknown again, with the same message ids, as real agents do; some batches carry a tool call
+//! with its result. At the end every invariant is checked — exactly once: nothing acknowledged
+//! lost, nothing stored twice, tokens exact, no tool pair split, no preserved message gone — and
+//! the figures printed. Exits non-zero on any violation.
 //!
 //! Loopback only: refuses a `DATABASE_URL` whose host is not this machine. Uses (and drops) its
 //! own database `agentpg_soak`.
@@ -77,6 +80,10 @@ impl Counts {
 #[derive(Default)]
 struct Stats {
     appends: Counts,
+    /// Appends sent again after an unknown outcome.
+    retries: AtomicU64,
+    /// Batches answered after at least one retry.
+    retried_then_acked: AtomicU64,
     compactions: Counts,
     reverts: Counts,
     kills: AtomicU64,
@@ -111,8 +118,11 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// One message of a batch, with the id the client chose (so that a retry is recognised) and a
+/// text no other message has (so that a duplicate would show).
 fn message(tenant: &str, session_id: Uuid, rng: &mut fastrand::Rng) -> NewMessage {
     NewMessage {
+        id: Some(Uuid::new_v4()),
         content: Some(Json(vec![ContentBlock::text(format!(
             "soak {}",
             rng.u64(..)
@@ -135,23 +145,73 @@ fn message(tenant: &str, session_id: Uuid, rng: &mut fastrand::Rng) -> NewMessag
     }
 }
 
+/// A tool call and its result, appended together.
+fn tool_pair(tenant: &str, session_id: Uuid, rng: &mut fastrand::Rng) -> [NewMessage; 2] {
+    let call = format!("call-{}", rng.u64(..));
+    let mut use_ = message(tenant, session_id, rng);
+    use_.role = MessageRole::Assistant;
+    use_.content = Some(Json(vec![
+        ContentBlock::text(format!("calling {}", rng.u64(..))),
+        ContentBlock::tool_use(call.clone(), "search", serde_json::json!({"q": "soak"})),
+    ]));
+    let mut result = message(tenant, session_id, rng);
+    result.role = MessageRole::User;
+    result.content = Some(Json(vec![ContentBlock::tool_result(
+        call,
+        serde_json::json!(format!("result {}", rng.u64(..))),
+    )]));
+    [use_, result]
+}
+
+/// The client-side record of acknowledged appends: every message id, and those appended
+/// preserved.
+#[derive(Default)]
+struct Ledger {
+    appended: HashSet<Uuid>,
+    preserved: HashSet<Uuid>,
+}
+
 async fn appender(
     pool: PgPool,
     sessions: Arc<Vec<(String, Uuid)>>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
-    ledger: Arc<Mutex<HashSet<Uuid>>>,
+    ledger: Arc<Mutex<Ledger>>,
     seed: u64,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     while !stop.load(Ordering::Relaxed) {
         let (tenant, id) = &sessions[rng.usize(..sessions.len())];
-        let batch: Vec<NewMessage> = (0..rng.usize(1..=20))
+        let mut batch: Vec<NewMessage> = (0..rng.usize(1..=20))
             .map(|_| message(tenant, *id, &mut rng))
             .collect();
-        let result = append_messages(&pool, tenant, *id, &batch).await;
+        if rng.u8(..) < 64 {
+            batch.extend(tool_pair(tenant, *id, &mut rng));
+        }
+        // An append whose outcome is unknown (the connection died, the server restarted) is
+        // sent again, with the same ids, as a real agent would, until it is answered.
+        let mut retried = false;
+        let result = loop {
+            let result = append_messages(&pool, tenant, *id, &batch).await;
+            match &result {
+                Err(e) if e.is_retryable() => {
+                    stats.appends.record(&result);
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(rng.u64(10..100))).await;
+                }
+                _ => break result,
+            }
+        };
         if let Ok(rows) = &result {
-            ledger.lock().unwrap().extend(rows.iter().map(|m| m.id));
+            let mut ledger = ledger.lock().unwrap();
+            ledger.appended.extend(rows.iter().map(|m| m.id));
+            ledger
+                .preserved
+                .extend(rows.iter().filter(|m| m.is_preserved).map(|m| m.id));
+            if retried {
+                stats.retried_then_acked.fetch_add(1, Ordering::Relaxed);
+            }
         }
         stats.appends.record(&result);
     }
@@ -309,7 +369,7 @@ async fn fault_injector(
 /// Every invariant, as (description, violations).
 async fn check(
     pool: &PgPool,
-    ledger: &HashSet<Uuid>,
+    ledger: &Ledger,
     summaries: &[(Uuid, Uuid)],
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let mut out = Vec::new();
@@ -353,16 +413,31 @@ async fn check(
             "SELECT count(*) FROM message_archive a
               WHERE a.original_message ->> 'id' <> a.id::text OR a.original_message ->> 'session_id' <> a.session_id::text",
         ),
+        scalar(
+            "messages stored twice (the same text, live or archived)",
+            "SELECT count(*) - count(DISTINCT (tenant_id, c)) FROM (
+                 SELECT tenant_id, content::text AS c FROM messages WHERE NOT is_summary
+                 UNION ALL
+                 SELECT tenant_id, (original_message -> 'content')::text FROM message_archive
+                  WHERE NOT (original_message ->> 'is_summary')::bool
+             ) AS texts",
+        ),
+        scalar(
+            "tool uses without their result, or results without their tool use, in a session",
+            "WITH uses AS (SELECT tenant_id, session_id, jsonb_array_elements_text(tool_use_ids) AS id FROM messages),
+                  results AS (SELECT tenant_id, session_id, jsonb_array_elements_text(tool_result_ids) AS id FROM messages)
+             SELECT (SELECT count(*) FROM (SELECT * FROM uses EXCEPT SELECT * FROM results) AS a)
+                  + (SELECT count(*) FROM (SELECT * FROM results EXCEPT SELECT * FROM uses) AS b)",
+        ),
     ];
     for (name, sql) in queries {
         let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
         out.push((name, n));
     }
-    let acked: Vec<Uuid> = ledger.iter().copied().collect();
+    let acked: Vec<Uuid> = ledger.appended.iter().copied().collect();
     let present: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM unnest($1::uuid[]) AS l(id)
-          WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = l.id)
-             OR EXISTS (SELECT 1 FROM message_archive a WHERE a.id = l.id)",
+          WHERE l.id IN (SELECT id FROM messages UNION ALL SELECT id FROM message_archive)",
     )
     .bind(&acked)
     .fetch_one(pool)
@@ -371,13 +446,23 @@ async fn check(
         "acknowledged appends missing".into(),
         acked.len() as i64 - present,
     ));
+    let preserved: Vec<Uuid> = ledger.preserved.iter().copied().collect();
+    let live_preserved: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM unnest($1::uuid[]) AS l(id)
+          WHERE l.id IN (SELECT id FROM messages WHERE is_preserved)",
+    )
+    .bind(&preserved)
+    .fetch_one(pool)
+    .await?;
+    out.push((
+        "acknowledged preserved messages not live".into(),
+        preserved.len() as i64 - live_preserved,
+    ));
     let (events, summary_ids): (Vec<Uuid>, Vec<Uuid>) = summaries.iter().copied().unzip();
     let missing_summaries: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM unnest($1::uuid[], $2::uuid[]) AS l(event, id)
-           JOIN compaction_events e ON e.id = l.event
-          WHERE e.reverted_at IS NULL
-            AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = l.id)
-            AND NOT EXISTS (SELECT 1 FROM message_archive a WHERE a.id = l.id)",
+          WHERE l.event IN (SELECT id FROM compaction_events WHERE reverted_at IS NULL)
+            AND l.id NOT IN (SELECT id FROM messages UNION ALL SELECT id FROM message_archive)",
     )
     .bind(&events)
     .bind(&summary_ids)
@@ -389,7 +474,7 @@ async fn check(
     ));
     let lost_events: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM unnest($1::uuid[]) AS l(event)
-          WHERE NOT EXISTS (SELECT 1 FROM compaction_events e WHERE e.id = l.event)",
+          WHERE l.event NOT IN (SELECT id FROM compaction_events)",
     )
     .bind(&events)
     .fetch_one(pool)
@@ -454,7 +539,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions = Arc::new(sessions);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
-    let ledger = Arc::new(Mutex::new(HashSet::new()));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
     let summaries: Summaries = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let seed = fastrand::u64(..);
@@ -516,7 +601,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(2)
         .connect_with(options)
         .await?;
-    let ledger = ledger.lock().unwrap().clone();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let summaries = summaries.lock().unwrap().clone();
     let results = check(&pool, &ledger, &summaries).await?;
     let (messages, archived, events): (i64, i64, i64) = sqlx::query_as(
@@ -537,9 +622,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("database   messages {messages}  archived {archived}  compaction events {events}",);
     println!(
-        "ledger     acknowledged appended messages {}  acknowledged summaries {}",
-        ledger.len(),
+        "ledger     acknowledged appended messages {}  preserved {}  acknowledged summaries {}",
+        ledger.appended.len(),
+        ledger.preserved.len(),
         summaries.len()
+    );
+    println!(
+        "retries    appends sent again after an unknown outcome {}  batches answered after a retry {}",
+        stats.retries.load(Ordering::Relaxed),
+        stats.retried_then_acked.load(Ordering::Relaxed)
     );
     println!("\ninvariants:");
     let mut violations = 0;
