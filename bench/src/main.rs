@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpg_repo::{
-    append_messages, compact, create_session, get_session, list_messages, CompactionPlan,
-    MessageRange, Summary,
+    append_messages, append_messages_after, compact, create_session, get_session, list_messages,
+    CompactionPlan, LastSeen, MessageRange, Summary,
 };
 use agentpg_schema::messages::{self, MessageParent};
 use agentpg_schema::{
@@ -433,9 +433,40 @@ fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
 }
 
 /// A session holding `n` messages.
+/// Message `i` of a conversation made only of tool calls and their results: an assistant
+/// message calling tool `call_{i/2}`, then a user message with its result.
+fn pair_message(session_id: Uuid, i: usize) -> NewMessage {
+    let call = format!("call_{}", i / 2);
+    let (role, block) = if i.is_multiple_of(2) {
+        (
+            MessageRole::Assistant,
+            ContentBlock::tool_use(call, "search", serde_json::json!({"q": "pairs", "n": i})),
+        )
+    } else {
+        (
+            MessageRole::User,
+            ContentBlock::tool_result(call, serde_json::json!(format!("result {i}: a few words"))),
+        )
+    };
+    NewMessage {
+        role,
+        content: Some(Json(vec![block])),
+        ..message(session_id, i)
+    }
+}
+
 async fn filled_session(pool: &PgPool, name: String, n: usize) -> (Session, Vec<Message>) {
+    filled_with(pool, name, n, message).await
+}
+
+async fn filled_with(
+    pool: &PgPool,
+    name: String,
+    n: usize,
+    make: fn(Uuid, usize) -> NewMessage,
+) -> (Session, Vec<Message>) {
     let s = new_session(pool, name).await;
-    let batch: Vec<NewMessage> = (0..n).map(|i| message(s.id, i)).collect();
+    let batch: Vec<NewMessage> = (0..n).map(|i| make(s.id, i)).collect();
     let mut stored = Vec::with_capacity(n);
     for chunk in batch.chunks(5_000) {
         stored.extend(append_messages(pool, TENANT, s.id, chunk).await.unwrap());
@@ -623,12 +654,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         1.05,
     ));
 
+    // Conditional (one writer per conversation) against plain: the same statement, with the
+    // check decided on the locked session row.
+    let cond = new_session(&pool, "cond".into()).await;
+    let plain = new_session(&pool, "plain".into()).await;
+    let last = std::cell::Cell::new(LastSeen::Nothing);
+    let (ours, base) = interleave(
+        rounds,
+        per_round,
+        |i| {
+            let (pool, last) = (&pool, &last);
+            async move {
+                let stored = append_messages_after(
+                    pool,
+                    TENANT,
+                    cond.id,
+                    last.get(),
+                    &[message(cond.id, i)],
+                )
+                .await
+                .unwrap();
+                last.set(LastSeen::Position(stored[0].position));
+            }
+        },
+        |i| {
+            let pool = &pool;
+            async move {
+                append_messages(pool, TENANT, plain.id, &[message(plain.id, i)])
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    let so = count_statements(0, async {
+        append_messages_after(&pool, TENANT, cond.id, last.get(), &[message(cond.id, 0)])
+            .await
+            .unwrap();
+    })
+    .await;
+    rows.push(Row::ratio(
+        "conditional append of one message vs plain".into(),
+        ours,
+        base,
+        (so.to_string(), "1".into()),
+        1.05,
+    ));
+
     // Each large case starts with current planner statistics, as autovacuum keeps them in a
     // running database; without this the tables have grown from empty since their last
     // ANALYZE and the 1,000-message append measured 0.72-0.74x COPY (see BENCHMARKS.md).
     sqlx::raw_sql("ANALYZE").execute(&pool).await?;
 
     // --- append 1,000 messages: one call vs one INSERT per message vs COPY ---
+    let mut idempotent_rows;
     let n = 1000;
     let big_rounds = 15 / scale.min(3);
     let mut ours_t = Vec::new();
@@ -668,6 +747,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    // Retry-safe appends: the same 1,000 messages with the ids the client chose (looked up to
+    // find a retry), first time against plain (no ids), and the full retry.
+    let mut first_t = Vec::new();
+    let mut plain_t = Vec::new();
+    let mut retry_t = Vec::new();
+    for round in 0..big_rounds {
+        let si = new_session(&pool, format!("idem{round}")).await;
+        let sp = new_session(&pool, format!("plain{round}")).await;
+        let with_ids: Vec<NewMessage> = (0..n)
+            .map(|i| NewMessage {
+                id: Some(Uuid::new_v4()),
+                ..message(si.id, i)
+            })
+            .collect();
+        let plain: Vec<NewMessage> = (0..n).map(|i| message(sp.id, i)).collect();
+        for side in [round % 2, 1 - round % 2] {
+            let start = Instant::now();
+            if side == 0 {
+                append_messages(&pool, TENANT, si.id, &with_ids)
+                    .await
+                    .unwrap();
+                first_t.push(start.elapsed());
+            } else {
+                append_messages(&pool, TENANT, sp.id, &plain).await.unwrap();
+                plain_t.push(start.elapsed());
+            }
+        }
+        let start = Instant::now();
+        let again = append_messages(&pool, TENANT, si.id, &with_ids)
+            .await
+            .unwrap();
+        retry_t.push(start.elapsed());
+        assert_eq!(again.len(), n);
+    }
+    let (first, plain, retry) = (median(first_t), median(plain_t), median(retry_t));
+    idempotent_rows = vec![
+        Row::ratio(
+            format!("append {n} with client ids (retry-safe) vs plain"),
+            first,
+            plain,
+            ("1".into(), "1".into()),
+            1.10,
+        ),
+        Row {
+            case: format!("  full retry of those {n}: returns them, writes nothing"),
+            ours: retry,
+            base: Some(first),
+            ours_statements: "1".into(),
+            base_statements: "1".into(),
+            target: "(vs the first time)".into(),
+            met: None,
+        },
+    ];
+
     // The floor of any one-statement append: the server must receive the whole parameter
     // message before it starts, where COPY parses and inserts while the data still streams in.
     let payload: usize = {
@@ -737,6 +870,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         met: Some(copy.as_secs_f64() / ours.as_secs_f64() >= 0.8),
     });
 
+    rows.append(&mut idempotent_rows);
     rows.push(Row {
         case: format!(
             "  floor: send the batch's {} kB as one parameter",
@@ -844,6 +978,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ours_statements: format!("{}/{}", counts[0], counts[1]),
         base_statements: sb.to_string(),
         target: "<= 6 statements at any size (10/10k)".into(),
+        met: Some(counts[0] == counts[1] && counts[1] <= 6),
+    });
+
+    // --- the same compaction on a session made only of tool pairs: the pair check reads the
+    // generated tool-id columns of every message, in the query the compaction already makes ---
+    sqlx::raw_sql("ANALYZE").execute(&pool).await?;
+    let mut ours_t = Vec::new();
+    let mut base_t = Vec::new();
+    for round in 0..(if quick { 3 } else { 7 }) {
+        let (a, am) = filled_with(&pool, format!("pa{round}"), compact_n, pair_message).await;
+        let (b, bm) = filled_with(&pool, format!("pb{round}"), compact_n, pair_message).await;
+        let ra: Vec<Uuid> = am[..remove_n].iter().map(|m| m.id).collect();
+        let rb: Vec<Uuid> = bm[..remove_n].iter().map(|m| m.id).collect();
+        for side in [round % 2, 1 - round % 2] {
+            let start = Instant::now();
+            if side == 0 {
+                compact(&pool, TENANT, &plan(a.id, ra.clone()))
+                    .await
+                    .unwrap();
+                ours_t.push(start.elapsed());
+            } else {
+                compact_by_hand(&pool, b.id, &rb).await;
+                base_t.push(start.elapsed());
+            }
+        }
+    }
+    let mut counts = Vec::new();
+    for size in [10, compact_n] {
+        let (s, m) = filled_with(&pool, format!("count-pairs-{size}"), size, pair_message).await;
+        // An even count: whole pairs.
+        let remove: Vec<Uuid> = m[..(size * 9 / 10) & !1].iter().map(|m| m.id).collect();
+        counts.push(
+            count_statements(1, async {
+                compact(&pool, TENANT, &plan(s.id, remove)).await.unwrap();
+            })
+            .await,
+        );
+    }
+    let (ours, base) = (median(ours_t), median(base_t));
+    rows.push(Row {
+        case: format!("compact {compact_n} tool-pair messages (pair check)"),
+        ours,
+        base: Some(base),
+        ours_statements: format!("{}/{}", counts[0], counts[1]),
+        base_statements: sb.to_string(),
+        target: "statements constant (10/10k), <= 6".into(),
         met: Some(counts[0] == counts[1] && counts[1] <= 6),
     });
 

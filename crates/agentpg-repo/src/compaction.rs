@@ -157,7 +157,7 @@ async fn compact_in(
     // 2. The plan's messages and the session's preserved ones, read under the lock.
     let mut read = Query::select();
     read.columns([MessageIden::Id, MessageIden::IsPreserved])
-        .expr(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(plan.remove.clone()))))
+        .expr(crate::in_set(MessageIden::Id, &plan.remove))
         .expr(Expr::from(crate::pairs::first_split(
             tenant,
             session.id,

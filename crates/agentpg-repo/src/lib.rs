@@ -61,7 +61,9 @@ pub use sessions::{
     update_metadata, MetadataUpdate, Page, SessionCursor, MAX_PAGE,
 };
 
-use sea_query::{Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, IntoIden, Query};
+use sea_query::{
+    Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, Func, IntoColumnRef, IntoIden, Query,
+};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::{Acquire, AssertSqlSafe, Postgres};
 use uuid::Uuid;
@@ -80,6 +82,16 @@ fn cte(name: &Alias, query: impl Into<sea_query::SubQueryStatement>) -> CommonTa
         .table_name(name.clone())
         .query(query)
         .to_owned()
+}
+
+/// `column IN (SELECT unnest($ids))`: membership in a set the database hashes, whatever its
+/// size (`column = ANY($ids)` compares against every element, row after row).
+fn in_set(column: impl IntoColumnRef, ids: &[Uuid]) -> Expr {
+    Expr::col(column).in_subquery(
+        Query::select()
+            .expr(Func::cust("unnest").arg(Expr::val(ids.to_vec())))
+            .to_owned(),
+    )
 }
 
 /// `(SELECT count(*) FROM name)`.

@@ -94,7 +94,11 @@ pub(crate) fn content(field: &str, blocks: &[ContentBlock]) -> Result<()> {
             }
             ContentBlock::ToolUse(b) => {
                 text(field, &b.id)?;
-                bounded(&format!("{field} tool_use id"), &b.id, crate::limits::TOOL_ID)?;
+                bounded(
+                    &format!("{field} tool_use id"),
+                    &b.id,
+                    crate::limits::TOOL_ID,
+                )?;
                 text(field, &b.name)?;
                 json_at(field, &b.input, FIELDS)?;
                 object_at(field, &b.extra, FIELDS)?;

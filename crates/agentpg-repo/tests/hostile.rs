@@ -345,12 +345,23 @@ async fn texts_that_go_into_an_index_have_limits(pool: PgPool) {
         ])),
         ..NewMessage::new(tenant.clone(), s.id, MessageRole::Assistant)
     };
-    let stored = append_messages(&pool, &tenant, s.id, &[tool(incompressible(limits::TOOL_ID))])
-        .await
-        .unwrap();
+    let stored = append_messages(
+        &pool,
+        &tenant,
+        s.id,
+        &[tool(incompressible(limits::TOOL_ID))],
+    )
+    .await
+    .unwrap();
     let after_append = dump(&pool).await;
     refused_naming(
-        append_messages(&pool, &tenant, s.id, &[tool(incompressible(limits::TOOL_ID + 1))]).await,
+        append_messages(
+            &pool,
+            &tenant,
+            s.id,
+            &[tool(incompressible(limits::TOOL_ID + 1))],
+        )
+        .await,
         "tool_use id",
         limits::TOOL_ID,
     );
@@ -365,21 +376,38 @@ async fn texts_that_go_into_an_index_have_limits(pool: PgPool) {
         duration_ms: None,
     };
     refused_naming(
-        compact(&pool, &tenant, &plan(incompressible(limits::STRATEGY + 1), "m".into())).await,
+        compact(
+            &pool,
+            &tenant,
+            &plan(incompressible(limits::STRATEGY + 1), "m".into()),
+        )
+        .await,
         "strategy",
         limits::STRATEGY,
     );
     refused_naming(
-        compact(&pool, &tenant, &plan("s".into(), incompressible(limits::MODEL + 1))).await,
+        compact(
+            &pool,
+            &tenant,
+            &plan("s".into(), incompressible(limits::MODEL + 1)),
+        )
+        .await,
         "model_used",
         limits::MODEL,
     );
-    assert_eq!(dump(&pool).await, after_append, "nothing written by a refused call");
+    assert_eq!(
+        dump(&pool).await,
+        after_append,
+        "nothing written by a refused call"
+    );
     assert_ne!(before, after_append);
     compact(
         &pool,
         &tenant,
-        &plan(incompressible(limits::STRATEGY), incompressible(limits::MODEL)),
+        &plan(
+            incompressible(limits::STRATEGY),
+            incompressible(limits::MODEL),
+        ),
     )
     .await
     .unwrap();

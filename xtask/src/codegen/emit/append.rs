@@ -156,7 +156,7 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
         && key_from_input
             .iter()
             .all(|c| index_of(c).is_some_and(|i| arrays.columns[i].is_some()));
-    let mut ctes = vec![lock];
+    let mut existing_cte = None;
     let skip_stored = if retryable {
         // Rows of the child whose key the batch gives, each with whether it holds every value
         // its input gives (and belongs to this parent): a retry's rows are "same", others clash.
@@ -206,7 +206,7 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
             })
             .collect::<Vec<_>>()
             .join(" AND ");
-        ctes.push(format!(
+        existing_cte = Some(format!(
             "\"existing\" AS (SELECT \"m\".*, ({}) AS \"same\" FROM \"parent\" CROSS JOIN {} CROSS JOIN LATERAL (SELECT * FROM {} AS \"m\" WHERE {key_match} LIMIT 1) AS \"m\" WHERE {given_keys})",
             same.join(" AND "),
             arrays.unnest(),
@@ -269,16 +269,23 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
             returning.push(sql::ident(child));
         }
     }
-    let mut filters = vec![];
-    if last.is_some() {
-        filters.push("\"parent\".\"ok\"".to_string());
-    }
-    if let Some(skip) = &skip_stored {
-        filters.push(skip.clone());
-    }
-    let columns: Vec<&str> = insertable.iter().map(|f| f.column.name.as_str()).collect();
-    let values: Vec<String> = columns.iter().map(|c| value_of(c)).collect();
-    ctes.push(format!(
+    // The statement, with or without looking up the rows a retry may have stored already (a
+    // batch that gives no keys cannot be a retry, and skips that work).
+    let assemble = |with_existing: bool| -> Result<String> {
+        let mut ctes = vec![lock.clone()];
+        if with_existing {
+            ctes.extend(existing_cte.clone());
+        }
+        let mut filters = vec![];
+        if last.is_some() {
+            filters.push("\"parent\".\"ok\"".to_string());
+        }
+        if let (true, Some(skip)) = (with_existing, &skip_stored) {
+            filters.push(skip.clone());
+        }
+        let columns: Vec<&str> = insertable.iter().map(|f| f.column.name.as_str()).collect();
+        let values: Vec<String> = columns.iter().map(|c| value_of(c)).collect();
+        ctes.push(format!(
         "\"rows\" AS (INSERT INTO {} ({}) SELECT {} FROM \"parent\", {}{} ORDER BY \"i\".\"ord\" RETURNING {})",
         sql::ident(&ctx.table.name),
         sql::idents(columns.iter().copied()),
@@ -292,71 +299,71 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
         returning.join(", ")
     ));
 
-    // "parent_update": the parent's total, touched and last columns.
-    let mut sets = Vec::new();
-    if let Some((parent_column, child_column)) = append.total {
-        let p = parent
-            .column(parent_column)
-            .with_context(|| format!("{} has no column {parent_column}", parent.name))?;
-        ctx.field(child_column)?;
-        sets.push(format!(
-            "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
-            sql::ident(child_column),
-            sql::cast_type(&p.ty),
-            col = sql::ident(parent_column),
-        ));
-    }
-    if let Some(touched) = append.touched {
-        parent
-            .column(touched)
-            .with_context(|| format!("{} has no column {touched}", parent.name))?;
-        sets.push(format!("{} = now()", sql::ident(touched)));
-    }
-    if let Some(col) = last {
-        sets.push(format!(
-            "{c} = greatest(\"p\".{c}, (SELECT max({}) FROM \"rows\"))",
-            sql::ident(append.order_by),
-            c = sql::ident(&col.name)
-        ));
-    }
-    if !sets.is_empty() {
-        let join = referred
-            .iter()
-            .map(|c| format!("\"p\".{c} = \"parent\".{c}", c = sql::ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        ctes.push(format!(
+        // "parent_update": the parent's total, touched and last columns.
+        let mut sets = Vec::new();
+        if let Some((parent_column, child_column)) = append.total {
+            let p = parent
+                .column(parent_column)
+                .with_context(|| format!("{} has no column {parent_column}", parent.name))?;
+            ctx.field(child_column)?;
+            sets.push(format!(
+                "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
+                sql::ident(child_column),
+                sql::cast_type(&p.ty),
+                col = sql::ident(parent_column),
+            ));
+        }
+        if let Some(touched) = append.touched {
+            parent
+                .column(touched)
+                .with_context(|| format!("{} has no column {touched}", parent.name))?;
+            sets.push(format!("{} = now()", sql::ident(touched)));
+        }
+        if let Some(col) = last {
+            sets.push(format!(
+                "{c} = greatest(\"p\".{c}, (SELECT max({}) FROM \"rows\"))",
+                sql::ident(append.order_by),
+                c = sql::ident(&col.name)
+            ));
+        }
+        if !sets.is_empty() {
+            let join = referred
+                .iter()
+                .map(|c| format!("\"p\".{c} = \"parent\".{c}", c = sql::ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            ctes.push(format!(
             "\"parent_update\" AS (UPDATE {} AS \"p\" SET {} FROM \"parent\" WHERE {join} AND EXISTS (SELECT 1 FROM \"rows\"))",
             sql::ident(&parent.name),
             sets.join(", ")
         ));
-    }
+        }
 
-    // The answer: new rows (what the database decided), a retry's stored rows, and a marker
-    // when the parent's last value was not the expected one.
-    let last_cast = last.map_or("int8".to_string(), |c| sql::cast_type(&c.ty));
-    let null = |f: &Field| format!("NULL::{}", f.cast());
-    // The first branch names the answer's columns.
-    let new_part: Vec<String> = ctx
-        .fields
-        .iter()
-        .zip(&sources)
-        .map(|(f, s)| {
-            let name = sql::ident(&f.column.name);
-            match s {
-                Source::Input => format!("{} AS {name}", null(f)),
-                _ => format!("\"rows\".{name} AS {name}"),
-            }
-        })
-        .collect();
-    // "kind": 0 a new row, 1 a retry's stored row, 2 a stored row with other values (a
-    // clash), 3 the parent's last value when it was not the expected one.
-    let mut select = format!(
-        "SELECT 0 AS \"kind\", NULL::{last_cast} AS \"last\", {} FROM \"rows\"",
-        new_part.join(", ")
-    );
-    if retryable {
-        select.push_str(&format!(
+        // The answer: new rows (what the database decided), a retry's stored rows, and a marker
+        // when the parent's last value was not the expected one.
+        let last_cast = last.map_or("int8".to_string(), |c| sql::cast_type(&c.ty));
+        let null = |f: &Field| format!("NULL::{}", f.cast());
+        // The first branch names the answer's columns.
+        let new_part: Vec<String> = ctx
+            .fields
+            .iter()
+            .zip(&sources)
+            .map(|(f, s)| {
+                let name = sql::ident(&f.column.name);
+                match s {
+                    Source::Input => format!("{} AS {name}", null(f)),
+                    _ => format!("\"rows\".{name} AS {name}"),
+                }
+            })
+            .collect();
+        // "kind": 0 a new row, 1 a retry's stored row, 2 a stored row with other values (a
+        // clash), 3 the parent's last value when it was not the expected one.
+        let mut select = format!(
+            "SELECT 0 AS \"kind\", NULL::{last_cast} AS \"last\", {} FROM \"rows\"",
+            new_part.join(", ")
+        );
+        if with_existing {
+            select.push_str(&format!(
             " UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL::{last_cast}, {} FROM \"existing\" AS \"e\"",
             ctx.fields
                 .iter()
@@ -364,18 +371,25 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-    }
-    if last.is_some() {
-        select.push_str(&format!(
+        }
+        if last.is_some() {
+            select.push_str(&format!(
             " UNION ALL SELECT 3, \"parent\".\"last\", {} FROM \"parent\" WHERE NOT \"parent\".\"ok\"",
             ctx.fields.iter().map(null).collect::<Vec<_>>().join(", ")
         ));
-    }
-    let sql = format!(
-        "WITH {} {select} ORDER BY {} NULLS LAST",
-        ctes.join(", "),
-        sql::ident(append.order_by)
-    );
+        }
+        Ok(format!(
+            "WITH {} {select} ORDER BY {} NULLS LAST",
+            ctes.join(", "),
+            sql::ident(append.order_by)
+        ))
+    };
+    let sql = assemble(false)?;
+    let retry_sql = if retryable {
+        Some(assemble(true)?)
+    } else {
+        None
+    };
 
     Ok((
         args.item,
@@ -384,6 +398,7 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
             append,
             &args.ty,
             &sql,
+            retry_sql.as_deref(),
             stmt,
             &sources,
             last.is_some(),
@@ -400,6 +415,7 @@ fn function(
     append: &Append,
     parent_ty: &TokenStream,
     sql: &str,
+    retry_sql: Option<&str>,
     stmt: Statement,
     sources: &[Source],
     conditional: bool,
@@ -471,6 +487,30 @@ fn function(
         expected = expected_doc,
     ));
     let last_ty = quote! { #order_ty };
+    // A batch that gives a key may be a retry: the statement that looks stored rows up.
+    let (retry_const, choose) = match retry_sql {
+        Some(retry_sql) => {
+            let given = key.iter().map(|c| {
+                let f = ctx.field(c).expect("a key column");
+                let ident = &f.ident;
+                match f.insert_shape() {
+                    InsertShape::Required => quote! { true },
+                    _ => quote! { r.#ident.is_some() },
+                }
+            });
+            (
+                quote! {
+                    /// [`APPEND`] for a batch that gives keys: it also finds the rows a retry
+                    /// of the batch stored already.
+                    pub const APPEND_RETRYABLE: &str = #retry_sql;
+                },
+                quote! {
+                    if rows.iter().any(|r| #(#given)||*) { APPEND_RETRYABLE } else { APPEND }
+                },
+            )
+        }
+        None => (quote! {}, quote! { APPEND }),
+    };
     let moved = if conditional {
         quote! {
             if let Some(last) = moved {
@@ -485,6 +525,8 @@ fn function(
     quote! {
         #what
         pub const APPEND: &str = #sql;
+
+        #retry_const
 
         /// One row of [`APPEND`]'s answer.
         #[derive(::sqlx::FromRow)]
@@ -501,7 +543,7 @@ fn function(
             #expected_param
             rows: &[super::#insert],
         ) -> Result<crate::generated::AppendOutcome<super::#row, #last_ty>, ::sqlx::Error> {
-            let answer: Vec<AppendAnswer> = ::sqlx::query_as(APPEND)
+            let answer: Vec<AppendAnswer> = ::sqlx::query_as(#choose)
                 #(.bind(#binds))*
                 .fetch_all(executor)
                 .await?;
