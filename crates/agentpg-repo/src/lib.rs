@@ -43,6 +43,7 @@ pub mod limits;
 mod messages;
 mod migrate;
 mod pairs;
+mod planner;
 mod sessions;
 mod validate;
 
@@ -56,6 +57,7 @@ pub use messages::{
 };
 pub use migrate::{migrate, MIGRATOR};
 pub use pairs::ToolPairs;
+pub use planner::{plan_compaction, CompactionPolicy, CompactionProposal, PlanOutcome};
 pub use sessions::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,
     update_metadata, MetadataUpdate, Page, SessionCursor, MAX_PAGE,

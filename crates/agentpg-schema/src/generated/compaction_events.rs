@@ -366,6 +366,25 @@ impl CompactionEventIden {
         Self::RevertedAt,
         Self::FinalizedAt,
     ];
+    /// The columns of `compaction_events` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 16usize] = [
+        Self::Id,
+        Self::TenantId,
+        Self::SessionId,
+        Self::Seq,
+        Self::Strategy,
+        Self::OriginalTokens,
+        Self::CompactedTokens,
+        Self::MessagesRemoved,
+        Self::SummaryContent,
+        Self::SummaryMessageId,
+        Self::PreservedMessageIds,
+        Self::ModelUsed,
+        Self::DurationMs,
+        Self::CreatedAt,
+        Self::RevertedAt,
+        Self::FinalizedAt,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -158,6 +158,15 @@ impl MessageArchiveIden {
         Self::OriginalMessage,
         Self::ArchivedAt,
     ];
+    /// The columns of `message_archive` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 6usize] = [
+        Self::Id,
+        Self::TenantId,
+        Self::CompactionEventId,
+        Self::SessionId,
+        Self::OriginalMessage,
+        Self::ArchivedAt,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

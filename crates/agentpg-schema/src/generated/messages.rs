@@ -396,6 +396,21 @@ impl MessageIden {
         Self::CreatedAt,
         Self::UpdatedAt,
     ];
+    /// The columns of `messages` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 12usize] = [
+        Self::Id,
+        Self::TenantId,
+        Self::SessionId,
+        Self::Position,
+        Self::Role,
+        Self::Content,
+        Self::Usage,
+        Self::Metadata,
+        Self::IsPreserved,
+        Self::IsSummary,
+        Self::CreatedAt,
+        Self::UpdatedAt,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

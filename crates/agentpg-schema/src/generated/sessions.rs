@@ -288,6 +288,21 @@ impl SessionIden {
         Self::CreatedAt,
         Self::UpdatedAt,
     ];
+    /// The columns of `sessions` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 12usize] = [
+        Self::Id,
+        Self::TenantId,
+        Self::Identifier,
+        Self::ParentSessionId,
+        Self::ForkedFromSessionId,
+        Self::ForkedFromMessageId,
+        Self::Metadata,
+        Self::TotalTokens,
+        Self::CompactionCount,
+        Self::LastPosition,
+        Self::CreatedAt,
+        Self::UpdatedAt,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

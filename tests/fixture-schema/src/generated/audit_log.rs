@@ -226,6 +226,14 @@ impl AuditLogIden {
         Self::Doubled,
         Self::HttpStatus,
     ];
+    /// The columns of `Audit Log` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 5usize] = [
+        Self::Id,
+        Self::DisplayName,
+        Self::EventKind,
+        Self::Points,
+        Self::HttpStatus,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

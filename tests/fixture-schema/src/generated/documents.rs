@@ -502,6 +502,32 @@ impl DocumentIden {
         Self::QuotedCol,
         Self::Summary,
     ];
+    /// The columns of `documents` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 23usize] = [
+        Self::Id,
+        Self::Uid,
+        Self::Title,
+        Self::Code,
+        Self::Content,
+        Self::Status,
+        Self::Kind,
+        Self::Tags,
+        Self::Scores,
+        Self::Attributes,
+        Self::Small,
+        Self::Medium,
+        Self::Ratio,
+        Self::Precise,
+        Self::Amount,
+        Self::Flag,
+        Self::CreatedAt,
+        Self::LocalAt,
+        Self::Day,
+        Self::AtTime,
+        Self::Blob,
+        Self::QuotedCol,
+        Self::Summary,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

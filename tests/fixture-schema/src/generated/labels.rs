@@ -122,6 +122,14 @@ impl LabelIden {
         Self::Status,
         Self::Statuses,
     ];
+    /// The columns of `labels` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 5usize] = [
+        Self::Id,
+        Self::DocumentId,
+        Self::Type,
+        Self::Status,
+        Self::Statuses,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -185,6 +185,14 @@ impl RevisionIden {
         Self::Note,
         Self::Mood,
     ];
+    /// The columns of `revisions` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
+    pub const WRITABLE: [Self; 5usize] = [
+        Self::DocumentId,
+        Self::Revision,
+        Self::Seq,
+        Self::Note,
+        Self::Mood,
+    ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

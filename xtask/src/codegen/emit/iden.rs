@@ -14,6 +14,15 @@ pub(crate) fn iden(table: &Table, names: &TableNames, fields: &[Field]) -> Token
     let variants: Vec<_> = fields.iter().map(|f| &f.variant).collect();
     let column_names: Vec<&str> = fields.iter().map(|f| f.column.name.as_str()).collect();
     let count = column_names.len();
+    let writable: Vec<_> = fields
+        .iter()
+        .filter(|f| f.column.generated.is_none())
+        .map(|f| &f.variant)
+        .collect();
+    let writable_count = writable.len();
+    let writable_doc = doc(&format!(
+        "The columns of `{table_name}` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes."
+    ));
     let variant_docs: Vec<String> = column_names
         .iter()
         .map(|c| format!(" Column `{c}`."))
@@ -37,6 +46,9 @@ pub(crate) fn iden(table: &Table, names: &TableNames, fields: &[Field]) -> Token
         impl #iden {
             #columns_doc
             pub const COLUMNS: [Self; #count] = [#(Self::#variants),*];
+
+            #writable_doc
+            pub const WRITABLE: [Self; #writable_count] = [#(Self::#writable),*];
 
             /// The SQL name.
             pub const fn name(self) -> &'static str {
