@@ -1,7 +1,7 @@
 //! Rust source from the schema model: one module per table plus `mod.rs` (and `enums.rs`),
 //! built with `quote!`, checked by `syn` and printed by `prettyplease`. One emitter per item:
-//! [`row`], [`insert`], [`patch`], [`iden`], [`builders`], [`statements`], [`enums`]; names come
-//! from [`names`], doc comments from [`docs`].
+//! `row`, `insert`, `patch`, `iden`, `builders`, `statements`, `append`, `enums`; names come
+//! from `names`, doc comments from `docs`.
 
 mod append;
 mod builders;
