@@ -11,7 +11,8 @@ use agentpg_schema::{
 };
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, Func, LockType, Order, PgFunc, Query, SelectStatement,
+    Alias, Asterisk, Expr, ExprTrait, Func, IntoIden, LockType, Order, PgFunc, Query,
+    SelectStatement,
 };
 use serde_json::Value;
 use sqlx::{Acquire, FromRow, PgConnection, Postgres, Row};
@@ -424,7 +425,7 @@ async fn revert_in(
     tenant: &str,
     event_id: Uuid,
 ) -> Result<CompactionEvent> {
-    // 1. Lock the event's session.
+    // 1. Lock the event's session and the event.
     let mut lock = lock_session();
     lock.inner_join(
         CompactionEventIden::Table,
@@ -436,7 +437,16 @@ async fn revert_in(
             ),
     )
     .and_where(Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId)).eq(tenant))
-    .and_where(Expr::col((CompactionEventIden::Table, CompactionEventIden::Id)).eq(event_id));
+    .and_where(Expr::col((CompactionEventIden::Table, CompactionEventIden::Id)).eq(event_id))
+    // The event row too: retention skips an event a revert holds, and a revert waits for a
+    // finalization in progress, then sees it finalized.
+    .lock_with_tables(
+        LockType::Update,
+        [
+            SessionIden::Table.into_iden(),
+            CompactionEventIden::Table.into_iden(),
+        ],
+    );
     let (sql, values) = crate::built(&lock);
     let locked: Locked = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *conn)

@@ -39,11 +39,13 @@
 
 mod compaction;
 mod error;
+mod fork;
 pub mod limits;
 mod messages;
 mod migrate;
 mod pairs;
 mod planner;
+mod retention;
 mod sessions;
 mod validate;
 
@@ -51,6 +53,7 @@ pub use compaction::{
     archived_messages, compact, list_compactions, revert_compaction, CompactionPlan, Summary,
 };
 pub use error::{Entity, Error, Result};
+pub use fork::fork_session;
 pub use messages::{
     append_messages, append_messages_after, delete_messages, get_message, list_messages,
     recompute_total_tokens, set_preserved, LastSeen, MessageRange,
@@ -58,9 +61,12 @@ pub use messages::{
 pub use migrate::{migrate, MIGRATOR};
 pub use pairs::ToolPairs;
 pub use planner::{plan_compaction, CompactionPolicy, CompactionProposal, PlanOutcome};
+pub use retention::{
+    delete_idle_sessions, finalize_compactions, Cutoff, FinalizeReport, IdleReport, MAX_BATCH,
+};
 pub use sessions::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,
-    update_metadata, MetadataUpdate, Page, SessionCursor, MAX_PAGE,
+    update_metadata, MetadataUpdate, Page, SessionCursor, SessionFilter, SessionOrder, MAX_PAGE,
 };
 
 use sea_query::{

@@ -11,16 +11,84 @@ use uuid::Uuid;
 use crate::error::{Entity, Error, Result};
 use crate::validate;
 
-/// Where a page of [`list_sessions`] ends; pass it back to get the next page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The order of [`list_sessions`], and what paging in it guarantees while sessions are being
+/// written.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum SessionOrder {
+    /// Most recently updated first (ties by id). Every append, compaction or metadata change
+    /// moves a session to the front, so paging while sessions are written never returns a
+    /// session twice but can miss one that moved in front of the cursor; use it to show
+    /// "recent conversations", not to visit every session.
+    #[default]
+    RecentlyUpdated,
+    /// Newest created first (ties by id). `created_at` never changes, so paging never skips or
+    /// repeats a session that exists when the first page is read; sessions created meanwhile
+    /// sort before the cursor and are not returned.
+    NewestFirst,
+    /// Oldest created first (ties by id). Same guarantee as [`NewestFirst`](Self::NewestFirst);
+    /// sessions created meanwhile sort at the end and are reached by the last pages, which makes
+    /// it the order for visiting every session.
+    OldestFirst,
+}
+
+/// Where a page of [`list_sessions`] ends; pass it back (with the same filter and order) to
+/// get the next page. It can be serialized, for an API that hands pages to its own callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionCursor {
-    /// `updated_at` of the last session of the page.
-    pub updated_at: DateTime<Utc>,
-    /// `id` of the last session of the page.
+    /// The order the page was read in.
+    pub order: SessionOrder,
+    /// The last session's `updated_at` ([`SessionOrder::RecentlyUpdated`]) or `created_at`.
+    pub at: DateTime<Utc>,
+    /// The last session's id.
     pub id: Uuid,
 }
 
-/// One page of sessions and the cursor of the next page (`None` when this is the last).
+/// Which sessions [`list_sessions`] returns: those matching every condition set (all of a
+/// tenant's sessions for the default, empty filter).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionFilter {
+    /// Sessions whose metadata contains this object (`metadata @> …`: every key present with
+    /// an equal value, nested objects and arrays compared by containment). Backed by a GIN
+    /// index.
+    pub metadata: Option<Map<String, Value>>,
+    /// Children of this session.
+    pub parent: Option<Uuid>,
+    /// Sessions whose identifier starts with this text (taken literally: `%` and `_` are not
+    /// wildcards). Backed by an index.
+    pub identifier_prefix: Option<String>,
+    /// Forks of this session.
+    pub forked_from: Option<Uuid>,
+}
+
+impl SessionFilter {
+    /// Sessions whose metadata contains `object` (see [`metadata`](Self::metadata)).
+    pub fn metadata(mut self, object: Map<String, Value>) -> Self {
+        self.metadata = Some(object);
+        self
+    }
+
+    /// Children of session `parent`.
+    pub fn parent(mut self, parent: Uuid) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Sessions whose identifier starts with `prefix`.
+    pub fn identifier_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.identifier_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Forks of session `source`.
+    pub fn forked_from(mut self, source: Uuid) -> Self {
+        self.forked_from = Some(source);
+        self
+    }
+}
+
+/// One page of rows and the cursor of the next page (`None` when this is the last).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T, C> {
     /// The rows.
@@ -43,7 +111,7 @@ fn page_limit(limit: u64) -> Result<u64> {
 
 /// Checks a session to create: what the database would refuse, and the counters agentpg-repo
 /// keeps itself.
-fn check_new(new: &NewSession) -> Result<()> {
+pub(crate) fn check_new(new: &NewSession) -> Result<()> {
     validate::tenant(&new.tenant_id)?;
     validate::non_empty_text("identifier", &new.identifier)?;
     validate::bounded("identifier", &new.identifier, crate::limits::IDENTIFIER)?;
@@ -114,52 +182,113 @@ pub async fn find_session(
         .await?)
 }
 
-/// A page of `tenant`'s sessions, most recently updated first (ties broken by id), starting
-/// after `after` (the previous page's `next`).
+/// A page of `tenant`'s sessions matching `filter`, in `order`, starting after `after` (the
+/// previous page's `next`). One statement; each order is a keyset over an index, so a page
+/// costs the same however deep it is. [`SessionOrder`] says what each order guarantees while
+/// sessions are being written.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] if `limit` is 0 or above [`MAX_PAGE`].
-#[tracing::instrument(skip_all, fields(tenant = %tenant, limit = limit, count = tracing::field::Empty))]
+/// [`Error::InvalidInput`] if `limit` is 0 or above [`MAX_PAGE`], if `after` was read in
+/// another order, or for a filter value PostgreSQL would refuse (text holding NUL, an
+/// identifier prefix over [`limits::IDENTIFIER`](crate::limits::IDENTIFIER)).
+#[tracing::instrument(skip_all, fields(tenant = %tenant, ?order, limit = limit, count = tracing::field::Empty))]
 pub async fn list_sessions(
     executor: impl PgExecutor<'_>,
     tenant: &str,
+    filter: &SessionFilter,
+    order: SessionOrder,
     after: Option<SessionCursor>,
     limit: u64,
 ) -> Result<Page<Session, SessionCursor>> {
-    validate::tenant(tenant)?;
     let limit = page_limit(limit)?;
-    let mut query = sessions::select();
-    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
-    if let Some(cursor) = after {
-        // (updated_at, id) < (cursor.updated_at, cursor.id), for DESC order.
-        query.and_where(
-            Expr::tuple([
-                Expr::col(SessionIden::UpdatedAt),
-                Expr::col(SessionIden::Id),
-            ])
-            .lt(Expr::tuple([
-                Expr::val(cursor.updated_at),
-                Expr::val(cursor.id),
-            ])),
-        );
-    }
-    query
-        .order_by(SessionIden::UpdatedAt, Order::Desc)
-        .order_by(SessionIden::Id, Order::Desc)
-        .limit(limit + 1);
+    let query = list_query(tenant, filter, order, after, limit + 1)?;
     let (sql, values) = crate::built(&query);
     let mut items: Vec<Session> = sqlx::query_as_with(sql, values).fetch_all(executor).await?;
     tracing::Span::current().record("count", items.len().min(limit as usize));
     let next = if items.len() as u64 > limit {
         items.truncate(limit as usize);
         items.last().map(|s| SessionCursor {
-            updated_at: s.updated_at,
+            order,
+            at: match order {
+                SessionOrder::RecentlyUpdated => s.updated_at,
+                SessionOrder::NewestFirst | SessionOrder::OldestFirst => s.created_at,
+            },
             id: s.id,
         })
     } else {
         None
     };
     Ok(Page { items, next })
+}
+
+/// The statement of [`list_sessions`], `limit` rows.
+pub(crate) fn list_query(
+    tenant: &str,
+    filter: &SessionFilter,
+    order: SessionOrder,
+    after: Option<SessionCursor>,
+    limit: u64,
+) -> Result<sea_query::SelectStatement> {
+    validate::tenant(tenant)?;
+    let mut query = sessions::select();
+    query.and_where(Expr::col(SessionIden::TenantId).eq(tenant));
+    if let Some(object) = &filter.metadata {
+        let object = Value::Object(object.clone());
+        validate::json("metadata filter", &object)?;
+        query.and_where(Expr::col(SessionIden::Metadata).binary(
+            sea_query::BinOper::Custom("@>"),
+            Expr::val(object).cast_as(sea_query::Alias::new("jsonb")),
+        ));
+    }
+    if let Some(parent) = filter.parent {
+        query.and_where(Expr::col(SessionIden::ParentSessionId).eq(parent));
+    }
+    if let Some(source) = filter.forked_from {
+        query.and_where(Expr::col(SessionIden::ForkedFromSessionId).eq(source));
+    }
+    if let Some(prefix) = &filter.identifier_prefix {
+        validate::text("identifier_prefix", prefix)?;
+        validate::bounded("identifier_prefix", prefix, crate::limits::IDENTIFIER)?;
+        if !prefix.is_empty() {
+            let mut pattern = String::with_capacity(prefix.len() + 1);
+            for c in prefix.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            query.and_where(
+                Expr::col(SessionIden::Identifier)
+                    .like(sea_query::LikeExpr::new(pattern).escape('\\')),
+            );
+        }
+    }
+    let (column, direction) = match order {
+        SessionOrder::RecentlyUpdated => (SessionIden::UpdatedAt, Order::Desc),
+        SessionOrder::NewestFirst => (SessionIden::CreatedAt, Order::Desc),
+        SessionOrder::OldestFirst => (SessionIden::CreatedAt, Order::Asc),
+    };
+    if let Some(cursor) = after {
+        if cursor.order != order {
+            return Err(Error::invalid(format!(
+                "the cursor was read in order {:?}, not {order:?}",
+                cursor.order
+            )));
+        }
+        // (column, id) after (cursor.at, cursor.id) in the page's direction.
+        let key = Expr::tuple([Expr::col(column), Expr::col(SessionIden::Id)]);
+        let bound = Expr::tuple([Expr::val(cursor.at), Expr::val(cursor.id)]);
+        query.and_where(match direction {
+            Order::Asc => key.gt(bound),
+            _ => key.lt(bound),
+        });
+    }
+    query
+        .order_by(column, direction.clone())
+        .order_by(SessionIden::Id, direction)
+        .limit(limit);
+    Ok(query)
 }
 
 /// The direct children of session `parent` of `tenant`, oldest first.

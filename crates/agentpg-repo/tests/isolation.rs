@@ -140,7 +140,16 @@ async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
         ));
     }
     assert_eq!(find_session(&pool, OTHER, "mine").await.unwrap(), None);
-    let page = list_sessions(&pool, OTHER, None, 100).await.unwrap();
+    let page = list_sessions(
+        &pool,
+        OTHER,
+        &SessionFilter::default(),
+        SessionOrder::RecentlyUpdated,
+        None,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         page.items
             .iter()

@@ -4,7 +4,7 @@ mod common;
 
 use agentpg_repo::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,
-    update_metadata, Entity, Error, MetadataUpdate, MAX_PAGE,
+    update_metadata, Entity, Error, MetadataUpdate, SessionFilter, SessionOrder, MAX_PAGE,
 };
 use agentpg_schema::NewSession;
 use common::{session, TENANT};
@@ -120,7 +120,16 @@ async fn list_pages_newest_updated_first(pool: PgPool) {
     let mut cursor = None;
     let mut pages = 0;
     loop {
-        let page = list_sessions(&pool, TENANT, cursor, 3).await.unwrap();
+        let page = list_sessions(
+            &pool,
+            TENANT,
+            &SessionFilter::default(),
+            SessionOrder::RecentlyUpdated,
+            cursor,
+            3,
+        )
+        .await
+        .unwrap();
         pages += 1;
         seen.extend(page.items.iter().map(|s| s.id));
         match page.next {
@@ -141,7 +150,15 @@ async fn list_pages_newest_updated_first(pool: PgPool) {
     );
     for limit in [0, MAX_PAGE + 1] {
         assert!(matches!(
-            list_sessions(&pool, TENANT, None, limit).await,
+            list_sessions(
+                &pool,
+                TENANT,
+                &SessionFilter::default(),
+                SessionOrder::RecentlyUpdated,
+                None,
+                limit
+            )
+            .await,
             Err(Error::InvalidInput { .. })
         ));
     }
@@ -264,4 +281,263 @@ async fn delete_cascades_to_everything_below(pool: PgPool) {
         delete_session(&pool, TENANT, parent.id).await,
         Err(Error::NotFound(Entity::Session))
     ));
+}
+
+/// Reads every page of `filter` in `order`, `limit` at a time. With `write_between`, after each
+/// page a session is created and every session of the tenant is updated.
+async fn all_pages(
+    pool: &PgPool,
+    filter: &SessionFilter,
+    order: SessionOrder,
+    limit: u64,
+    write_between: bool,
+) -> Vec<Uuid> {
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for page_number in 0.. {
+        let page = list_sessions(pool, TENANT, filter, order, cursor, limit)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|s| s.id));
+        if write_between {
+            session(pool, TENANT, &format!("new-{order:?}-{page_number}")).await;
+            sqlx::query("UPDATE sessions SET updated_at = clock_timestamp() WHERE tenant_id = $1")
+                .bind(TENANT)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    seen
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn created_orders_page_every_session_once_while_sessions_are_written(pool: PgPool) {
+    let mut existing = Vec::new();
+    for i in 0..10 {
+        existing.push(session(&pool, TENANT, &format!("s{i}")).await.id);
+    }
+    for order in [SessionOrder::NewestFirst, SessionOrder::OldestFirst] {
+        let seen = all_pages(&pool, &SessionFilter::default(), order, 3, true).await;
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "{order:?}: a session came twice");
+        for id in &existing {
+            assert!(
+                seen.contains(id),
+                "{order:?}: an existing session was skipped"
+            );
+        }
+    }
+    // Oldest first reaches the sessions created while paging; both orders agree at rest.
+    let oldest = all_pages(
+        &pool,
+        &SessionFilter::default(),
+        SessionOrder::OldestFirst,
+        4,
+        false,
+    )
+    .await;
+    let newest = all_pages(
+        &pool,
+        &SessionFilter::default(),
+        SessionOrder::NewestFirst,
+        4,
+        false,
+    )
+    .await;
+    assert!(oldest.len() > existing.len());
+    assert_eq!(oldest.iter().rev().copied().collect::<Vec<_>>(), newest);
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn recently_updated_paging_never_repeats_a_session_that_moves(pool: PgPool) {
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        ids.push(session(&pool, TENANT, &format!("s{i}")).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list_sessions(
+            &pool,
+            TENANT,
+            &SessionFilter::default(),
+            SessionOrder::RecentlyUpdated,
+            cursor,
+            2,
+        )
+        .await
+        .unwrap();
+        // Every session already returned is written again: it moves to the front.
+        for s in &page.items {
+            update_metadata(
+                &pool,
+                TENANT,
+                s.id,
+                &MetadataUpdate::Merge(serde_json::Map::new()),
+            )
+            .await
+            .unwrap();
+        }
+        seen.extend(page.items.iter().map(|s| s.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len());
+    assert_eq!(seen.len(), ids.len());
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn filters_match_metadata_parent_prefix_and_forks(pool: PgPool) {
+    let make = |identifier: &str, metadata: serde_json::Value, parent: Option<Uuid>| NewSession {
+        metadata: Some(metadata),
+        parent_session_id: parent,
+        ..NewSession::new(TENANT.into(), identifier.into())
+    };
+    let root = create_session(
+        &pool,
+        &make(
+            "root",
+            json!({"project": "a", "tags": ["x", "y"], "env": {"region": "eu"}}),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let child = create_session(
+        &pool,
+        &make("root/child_1", json!({"project": "a"}), Some(root.id)),
+    )
+    .await
+    .unwrap();
+    let other = create_session(
+        &pool,
+        &make("root%2", json!({"project": "b", "tags": ["x"]}), None),
+    )
+    .await
+    .unwrap();
+    // The same metadata in another tenant is never listed.
+    create_session(
+        &pool,
+        &NewSession {
+            metadata: Some(json!({"project": "a"})),
+            ..NewSession::new("other".into(), "root".into())
+        },
+    )
+    .await
+    .unwrap();
+    let ids = |filter: SessionFilter| {
+        let pool = pool.clone();
+        async move {
+            let mut ids = all_pages(&pool, &filter, SessionOrder::OldestFirst, 2, false).await;
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut v: Vec<Uuid>| {
+        v.sort();
+        v
+    };
+    let object = |v: serde_json::Value| v.as_object().unwrap().clone();
+    assert_eq!(
+        ids(SessionFilter::default().metadata(object(json!({"project": "a"})))).await,
+        sorted(vec![root.id, child.id])
+    );
+    assert_eq!(
+        ids(SessionFilter::default().metadata(object(json!({"tags": ["x"]})))).await,
+        sorted(vec![root.id, other.id])
+    );
+    assert_eq!(
+        ids(SessionFilter::default().metadata(object(json!({"env": {"region": "eu"}})))).await,
+        vec![root.id]
+    );
+    assert_eq!(
+        ids(SessionFilter::default().metadata(object(json!({"project": "c"})))).await,
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        ids(SessionFilter::default().parent(root.id)).await,
+        vec![child.id]
+    );
+    // The prefix is literal: `%` and `_` match only themselves.
+    assert_eq!(
+        ids(SessionFilter::default().identifier_prefix("root")).await,
+        sorted(vec![root.id, child.id, other.id])
+    );
+    assert_eq!(
+        ids(SessionFilter::default().identifier_prefix("root%")).await,
+        vec![other.id]
+    );
+    assert_eq!(
+        ids(SessionFilter::default().identifier_prefix("root/child_")).await,
+        vec![child.id]
+    );
+    assert_eq!(
+        ids(SessionFilter::default().identifier_prefix("root/child%")).await,
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        ids(SessionFilter::default().identifier_prefix(""))
+            .await
+            .len(),
+        3
+    );
+    // Conditions combine.
+    assert_eq!(
+        ids(SessionFilter::default()
+            .metadata(object(json!({"project": "a"})))
+            .identifier_prefix("root/"))
+        .await,
+        vec![child.id]
+    );
+
+    // Bad input: a cursor of another order, a prefix with NUL or over the limit.
+    let page = list_sessions(
+        &pool,
+        TENANT,
+        &SessionFilter::default(),
+        SessionOrder::NewestFirst,
+        None,
+        1,
+    )
+    .await
+    .unwrap();
+    let err = list_sessions(
+        &pool,
+        TENANT,
+        &SessionFilter::default(),
+        SessionOrder::OldestFirst,
+        page.next,
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    for prefix in [
+        "a\0".to_string(),
+        "x".repeat(agentpg_repo::limits::IDENTIFIER + 1),
+    ] {
+        let err = list_sessions(
+            &pool,
+            TENANT,
+            &SessionFilter::default().identifier_prefix(prefix),
+            SessionOrder::NewestFirst,
+            None,
+            1,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    }
 }
