@@ -1,13 +1,16 @@
-//! create → append → compact → revert, against a fresh database `agentpg_example` on the
-//! server `DATABASE_URL` points at (created at the start, dropped at the end).
+//! create → append → compact → revert, then plan → summarize → compact → fork → search →
+//! finalize, against a fresh database `agentpg_example` on the server `DATABASE_URL` points at
+//! (created at the start, dropped at the end). The summary is a stand-in for the one a model
+//! would write.
 //!
 //! ```sh
 //! cargo run -p agentpg-repo --example walkthrough
 //! ```
 
 use agentpg_repo::{
-    append_messages, compact, create_session, list_messages, revert_compaction, CompactionPlan,
-    MessageRange, Summary,
+    append_messages, compact, create_session, finalize_compactions, fork_session, list_messages,
+    list_sessions, plan_compaction, revert_compaction, CompactionPlan, CompactionPolicy,
+    MessageRange, SessionFilter, SessionOrder, Summary,
 };
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Usage};
 use sqlx::postgres::PgConnectOptions;
@@ -15,6 +18,14 @@ use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 const TENANT: &str = "acme";
+
+fn usage(input: i64, output: i64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Usage::default()
+    }
+}
 
 fn show(messages: &[Message]) {
     for m in messages {
@@ -49,7 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let session = create_session(
         &pool,
-        &NewSession::new(TENANT.into(), "support-chat".into()),
+        &NewSession {
+            metadata: Some(serde_json::json!({"project": "support", "channel": "chat"})),
+            ..NewSession::new(TENANT.into(), "support-chat".into())
+        },
     )
     .await?;
     println!("2. created session {} ({})", session.id, session.identifier);
@@ -121,12 +135,155 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         restored == stored
     );
     show(&restored);
-    pool.close().await;
 
+    // The agent keeps talking: a tool call and its result, then an answer.
+    let more = vec![
+        NewMessage {
+            content: Some(Json(vec![
+                ContentBlock::text("let me check the order"),
+                ContentBlock::tool_use("call_1", "lookup_order", serde_json::json!({"id": 7})),
+            ])),
+            usage: Some(Json(usage(400, 40))),
+            ..NewMessage::new(TENANT.into(), session.id, MessageRole::Assistant)
+        },
+        NewMessage {
+            content: Some(Json(vec![ContentBlock::tool_result(
+                "call_1",
+                serde_json::json!("shipped"),
+            )])),
+            ..NewMessage::new(TENANT.into(), session.id, MessageRole::User)
+        },
+        NewMessage {
+            content: Some(Json(vec![ContentBlock::text("it shipped yesterday")])),
+            usage: Some(Json(usage(500, 30))),
+            ..NewMessage::new(TENANT.into(), session.id, MessageRole::Assistant)
+        },
+    ];
+    let tail = append_messages(&pool, TENANT, session.id, &more).await?;
+
+    // Plan: fit 700 tokens, keep the newest message and the preserved one, expect a
+    // 50-token summary. The planner keeps the tool call with its result.
+    let policy = CompactionPolicy {
+        summary_tokens: 50,
+        keep_last_messages: 1,
+        ..CompactionPolicy::new(700, "summarization")
+    };
+    let proposal = plan_compaction(&pool, TENANT, session.id, &policy).await?;
+    println!(
+        "6. planned ({:?}): remove {} messages, tokens {} -> {} expected",
+        proposal.outcome,
+        proposal.plan.as_ref().map_or(0, |p| p.remove.len()),
+        proposal.tokens_before,
+        proposal.tokens_after
+    );
+    let mut plan = proposal.plan.expect("the session is over the target");
+    // A stand-in for the model's summary: the removed messages' text, joined.
+    let removed = list_messages(&pool, TENANT, session.id, MessageRange::default())
+        .await?
+        .into_iter()
+        .filter(|m| plan.remove.contains(&m.id))
+        .flat_map(|m| {
+            m.content
+                .iter()
+                .filter_map(ContentBlock::as_text)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    plan.summary = Some(Summary {
+        id: None,
+        role: MessageRole::User,
+        content: vec![ContentBlock::text(format!(
+            "earlier: {}",
+            removed.join("; ")
+        ))],
+        usage: Some(usage(policy.summary_tokens, 0)),
+        metadata: None,
+    });
+    let event = compact(&pool, TENANT, &plan).await?;
+    println!(
+        "7. compacted by the plan: tokens {} -> {}",
+        event.original_tokens, event.compacted_tokens
+    );
+    show(&list_messages(&pool, TENANT, session.id, MessageRange::default()).await?);
+
+    // Fork at the answer: a branch where the customer asks something else.
+    let fork = fork_session(
+        &pool,
+        TENANT,
+        session.id,
+        tail[2].id,
+        &NewSession {
+            metadata: Some(serde_json::json!({"project": "support", "branch": "what-if"})),
+            ..NewSession::new(TENANT.into(), "support-chat/what-if".into())
+        },
+    )
+    .await?;
+    append_messages(
+        &pool,
+        TENANT,
+        fork.id,
+        &[NewMessage {
+            content: Some(Json(vec![ContentBlock::text(
+                "what if I want a refund instead?",
+            )])),
+            ..NewMessage::new(TENANT.into(), fork.id, MessageRole::User)
+        }],
+    )
+    .await?;
+    println!(
+        "8. forked {} at message #{} into {} ({} tokens copied):",
+        session.identifier, tail[2].position, fork.identifier, fork.total_tokens
+    );
+    show(&list_messages(&pool, TENANT, fork.id, MessageRange::default()).await?);
+
+    // Search: the project's sessions, and the forks of the first one.
+    let object = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let project = list_sessions(
+        &pool,
+        TENANT,
+        &SessionFilter::default().metadata(object(serde_json::json!({"project": "support"}))),
+        SessionOrder::OldestFirst,
+        None,
+        10,
+    )
+    .await?;
+    let forks = list_sessions(
+        &pool,
+        TENANT,
+        &SessionFilter::default().forked_from(session.id),
+        SessionOrder::NewestFirst,
+        None,
+        10,
+    )
+    .await?;
+    println!(
+        "9. sessions of project \"support\": {:?}; forks of {}: {:?}",
+        project
+            .items
+            .iter()
+            .map(|s| &s.identifier)
+            .collect::<Vec<_>>(),
+        session.identifier,
+        forks
+            .items
+            .iter()
+            .map(|s| &s.identifier)
+            .collect::<Vec<_>>()
+    );
+
+    // Retention: finalize every standing compaction (a real deployment would keep, say, 30
+    // days of them revertible).
+    let report = finalize_compactions(&pool, TENANT, std::time::Duration::ZERO, 100).await?;
+    println!(
+        "10. finalized {} compaction(s), dropping {} archived message(s); they stay as history",
+        report.compactions_finalized, report.archived_messages_dropped
+    );
+    pool.close().await;
     let mut conn = admin.connect().await?;
     sqlx::query("DROP DATABASE agentpg_example")
         .execute(&mut conn)
         .await?;
-    println!("6. dropped agentpg_example");
+    println!("11. dropped agentpg_example");
     Ok(())
 }

@@ -383,3 +383,93 @@ pub async fn delete_session(
         .await?
         .ok_or(Error::NotFound(Entity::Session))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts the statements sqlx runs (its `sqlx::query` events) on this thread.
+    struct Statements(Arc<AtomicUsize>);
+
+    impl tracing::Subscriber for Statements {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            metadata.target() == "sqlx::query"
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if event.metadata().target() == "sqlx::query" {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// 100,000 sessions over 10 tenants, each with its own `project`: a metadata-filtered page
+    /// is one statement, and PostgreSQL answers it from the GIN index.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn a_metadata_filter_over_100k_sessions_is_one_statement_on_the_gin_index(
+        pool: sqlx::PgPool,
+    ) {
+        sqlx::query(
+            "INSERT INTO sessions (tenant_id, identifier, metadata)
+             SELECT 'tenant-' || (i % 10), 's' || i,
+                    jsonb_build_object('project', 'p' || (i / 10), 'kind', 'agent')
+             FROM generate_series(1, 100000) AS i",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut object = Map::new();
+        object.insert("project".into(), Value::from("p4242"));
+        let filter = SessionFilter::default().metadata(object);
+
+        let count = Arc::new(AtomicUsize::new(0));
+        let page = {
+            let _guard = tracing::subscriber::set_default(Statements(count.clone()));
+            list_sessions(
+                &pool,
+                "tenant-3",
+                &filter,
+                SessionOrder::RecentlyUpdated,
+                None,
+                50,
+            )
+            .await
+            .unwrap()
+        };
+        assert_eq!(count.load(Ordering::SeqCst), 1, "one statement");
+        assert_eq!(
+            page.items
+                .iter()
+                .map(|s| s.identifier.as_str())
+                .collect::<Vec<_>>(),
+            vec!["s42423"]
+        );
+
+        for order in [SessionOrder::RecentlyUpdated, SessionOrder::NewestFirst] {
+            let query = list_query("tenant-3", &filter, order, None, 51).unwrap();
+            let (sql, values) = crate::built(&query);
+            let explain = sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {}", sql.0));
+            let (plan,): (Value,) = sqlx::query_as_with(explain, values)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let plan = plan.to_string();
+            assert!(
+                plan.contains("\"Index Name\":\"sessions_metadata_idx\""),
+                "{order:?}: the plan does not use the GIN index: {plan}"
+            );
+        }
+    }
+}
