@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpg_repo::{
-    append_messages, append_messages_after, compact, create_session, get_session, list_messages,
-    CompactionPlan, LastSeen, MessageRange, Summary,
+    append_messages, append_messages_after, compact, create_session, fork_session, get_session,
+    list_messages, plan_compaction, CompactionPlan, CompactionPolicy, LastSeen, MessageRange,
+    Summary,
 };
 use agentpg_schema::messages::{self, MessageParent};
 use agentpg_schema::{
@@ -409,6 +410,45 @@ async fn compact_by_hand(pool: &PgPool, session_id: Uuid, remove: &[Uuid]) {
         .execute(&mut *tx)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A fork as a careful user would write it by hand: one transaction, the session row, then one
+/// statement that copies the messages up to the fork point and sets the fork's counters.
+async fn fork_by_hand(pool: &PgPool, source: Uuid, at: Uuid, identifier: String) {
+    let mut tx = pool.begin().await.unwrap();
+    let fork: Uuid = sqlx::query_scalar(
+        "INSERT INTO sessions (tenant_id, identifier, forked_from_session_id, forked_from_message_id) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(TENANT)
+    .bind(identifier)
+    .bind(source)
+    .bind(at)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let updated = sqlx::query(
+        "WITH copied AS ( \
+           INSERT INTO messages (tenant_id, session_id, position, role, content, usage, metadata, \
+                                 is_preserved, is_summary, created_at, updated_at) \
+           SELECT tenant_id, $3, position, role, content, usage, metadata, is_preserved, \
+                  is_summary, created_at, updated_at \
+           FROM messages WHERE tenant_id = $1 AND session_id = $2 AND position <= \
+             (SELECT position FROM messages WHERE tenant_id = $1 AND session_id = $2 AND id = $4) \
+           RETURNING tokens, position) \
+         UPDATE sessions SET total_tokens = (SELECT coalesce(sum(tokens), 0) FROM copied), \
+                             last_position = (SELECT max(position) FROM copied) \
+         WHERE tenant_id = $1 AND id = $3",
+    )
+    .bind(TENANT)
+    .bind(source)
+    .bind(fork)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
     tx.commit().await.unwrap();
 }
 
@@ -928,6 +968,112 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ours,
         base,
         (so.to_string(), "1".into()),
+        1.1,
+    ));
+
+    // --- plan a compaction of the same 10,000-message session: ids, tokens, flags and tool
+    // ids only, never the content; against loading the history the planner avoids ---
+    let policy = CompactionPolicy {
+        keep_last_messages: 20,
+        summary_tokens: 500,
+        ..CompactionPolicy::new(20_000, "summarization")
+    };
+    let (ours, base) = interleave(
+        if quick { 5 } else { 11 },
+        1,
+        |_| {
+            let (pool, policy) = (&pool, &policy);
+            async move {
+                let proposal = plan_compaction(pool, TENANT, history.id, policy)
+                    .await
+                    .unwrap();
+                assert!(proposal.plan.is_some());
+            }
+        },
+        |_| {
+            let pool = &pool;
+            async move {
+                let rows = list_messages(pool, TENANT, history.id, MessageRange::default())
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len(), history_n);
+            }
+        },
+    )
+    .await;
+    let so = count_statements(0, async {
+        plan_compaction(&pool, TENANT, history.id, &policy)
+            .await
+            .unwrap();
+    })
+    .await;
+    rows.push(Row::ratio(
+        format!("plan a compaction of {history_n} messages vs loading them"),
+        ours,
+        base,
+        (so.to_string(), "1".into()),
+        0.5,
+    ));
+
+    // --- fork 10,000 messages: ours vs the same INSERT ... SELECT written by hand ---
+    let last = list_messages(
+        &pool,
+        TENANT,
+        history.id,
+        MessageRange {
+            after_position: None,
+            limit: None,
+        },
+    )
+    .await?
+    .pop()
+    .expect("a filled history");
+    let (ours, base) = interleave(
+        if quick { 3 } else { 7 },
+        1,
+        |i| {
+            let (pool, last) = (&pool, &last);
+            async move {
+                let fork = fork_session(
+                    pool,
+                    TENANT,
+                    history.id,
+                    last.id,
+                    &NewSession::new(TENANT.into(), format!("fork-ours-{i}")),
+                )
+                .await
+                .unwrap();
+                assert_eq!(fork.last_position, Some(last.position));
+            }
+        },
+        |i| {
+            let (pool, last) = (&pool, &last);
+            async move { fork_by_hand(pool, history.id, last.id, format!("fork-hand-{i}")).await }
+        },
+    )
+    .await;
+    let so = count_statements(1, async {
+        fork_session(
+            &pool,
+            TENANT,
+            history.id,
+            last.id,
+            &NewSession::new(TENANT.into(), "fork-count-ours".into()),
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    let sb = count_statements(
+        1,
+        fork_by_hand(&pool, history.id, last.id, "fork-count-hand".into()),
+    )
+    .await;
+    rows.push(Row::ratio(
+        format!("fork {history_n} messages vs hand-written INSERT ... SELECT"),
+        ours,
+        base,
+        (so.to_string(), sb.to_string()),
         1.1,
     ));
 

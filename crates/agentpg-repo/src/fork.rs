@@ -37,8 +37,9 @@ pub async fn fork_session<'c>(
     tenant: &str,
     source: Uuid,
     at_message: Uuid,
-    new: &NewSession,
+    new: impl std::borrow::Borrow<NewSession>,
 ) -> Result<Session> {
+    let new = new.borrow();
     validate::tenant(tenant)?;
     crate::sessions::check_new(new)?;
     if new.tenant_id != tenant {

@@ -140,8 +140,17 @@ pub(crate) fn check_new(new: &NewSession) -> Result<()> {
 /// not a JSON object, or a counter or lineage field set; [`Error::Conflict`] if the tenant
 /// already has the identifier; [`Error::NotFound`]`(ParentSession)` if the parent does not
 /// exist in the tenant.
-#[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, parent = ?new.parent_session_id))]
-pub async fn create_session(executor: impl PgExecutor<'_>, new: &NewSession) -> Result<Session> {
+#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty, parent = tracing::field::Empty))]
+pub async fn create_session(
+    executor: impl PgExecutor<'_>,
+    new: impl std::borrow::Borrow<NewSession>,
+) -> Result<Session> {
+    let new = new.borrow();
+    let span = tracing::Span::current();
+    span.record("tenant", new.tenant_id.as_str());
+    if let Some(parent) = new.parent_session_id {
+        span.record("parent", tracing::field::display(parent));
+    }
     check_new(new)?;
     Ok(sessions::stmt::insert(new).fetch_one(executor).await?)
 }
