@@ -2,7 +2,7 @@
 //! the located errors.
 
 use xtask::codegen::model::{
-    Check, Column, EnumType, ForeignKey, Identity, InList, Key, Schema, SqlType, Table,
+    Check, Column, EnumType, ForeignKey, Identity, InList, Key, Origin, Schema, SqlType, Table,
 };
 use xtask::codegen::parse::LocatedError;
 use xtask::codegen::replay::replay_file;
@@ -44,6 +44,7 @@ fn default(mut c: Column, sql: &str) -> Column {
 fn table(name: &str, columns: Vec<Column>) -> Table {
     Table {
         name: name.into(),
+        origin: Origin::default(),
         comment: None,
         columns,
         primary_key: None,
@@ -56,6 +57,7 @@ fn table(name: &str, columns: Vec<Column>) -> Table {
 fn key(name: &str, columns: &[&str]) -> Key {
     Key {
         name: name.into(),
+        origin: Origin::default(),
         columns: columns.iter().map(|c| c.to_string()).collect(),
     }
 }
@@ -182,6 +184,7 @@ fn table_constraints_get_postgres_default_names_and_check_in_lists() {
         vec![
             ForeignKey {
                 name: "c_p_id_fkey".into(),
+                origin: Origin::default(),
                 columns: vec!["p_id".into()],
                 foreign_table: "p".into(),
                 referred_columns: vec!["id".into()],
@@ -189,6 +192,7 @@ fn table_constraints_get_postgres_default_names_and_check_in_lists() {
             },
             ForeignKey {
                 name: "c_p_fk".into(),
+                origin: Origin::default(),
                 columns: vec!["p_id".into()],
                 foreign_table: "p".into(),
                 referred_columns: vec![],

@@ -18,6 +18,10 @@ pub struct Target {
     /// Where a byte-for-byte copy of the migrations goes, if anywhere: the folder a crate's
     /// embedded migrator compiles in, inside that crate so that its package holds it.
     pub embedded_copy: Option<&'static str>,
+    /// The column the schema is sharded by, if any: every table must have it, and every primary
+    /// key, unique constraint and foreign key must include it (see
+    /// [`lint::distribution`](crate::codegen::lint::distribution)).
+    pub distribution_column: Option<&'static str>,
 }
 
 /// Declarations about a schema that its migrations do not carry.
@@ -145,6 +149,7 @@ pub const TARGETS: &[Target] = &[
         },
         goose_dir: Some("migrations/goose"),
         embedded_copy: Some("crates/agentpg-repo/migrations"),
+        distribution_column: Some("tenant_id"),
     },
     Target {
         migrations: "tests/fixture-schema/migrations",
@@ -156,5 +161,6 @@ pub const TARGETS: &[Target] = &[
         },
         goose_dir: None,
         embedded_copy: None,
+        distribution_column: None,
     },
 ];

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod emit;
 pub mod goose;
+pub mod lint;
 pub mod migrations;
 pub mod model;
 pub mod parse;
@@ -50,6 +51,17 @@ pub fn run(root: &Path, mode: Mode) -> Result<Report> {
 fn run_target(root: &Path, target: &Target, files: &mut Files) -> Result<()> {
     let migrations = read_migrations(&root.join(target.migrations), target.migrations)?;
     let schema = schema_of(&migrations)?;
+    if let Some(column) = target.distribution_column {
+        let errors = lint::distribution(&schema, column);
+        if !errors.is_empty() {
+            let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "{} breaks the distribution-column rule ({column} in every table and key):\n{}",
+                target.migrations,
+                all.join("\n")
+            );
+        }
+    }
     let generated = emit::generate(&schema, &target.declarations, target.migrations)
         .with_context(|| format!("generating Rust for {}", target.migrations))?;
     files.ensure_dir_contents(&root.join(target.out_dir), &generated)?;

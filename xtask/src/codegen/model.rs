@@ -1,6 +1,8 @@
 //! The schema model that replaying the migrations builds: tables, columns, constraints, enum
 //! types and comments, in declared order.
 
+use crate::codegen::parse::{LocatedError, Pos};
+
 /// Everything the migrations define, after replaying them all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
@@ -33,11 +35,45 @@ pub struct EnumType {
     pub comment: Option<String>,
 }
 
+/// Where a table or constraint was declared, for errors about it. Not part of the schema's
+/// identity: models that differ only in origins are equal.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The migration file, as shown in errors.
+    pub file: String,
+    /// Where in the file.
+    pub pos: Pos,
+    /// The declaring statement's text.
+    pub statement: String,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Origin {}
+
+impl Origin {
+    /// An error located here.
+    pub fn error(&self, message: impl Into<String>) -> LocatedError {
+        LocatedError {
+            file: self.file.clone(),
+            pos: self.pos,
+            message: message.into(),
+            statement: self.statement.clone(),
+        }
+    }
+}
+
 /// A table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// Table name (unqualified).
     pub name: String,
+    /// Where it was created.
+    pub origin: Origin,
     /// `COMMENT ON TABLE` text.
     pub comment: Option<String>,
     /// Columns in declared order (`ADD COLUMN` appends).
@@ -131,6 +167,8 @@ pub enum Identity {
 pub struct Key {
     /// Constraint name (PostgreSQL's default name when the SQL gives none).
     pub name: String,
+    /// Where it was declared.
+    pub origin: Origin,
     /// Columns in key order.
     pub columns: Vec<String>,
 }
@@ -140,6 +178,8 @@ pub struct Key {
 pub struct ForeignKey {
     /// Constraint name (PostgreSQL's default name when the SQL gives none).
     pub name: String,
+    /// Where it was declared.
+    pub origin: Origin,
     /// Referencing columns.
     pub columns: Vec<String>,
     /// Referenced table.

@@ -57,7 +57,7 @@ pub const SKIPPED_STATEMENTS: &[&[&str]] = &[
 ];
 
 /// A position in a migration file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pos {
     /// 1-based line.
     pub line: u64,

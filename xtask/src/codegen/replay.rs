@@ -10,7 +10,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use super::model::{
-    Check, Column, EnumType, ForeignKey, Identity, InList, Key, Schema, SqlType, Table,
+    Check, Column, EnumType, ForeignKey, Identity, InList, Key, Origin, Schema, SqlType, Table,
 };
 use super::parse::{split_statements, LocatedError, Pos, RawStatement};
 
@@ -111,6 +111,20 @@ impl Ctx<'_> {
 
     fn start(&self) -> Pos {
         self.raw.pos
+    }
+
+    /// An origin at `pos` of this statement.
+    fn origin(&self, pos: Pos) -> Origin {
+        Origin {
+            file: self.file.to_owned(),
+            pos,
+            statement: self.raw.text.clone(),
+        }
+    }
+
+    /// Where a constraint is: its name when it has one, else its first column.
+    fn constraint_pos(&self, name: Option<&Ident>, first: Option<&Ident>) -> Pos {
+        name.or(first).map_or(self.start(), |i| self.at(i))
     }
 
     /// An object name in the `public` schema: `name` or `public.name`.
@@ -247,8 +261,10 @@ impl Ctx<'_> {
         if create.temporary {
             return Err(self.err(pos, "temporary tables are not modelled by the generator"));
         }
+        let origin = self.origin(pos);
         self.schema.tables.push(Table {
             name: name.clone(),
+            origin,
             comment: None,
             columns: Vec::new(),
             primary_key: None,
@@ -546,20 +562,36 @@ impl Ctx<'_> {
                 }
                 let name = given(&pk.name)
                     .unwrap_or_else(|| self.fresh_name(table, format!("{tname}_pkey")));
+                let origin = self.origin(self.constraint_pos(
+                    name_override.or(pk.name.as_ref()),
+                    first_key_ident(&pk.columns),
+                ));
                 let t = &mut self.schema.tables[table];
                 for c in &columns {
                     if let Some(col) = t.columns.iter_mut().find(|x| &x.name == c) {
                         col.nullable = false;
                     }
                 }
-                t.primary_key = Some(Key { name, columns });
+                t.primary_key = Some(Key {
+                    name,
+                    origin,
+                    columns,
+                });
             }
             TableConstraint::Unique(unique) => {
                 let columns = self.key_columns(table, &unique.columns)?;
                 let name = given(&unique.name).unwrap_or_else(|| {
                     self.fresh_name(table, format!("{tname}_{}_key", columns.join("_")))
                 });
-                self.schema.tables[table].unique.push(Key { name, columns });
+                let origin = self.origin(self.constraint_pos(
+                    name_override.or(unique.name.as_ref()),
+                    first_key_ident(&unique.columns),
+                ));
+                self.schema.tables[table].unique.push(Key {
+                    name,
+                    origin,
+                    columns,
+                });
             }
             TableConstraint::ForeignKey(fk) => {
                 let columns = self.column_names(table, &fk.columns)?;
@@ -575,8 +607,12 @@ impl Ctx<'_> {
                 let name = given(&fk.name).unwrap_or_else(|| {
                     self.fresh_name(table, format!("{tname}_{}_fkey", columns.join("_")))
                 });
+                let origin = self.origin(
+                    self.constraint_pos(name_override.or(fk.name.as_ref()), fk.columns.first()),
+                );
                 self.schema.tables[table].foreign_keys.push(ForeignKey {
                     name,
+                    origin,
                     columns,
                     foreign_table,
                     referred_columns,
@@ -1117,6 +1153,14 @@ fn statement_kind(statement: &Statement) -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The first column of a key, when it is a plain column.
+fn first_key_ident(columns: &[sqlparser::ast::IndexColumn]) -> Option<&Ident> {
+    columns.first().and_then(|c| match &c.column.expr {
+        Expr::Identifier(i) => Some(i),
+        _ => None,
+    })
 }
 
 fn index_column(name: &Ident) -> sqlparser::ast::IndexColumn {
