@@ -96,7 +96,8 @@ pub fn run() -> Result<ExitCode> {
         "-p".to_string(),
         "agentpg-repo".to_string(),
     ];
-    let (passed, failed, ok) = cargo_test(&copy, &args, &database, Some(&base.join("target")))?;
+    let (passed, failed, ok) =
+        cargo_test(&copy, &args, &database, Some(&base.join("target")), &[])?;
     let verdict = if ok && failed == 0 && passed > 0 {
         "passed"
     } else {

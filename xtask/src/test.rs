@@ -14,18 +14,87 @@ use anyhow::{bail, Context, Result};
 /// The database the tests use when `DATABASE_URL` is not set (also in `.cargo/config.toml`).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postgres";
 
-/// Runs `cargo test --workspace <args>` against a PostgreSQL that answers.
+/// Runs `cargo test --workspace <args>` against a PostgreSQL that answers, then the
+/// partitioned-layout proof (see [`partitioned_layout`]). `--skip-partitioned` leaves the proof
+/// out; `--partitioned-only` runs only the proof.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let database = Database::find_or_start()?;
-    let mut test_args = vec!["--workspace".to_string(), "--no-fail-fast".to_string()];
-    test_args.extend(args.iter().cloned());
-    let (passed, failed, ok) = cargo_test(&crate::workspace_root(), &test_args, &database, None)?;
-    println!("tests: {passed} passed, {failed} failed");
+    let skip = args.iter().any(|a| a == "--skip-partitioned");
+    let only = args.iter().any(|a| a == "--partitioned-only");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "--skip-partitioned" | "--partitioned-only"))
+        .cloned()
+        .collect();
+    let (mut passed, mut failed, mut ok) = (0, 0, true);
+    if !only {
+        let database = Database::find_or_start()?;
+        let mut test_args = vec!["--workspace".to_string(), "--no-fail-fast".to_string()];
+        test_args.extend(args.iter().cloned());
+        let (p, f, o) = cargo_test(&crate::workspace_root(), &test_args, &database, None, &[])?;
+        println!("tests: {p} passed, {f} failed");
+        (passed, failed, ok) = (passed + p, failed + f, ok && o);
+    }
+    if !skip {
+        let (p, f, o) = partitioned_layout(&args)?;
+        println!("partitioned layout: {p} passed, {f} failed");
+        (passed, failed, ok) = (passed + p, failed + f, ok && o);
+    }
+    println!("all tests: {passed} passed, {failed} failed");
     Ok(if ok && failed == 0 && passed > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The partitioned-layout proof: on a throwaway server, `template1` gets the migrations with
+/// every table `PARTITION BY HASH (tenant_id)` (four partitions; the transformation is
+/// `tests/tests/partitioned_layout.rs`, the migrations stay as they are), and the whole
+/// agentpg-repo suite runs there, each test in a database created from that template.
+fn partitioned_layout(args: &[String]) -> Result<(u64, u64, bool)> {
+    println!("xtask: partitioned layout: a throwaway PostgreSQL whose template1 holds every table hash-partitioned by tenant_id");
+    let server = Throwaway::start().context(
+        "the partitioned-layout proof needs the PostgreSQL server binaries (initdb, pg_ctl); \
+         pass --skip-partitioned to leave it out",
+    )?;
+    let template = match server.url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/template1"),
+        None => bail!("unexpected server URL {}", server.url),
+    };
+    let database = Database {
+        url: server.url.clone(),
+        server: Some(server),
+    };
+    let root = crate::workspace_root();
+    let build = [
+        "-p",
+        "agentpg-tests",
+        "--test",
+        "partitioned_layout",
+        "--",
+        "--ignored",
+        "--exact",
+        "build_partitioned_template",
+    ]
+    .map(String::from);
+    let (p, f, ok) = cargo_test(
+        &root,
+        &build,
+        &database,
+        None,
+        &[("AGENTPG_PARTITIONED_TEMPLATE", template.as_str())],
+    )?;
+    if !ok || p != 1 {
+        bail!("building the partitioned template failed");
+    }
+    let mut suite = vec![
+        "-p".to_string(),
+        "agentpg-repo".to_string(),
+        "--no-fail-fast".to_string(),
+    ];
+    suite.extend(args.iter().cloned());
+    let (sp, sf, sok) = cargo_test(&root, &suite, &database, None, &[])?;
+    Ok((p + sp, f + sf, ok && sok))
 }
 
 /// The PostgreSQL the tests run against: `DATABASE_URL` when it lets its user in, else a
@@ -79,6 +148,7 @@ pub fn cargo_test(
     args: &[String],
     database: &Database,
     target_dir: Option<&Path>,
+    env: &[(&str, &str)],
 ) -> Result<(u64, u64, bool)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
@@ -87,6 +157,7 @@ pub fn cargo_test(
         .arg("test")
         .args(args)
         .env("DATABASE_URL", &database.url)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped());
     if let Some(target_dir) = target_dir {
         command.env("CARGO_TARGET_DIR", target_dir);
@@ -301,7 +372,9 @@ impl Throwaway {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("agentpg-test-{}", std::process::id()));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("agentpg-test-{}-{n}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
