@@ -288,6 +288,26 @@ WHERE NOT tg.tgisinternal
 UNION ALL
 SELECT format('extension %s', e.extname) FROM pg_extension e WHERE e.extname <> 'plpgsql'
 UNION ALL
+SELECT format('row security %s enabled=%s forced=%s', r.relname, c.relrowsecurity, c.relforcerowsecurity)
+FROM rels r JOIN pg_class c ON c.oid = r.oid WHERE r.relkind IN ('r', 'p')
+UNION ALL
+SELECT format('policy %s.%s permissive=%s cmd=%s roles=%s using=%s check=%s comment=%s',
+    r.relname, po.polname, po.polpermissive, po.polcmd,
+    (SELECT string_agg(CASE WHEN x = 0 THEN 'public' ELSE x::regrole::text END, ',' ORDER BY 1)
+       FROM unnest(po.polroles) AS x),
+    pg_get_expr(po.polqual, po.polrelid), pg_get_expr(po.polwithcheck, po.polrelid),
+    obj_description(po.oid, 'pg_policy'))
+FROM pg_policy po JOIN rels r ON r.oid = po.polrelid
+UNION ALL
+SELECT format('grant %s %s %s', r.relname,
+    CASE WHEN x.grantee = 0 THEN 'public' ELSE x.grantee::regrole::text END, x.privilege_type)
+FROM rels r JOIN pg_class c ON c.oid = r.oid, aclexplode(c.relacl) AS x
+WHERE x.grantee <> c.relowner
+UNION ALL
+SELECT format('grant schema public %s %s', x.grantee::regrole, x.privilege_type)
+FROM pg_namespace n, aclexplode(n.nspacl) AS x
+WHERE n.nspname = 'public' AND x.grantee <> 0 AND x.grantee <> n.nspowner
+UNION ALL
 SELECT format('comment %s%s = %s', r.relname,
     CASE WHEN d.objsubid = 0 THEN '' ELSE '.' || a.attname END, quote_literal(d.description))
 FROM pg_description d

@@ -137,19 +137,19 @@ fn missing_and_orphaned_files_are_named() {
 fn broken_sql_fails_with_its_location() {
     let scratch = scratch_workspace("broken");
     std::fs::write(
-        scratch.join("migrations/005_broken.up.sql"),
+        scratch.join("migrations/900_broken.up.sql"),
         "-- a broken migration\nALTER TABLE sessions\n  ADD COLUMN oops;\n",
     )
     .unwrap();
     std::fs::write(
-        scratch.join("migrations/005_broken.down.sql"),
+        scratch.join("migrations/900_broken.down.sql"),
         "SELECT 1;\n",
     )
     .unwrap();
     let err = xtask::codegen::run(&scratch, Mode::Check).unwrap_err();
     let text = format!("{err:#}");
     assert!(
-        text.starts_with("migrations/005_broken.up.sql:3:18: "),
+        text.starts_with("migrations/900_broken.up.sql:3:18: "),
         "{text}"
     );
     assert!(text.contains("| ALTER TABLE sessions"), "{text}");

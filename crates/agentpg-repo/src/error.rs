@@ -66,6 +66,17 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The database refused the statement for the role it runs as (SQLSTATE 42501): under
+    /// row-level security ([`rls`](crate::rls)), a row written for a tenant other than the
+    /// connection's, or a table the role is not granted.
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// What was refused.
+        reason: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// Any other database or connection error.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -150,6 +161,10 @@ impl From<sqlx::Error> for Error {
                     constraint.as_deref().unwrap_or("(unnamed)")
                 ),
                 source: Some(e),
+            },
+            _ if code == "42501" => Error::Forbidden {
+                reason: db.message().to_owned(),
+                source: e,
             },
             // Class 54: a program limit (an index entry or a value too large for PostgreSQL).
             _ if code.starts_with("54") => Error::InvalidInput {

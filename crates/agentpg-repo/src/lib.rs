@@ -46,6 +46,7 @@ mod migrate;
 mod pairs;
 mod planner;
 mod retention;
+pub mod rls;
 mod sessions;
 mod validate;
 

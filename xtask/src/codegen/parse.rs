@@ -39,6 +39,7 @@ pub const SKIPPED_STATEMENTS: &[&[&str]] = &[
     &["CREATE", "POLICY"],
     &["ALTER", "POLICY"],
     &["DROP", "POLICY"],
+    &["COMMENT", "ON", "POLICY"],
     &["GRANT"],
     &["REVOKE"],
     &["DO"],

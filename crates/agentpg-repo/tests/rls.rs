@@ -1,0 +1,310 @@
+//! Row-level security: as agentpg_app, raw SQL sees and changes only the tenant set; with no
+//! tenant, nothing; the policies are what enforce it; agentpg-repo runs under them.
+
+mod common;
+
+use agentpg_repo::rls::{begin_as_tenant, tenant_connect_options, APP_ROLE};
+use agentpg_repo::*;
+use agentpg_schema::{MessageRole, NewSession};
+use common::*;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+const TABLES: [&str; 4] = [
+    "sessions",
+    "messages",
+    "compaction_events",
+    "message_archive",
+];
+
+/// Both tenants with a session, messages, a compaction (so every table holds rows of each).
+async fn two_tenants(pool: &PgPool) {
+    for tenant in [TENANT, OTHER] {
+        let s = create_session(pool, NewSession::new(tenant.into(), "s".into()))
+            .await
+            .unwrap();
+        let batch: Vec<_> = (0..3)
+            .map(|i| agentpg_schema::NewMessage {
+                tenant_id: tenant.into(),
+                ..text(s.id, MessageRole::User, &format!("m{i}"), 1, 1)
+            })
+            .collect();
+        let stored = append_messages(pool, tenant, s.id, &batch).await.unwrap();
+        compact(
+            pool,
+            tenant,
+            &CompactionPlan {
+                session_id: s.id,
+                remove: vec![stored[0].id],
+                summary: None,
+                strategy: "trim".into(),
+                model_used: None,
+                duration_ms: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn options(pool: &PgPool) -> PgConnectOptions {
+    (*pool.connect_options()).clone()
+}
+
+/// A connection as agentpg_app, with `tenant` set when given.
+async fn app_connection(pool: &PgPool, tenant: Option<&str>) -> PgConnection {
+    let options = match tenant {
+        Some(t) => tenant_connect_options(options(pool), t).unwrap(),
+        None => options(pool).options([("role", APP_ROLE)]),
+    };
+    let mut conn = PgConnection::connect_with(&options).await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(role, APP_ROLE);
+    conn
+}
+
+async fn count(conn: &mut PgConnection, table: &str, tenant: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+    )))
+    .bind(tenant)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn as_the_app_role_raw_sql_reaches_only_the_tenant_set(pool: PgPool) {
+    two_tenants(&pool).await;
+    let before = dump(&pool).await;
+    let mut conn = app_connection(&pool, Some(TENANT)).await;
+    for table in TABLES {
+        assert!(
+            count(&mut conn, table, TENANT).await > 0,
+            "{table}: own rows"
+        );
+        assert_eq!(
+            count(&mut conn, table, OTHER).await,
+            0,
+            "{table}: other's rows"
+        );
+        let all: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE tenant_id <> $1"
+        )))
+        .bind(TENANT)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(all, 0, "{table}: nothing but the tenant's rows");
+        for write in [
+            format!("UPDATE {table} SET tenant_id = tenant_id WHERE tenant_id = $1"),
+            format!("DELETE FROM {table} WHERE tenant_id = $1"),
+        ] {
+            let done = sqlx::query(sqlx::AssertSqlSafe(write.clone()))
+                .bind(OTHER)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(done.rows_affected(), 0, "{write}");
+        }
+    }
+    // Moving an own row to the other tenant, or writing one for it, is refused.
+    let moved = sqlx::query("UPDATE sessions SET tenant_id = $1 WHERE tenant_id = $2")
+        .bind(OTHER)
+        .bind(TENANT)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from(moved), Error::Forbidden { .. }),
+        "moving a row across tenants"
+    );
+    let inserted = sqlx::query("INSERT INTO sessions (tenant_id, identifier) VALUES ($1, 'x')")
+        .bind(OTHER)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(matches!(Error::from(inserted), Error::Forbidden { .. }));
+    conn.close().await.unwrap();
+    assert_eq!(
+        dump(&pool).await,
+        before,
+        "nothing of either tenant changed"
+    );
+
+    // With no tenant set, nothing is visible and nothing can be written.
+    let mut conn = app_connection(&pool, None).await;
+    for table in TABLES {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table} with no tenant set");
+    }
+    let inserted = sqlx::query("INSERT INTO sessions (tenant_id, identifier) VALUES ($1, 'x')")
+        .bind(TENANT)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(matches!(Error::from(inserted), Error::Forbidden { .. }));
+}
+
+/// The policies are what keeps the tenants apart: without row-level security the same
+/// connection sees the other tenant's rows, and with it back they are gone again. (So the
+/// assertions above cannot pass by accident.)
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn without_the_policies_the_same_sql_would_see_the_other_tenant(pool: PgPool) {
+    two_tenants(&pool).await;
+    let mut conn = app_connection(&pool, Some(TENANT)).await;
+    for table in TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert!(
+            count(&mut conn, table, OTHER).await > 0,
+            "{table}: visible without RLS"
+        );
+        // Dropping only the tenant policy (RLS still on) opens the table as well.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; DROP POLICY {table}_tenant ON {table}"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert!(
+            count(&mut conn, table, OTHER).await > 0,
+            "{table}: visible without the policy"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn the_repo_runs_under_the_policies_per_connection_and_per_transaction(pool: PgPool) {
+    two_tenants(&pool).await;
+    let theirs = find_session(&pool, OTHER, "s").await.unwrap().unwrap();
+
+    // Per connection: a pool for tenant acme.
+    let acme = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(tenant_connect_options(options(&pool), TENANT).unwrap())
+        .await
+        .unwrap();
+    let s = create_session(&acme, NewSession::new(TENANT.into(), "under-rls".into()))
+        .await
+        .unwrap();
+    let stored = conversation(&acme, s.id, 6).await;
+    let proposal = plan_compaction(&acme, TENANT, s.id, &CompactionPolicy::new(9, "p"))
+        .await
+        .unwrap();
+    let event = compact(&acme, TENANT, &proposal.plan.unwrap())
+        .await
+        .unwrap();
+    revert_compaction(&acme, TENANT, event.id).await.unwrap();
+    let fork = fork_session(
+        &acme,
+        TENANT,
+        s.id,
+        stored[2].id,
+        NewSession::new(TENANT.into(), "fork".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fork.total_tokens, 9);
+    let page = list_sessions(
+        &acme,
+        TENANT,
+        &SessionFilter::default(),
+        SessionOrder::OldestFirst,
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.items.len(), 3);
+    finalize_compactions(&acme, TENANT, std::time::Duration::ZERO, 10)
+        .await
+        .unwrap();
+
+    // Naming the other tenant through acme's pool: nothing found, nothing written.
+    assert_eq!(get_session(&acme, OTHER, theirs.id).await.unwrap(), None);
+    assert!(list_sessions(
+        &acme,
+        OTHER,
+        &SessionFilter::default(),
+        SessionOrder::OldestFirst,
+        None,
+        10
+    )
+    .await
+    .unwrap()
+    .items
+    .is_empty());
+    let err = create_session(&acme, NewSession::new(OTHER.into(), "sneaky".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden { .. }), "{err}");
+    let err = append_messages(
+        &acme,
+        OTHER,
+        theirs.id,
+        &[agentpg_schema::NewMessage {
+            tenant_id: OTHER.into(),
+            ..text(theirs.id, MessageRole::User, "x", 1, 1)
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::NotFound(Entity::Session)), "{err}");
+    acme.close().await;
+
+    // Per transaction, on the shared pool.
+    let mut tx = begin_as_tenant(&pool, TENANT).await.unwrap();
+    let mine = list_sessions(
+        &mut *tx,
+        TENANT,
+        &SessionFilter::default(),
+        SessionOrder::OldestFirst,
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(mine.items.len(), 3);
+    assert_eq!(get_session(&mut *tx, OTHER, theirs.id).await.unwrap(), None);
+    append_messages(
+        &mut *tx,
+        TENANT,
+        s.id,
+        &[text(s.id, MessageRole::User, "tx", 1, 1)],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // The connection went back to the pool as it was.
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_ne!(role, APP_ROLE);
+    assert!(get_session(&pool, OTHER, theirs.id)
+        .await
+        .unwrap()
+        .is_some());
+    for tenant in ["", "a\0b"] {
+        assert!(matches!(
+            begin_as_tenant(&pool, tenant).await,
+            Err(Error::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            tenant_connect_options(options(&pool), tenant),
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+}
