@@ -694,6 +694,110 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         1.05,
     ));
 
+    // Row-level security (opt-in): the same calls on a pool whose connections run as
+    // agentpg_app for the tenant (startup options: no extra statement), and per transaction
+    // (begin_as_tenant: BEGIN, one set_config, the call, COMMIT) — each against the default.
+    let rls_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(agentpg_repo::rls::tenant_connect_options(
+            admin.clone().database("agentpg_bench"),
+            TENANT,
+        )?)
+        .await?;
+    let (ours, base) = interleave(
+        rounds,
+        per_round * 2,
+        |_| {
+            let pool = &rls_pool;
+            async move {
+                get_session(pool, TENANT, target_session.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        },
+        |_| {
+            let pool = &pool;
+            async move {
+                get_session(pool, TENANT, target_session.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    rows.push(Row::ratio(
+        "get session, row-level security per connection".into(),
+        ours,
+        base,
+        ("1".into(), "1".into()),
+        1.1,
+    ));
+    let (ours, base) = interleave(
+        rounds,
+        per_round,
+        |i| {
+            let pool = &rls_pool;
+            async move {
+                append_messages(pool, TENANT, one_a.id, &[message(one_a.id, i)])
+                    .await
+                    .unwrap();
+            }
+        },
+        |i| {
+            let pool = &pool;
+            async move {
+                append_messages(pool, TENANT, one_b.id, &[message(one_b.id, i)])
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    rows.push(Row::ratio(
+        "append one message, row-level security per connection".into(),
+        ours,
+        base,
+        ("1".into(), "1".into()),
+        1.1,
+    ));
+    let (ours, base) = interleave(
+        rounds,
+        per_round * 2,
+        |_| {
+            let pool = &pool;
+            async move {
+                let mut tx = agentpg_repo::rls::begin_as_tenant(pool, TENANT).await.unwrap();
+                get_session(&mut *tx, TENANT, target_session.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        },
+        |_| {
+            let pool = &pool;
+            async move {
+                get_session(pool, TENANT, target_session.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    rows.push(Row {
+        case: "get session, row-level security per transaction".into(),
+        ours,
+        base: Some(base),
+        ours_statements: "4".into(),
+        base_statements: "1".into(),
+        target: "(what per-transaction costs: 3 more round trips)".into(),
+        met: None,
+    });
+    rls_pool.close().await;
+
     // Conditional (one writer per conversation) against plain: the same statement, with the
     // check decided on the locked session row.
     let cond = new_session(&pool, "cond".into()).await;
