@@ -694,30 +694,76 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         1.05,
     ));
 
-    // Row-level security (opt-in): the same calls on a pool whose connections run as
-    // agentpg_app for the tenant (startup options: no extra statement), and per transaction
-    // (begin_as_tenant: BEGIN, one set_config, the call, COMMIT) — each against the default.
-    let rls_pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(agentpg_repo::rls::tenant_connect_options(
-            admin.clone().database("agentpg_bench"),
-            TENANT,
-        )?)
+    // Row-level security (opt-in), on one connection so that both sides run on the same
+    // backend (on this machine two connections can differ by half in single-call latency,
+    // whichever is which). Per connection: blocks of calls with the role and tenant set for the
+    // connection (what the startup options of `rls::tenant_connect_options` set) against blocks
+    // without; per transaction: `rls::begin_as_tenant` (BEGIN, one set_config, the call,
+    // COMMIT) against the plain call.
+    let one = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin.clone().database("agentpg_bench"))
         .await?;
-    let (ours, base) = interleave(
+    let as_tenant = "SET ROLE agentpg_app; SET agentpg.tenant = 'bench'";
+    let as_owner = "RESET ROLE; RESET agentpg.tenant";
+    async fn rls_blocks<F, Fut>(
+        pool: &PgPool,
+        rounds: usize,
+        per_round: usize,
+        modes: [Option<&'static str>; 2],
+        mut call: F,
+    ) -> (Duration, Duration)
+    where
+        F: FnMut(usize, bool) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut sides = [Vec::new(), Vec::new()];
+        let mut i = 0;
+        for round in 0..rounds {
+            for side in [round % 2, 1 - round % 2] {
+                if let Some(sql) = modes[side] {
+                    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+                }
+                let start = Instant::now();
+                for _ in 0..per_round {
+                    i += 1;
+                    call(i, side == 0).await;
+                }
+                sides[side].push(start.elapsed() / per_round as u32);
+            }
+        }
+        let [a, b] = sides;
+        (median(a), median(b))
+    }
+    for _ in 0..500 {
+        get_session(&one, TENANT, target_session.id).await?;
+    }
+    let (a, b) = rls_blocks(&one, rounds, per_round * 2, [None, None], |_, _| {
+        let pool = &one;
+        async move {
+            get_session(pool, TENANT, target_session.id)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    })
+    .await;
+    rows.push(Row {
+        case: "  floor: get session, blocks on one connection".into(),
+        ours: a,
+        base: Some(b),
+        ours_statements: "1".into(),
+        base_statements: "1".into(),
+        target: "(the comparison's own noise)".into(),
+        met: None,
+    });
+    let (ours, base) = rls_blocks(
+        &one,
         rounds,
         per_round * 2,
-        |_| {
-            let pool = &rls_pool;
-            async move {
-                get_session(pool, TENANT, target_session.id)
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-        },
-        |_| {
-            let pool = &pool;
+        [Some(as_tenant), Some(as_owner)],
+        |_, _| {
+            let pool = &one;
             async move {
                 get_session(pool, TENANT, target_session.id)
                     .await
@@ -734,21 +780,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("1".into(), "1".into()),
         1.1,
     ));
-    let (ours, base) = interleave(
+    let (ours, base) = rls_blocks(
+        &one,
         rounds,
         per_round,
-        |i| {
-            let pool = &rls_pool;
+        [Some(as_tenant), Some(as_owner)],
+        |i, ours| {
+            let pool = &one;
+            let s = if ours { one_a.id } else { one_b.id };
             async move {
-                append_messages(pool, TENANT, one_a.id, &[message(one_a.id, i)])
-                    .await
-                    .unwrap();
-            }
-        },
-        |i| {
-            let pool = &pool;
-            async move {
-                append_messages(pool, TENANT, one_b.id, &[message(one_b.id, i)])
+                append_messages(pool, TENANT, s, &[message(s, i)])
                     .await
                     .unwrap();
             }
@@ -762,30 +803,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("1".into(), "1".into()),
         1.1,
     ));
-    let (ours, base) = interleave(
-        rounds,
-        per_round * 2,
-        |_| {
-            let pool = &pool;
-            async move {
-                let mut tx = agentpg_repo::rls::begin_as_tenant(pool, TENANT).await.unwrap();
+    sqlx::raw_sql(as_owner).execute(&one).await?;
+    let (ours, base) = rls_blocks(&one, rounds, per_round * 2, [None, None], |_, ours| {
+        let pool = &one;
+        async move {
+            if ours {
+                let mut tx = agentpg_repo::rls::begin_as_tenant(pool, TENANT)
+                    .await
+                    .unwrap();
                 get_session(&mut *tx, TENANT, target_session.id)
                     .await
                     .unwrap()
                     .unwrap();
                 tx.commit().await.unwrap();
-            }
-        },
-        |_| {
-            let pool = &pool;
-            async move {
+            } else {
                 get_session(pool, TENANT, target_session.id)
                     .await
                     .unwrap()
                     .unwrap();
             }
-        },
-    )
+        }
+    })
     .await;
     rows.push(Row {
         case: "get session, row-level security per transaction".into(),
@@ -796,7 +834,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         target: "(what per-transaction costs: 3 more round trips)".into(),
         met: None,
     });
-    rls_pool.close().await;
+    one.close().await;
 
     // Conditional (one writer per conversation) against plain: the same statement, with the
     // check decided on the locked session row.
