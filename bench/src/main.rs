@@ -1158,18 +1158,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
 
     // --- fork 10,000 messages: ours vs the same INSERT ... SELECT written by hand ---
-    let last = list_messages(
-        &pool,
-        TENANT,
-        history.id,
-        MessageRange {
-            after_position: None,
-            limit: None,
-        },
-    )
-    .await?
-    .pop()
-    .expect("a filled history");
+    let last = list_messages(&pool, TENANT, history.id, MessageRange::last(1))
+        .await?
+        .pop()
+        .expect("a filled history");
     let (ours, base) = interleave(
         if quick { 3 } else { 7 },
         1,

@@ -151,19 +151,34 @@ async fn append(
     }
 }
 
-/// Which messages [`list_messages`] returns.
+/// Which messages [`list_messages`] returns: all of the session's by default, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MessageRange {
     /// Only messages after this position.
     pub after_position: Option<i64>,
-    /// At most this many.
+    /// At most this many: the oldest ones (of those after `after_position`).
     pub limit: Option<u64>,
+    /// Only the newest this many (of those after `after_position`), still returned oldest
+    /// first: the tail of a conversation, read from the end of the session's index whatever its
+    /// length. Not together with `limit`.
+    pub last: Option<u64>,
+}
+
+impl MessageRange {
+    /// The newest `n` messages, oldest first.
+    pub fn last(n: u64) -> Self {
+        MessageRange {
+            last: Some(n),
+            ..MessageRange::default()
+        }
+    }
 }
 
 /// The messages of session `session_id` of `tenant`, in order.
 ///
 /// # Errors
-/// [`Error::NotFound`] if the session is not one of `tenant`'s.
+/// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] if the
+/// range sets both `limit` and `last`.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = tracing::field::Empty))]
 pub async fn list_messages<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
@@ -175,15 +190,100 @@ pub async fn list_messages<'c>(
     let mut query = messages::select();
     query
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
-        .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
-        .order_by(MessageIden::Position, Order::Asc);
+        .and_where(Expr::col(MessageIden::SessionId).eq(session_id));
     if let Some(after) = range.after_position {
         query.and_where(Expr::col(MessageIden::Position).gt(after));
     }
-    if let Some(limit) = range.limit {
-        query.limit(limit);
+    match (range.limit, range.last) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "a message range takes limit (the oldest) or last (the newest), not both",
+            ))
+        }
+        (None, Some(last)) => {
+            query
+                .order_by(MessageIden::Position, Order::Desc)
+                .limit(last);
+            let mut rows: Vec<Message> =
+                crate::rows_of_session(conn, &query, tenant, session_id).await?;
+            rows.reverse();
+            return Ok(rows);
+        }
+        (limit, None) => {
+            query.order_by(MessageIden::Position, Order::Asc);
+            if let Some(limit) = limit {
+                query.limit(limit);
+            }
+        }
     }
     crate::rows_of_session(conn, &query, tenant, session_id).await
+}
+
+/// The messages of session `session_id` of `tenant`, in order, as a stream: for exports and
+/// analytics over sessions of any length, in memory that does not grow with the session. One
+/// statement; rows are decoded as they arrive, and the server sends more only as the stream is
+/// read (consume it with `futures::StreamExt` or `tokio_stream::StreamExt`). The stream holds
+/// `executor` (a pool connection, or your transaction) until it ends or is dropped, and sees the
+/// session as of its start.
+///
+/// A session that is not `tenant`'s streams nothing; ask [`get_session`](crate::get_session)
+/// to tell it from an empty one.
+///
+/// # Errors
+/// Each item is a [`Result`]: [`Error::InvalidInput`] (as the only item) for a bad tenant, or
+/// the database error that ended the stream.
+pub fn stream_messages<'e, E>(executor: E, tenant: &'e str, session_id: Uuid) -> MessageStream<'e>
+where
+    E: PgExecutor<'e> + 'e,
+{
+    if let Err(e) = validate::tenant(tenant) {
+        return MessageStream {
+            inner: None,
+            early: Some(e),
+        };
+    }
+    let mut query = messages::select();
+    query
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
+        .order_by(MessageIden::Position, Order::Asc);
+    let (sql, values) = crate::built(&query);
+    MessageStream {
+        inner: Some(sqlx::query_as_with(sql, values).fetch(executor)),
+        early: None,
+    }
+}
+
+/// The stream [`stream_messages`] returns: typed rows in order.
+pub struct MessageStream<'e> {
+    inner: Option<futures_core::stream::BoxStream<'e, sqlx::Result<Message>>>,
+    early: Option<Error>,
+}
+
+impl std::fmt::Debug for MessageStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStream").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for MessageStream<'_> {
+    type Item = Result<Message>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(e) = self.early.take() {
+            return std::task::Poll::Ready(Some(Err(e)));
+        }
+        match self.inner.as_mut() {
+            Some(inner) => inner
+                .as_mut()
+                .poll_next(cx)
+                .map(|item| item.map(|row| row.map_err(Error::from))),
+            None => std::task::Poll::Ready(None),
+        }
+    }
 }
 
 /// Message `id` of session `session_id` of `tenant`, if it exists.

@@ -7,7 +7,7 @@ use agentpg_repo::{
     set_preserved, Entity, Error, MessageRange, ToolPairs,
 };
 use agentpg_schema::{ContentBlock, MessageRole, NewMessage};
-use common::{session, session_row, text, usage, TENANT};
+use common::{session, session_row, text, usage, OTHER, TENANT};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -217,11 +217,48 @@ async fn list_after_a_position_with_a_limit(pool: PgPool) {
         MessageRange {
             after_position: Some(all[3].position),
             limit: Some(4),
+            last: None,
         },
     )
     .await
     .unwrap();
     assert_eq!(page, all[4..8].to_vec());
+    // The newest ones, oldest first; after a position too; not with a limit.
+    let tail = list_messages(&pool, TENANT, s.id, MessageRange::last(3))
+        .await
+        .unwrap();
+    assert_eq!(tail, all[7..].to_vec());
+    let tail = list_messages(
+        &pool,
+        TENANT,
+        s.id,
+        MessageRange {
+            after_position: Some(all[8].position),
+            ..MessageRange::last(5)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(tail, all[9..].to_vec());
+    assert_eq!(
+        list_messages(&pool, TENANT, s.id, MessageRange::last(100))
+            .await
+            .unwrap(),
+        all
+    );
+    assert!(matches!(
+        list_messages(
+            &pool,
+            TENANT,
+            s.id,
+            MessageRange {
+                limit: Some(1),
+                ..MessageRange::last(1)
+            }
+        )
+        .await,
+        Err(Error::InvalidInput { .. })
+    ));
     let empty = session(&pool, TENANT, "empty").await;
     assert_eq!(
         list_messages(&pool, TENANT, empty.id, MessageRange::default())
@@ -363,4 +400,46 @@ async fn common_append(
     append_messages(&mut *tx, TENANT, session_id, &batch)
         .await
         .unwrap()
+}
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn stream_yields_every_message_in_order(pool: PgPool) {
+    use futures_util::StreamExt;
+    let s = session(&pool, TENANT, "s").await;
+    let all = common::conversation(&pool, s.id, 25).await;
+    let streamed: Vec<_> = agentpg_repo::stream_messages(&pool, TENANT, s.id)
+        .map(|m| m.unwrap())
+        .collect()
+        .await;
+    assert_eq!(streamed, all);
+    // Inside a transaction, and for another tenant (nothing) or a bad tenant (an error).
+    let mut tx = pool.begin().await.unwrap();
+    let n = agentpg_repo::stream_messages(&mut *tx, TENANT, s.id)
+        .count()
+        .await;
+    assert_eq!(n, 25);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        agentpg_repo::stream_messages(&pool, OTHER, s.id)
+            .count()
+            .await,
+        0
+    );
+    let items: Vec<_> = agentpg_repo::stream_messages(&pool, "", s.id)
+        .collect()
+        .await;
+    assert!(matches!(
+        items.as_slice(),
+        [Err(Error::InvalidInput { .. })]
+    ));
+    // Dropped half-way, the connection goes back to the pool usable.
+    let mut stream = agentpg_repo::stream_messages(&pool, TENANT, s.id);
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    assert_eq!(
+        list_messages(&pool, TENANT, s.id, MessageRange::default())
+            .await
+            .unwrap(),
+        all
+    );
 }
