@@ -15,7 +15,9 @@
 --   statement that keeps `sessions.total_tokens` exact sums it.
 -- * `tool_use_ids` / `tool_result_ids` are the ids of the tool_use blocks a message holds and of
 --   the tool_use blocks its tool_result blocks answer, as JSON arrays of strings (generated from
---   content). Keeping a tool call with its result is checked on these, without reading content.
+--   content). Keeping a tool call with its result is checked on these, without reading content,
+--   through partial GIN indexes over the messages that hold any: finding the other half of the
+--   pairs a compaction or delete touches costs the same however long the session is.
 -- * content is always a JSON array of content blocks; usage, when present, is a JSON object of
 --   token counts; metadata is a JSON object.
 -- * role is one of user, assistant, system.
@@ -65,6 +67,12 @@ CREATE TABLE messages (
 CREATE INDEX messages_preserved_idx ON messages (tenant_id, session_id, position) WHERE is_preserved;
 -- Summary messages of a session.
 CREATE INDEX messages_summary_idx ON messages (tenant_id, session_id, position) WHERE is_summary;
+-- Messages holding a given tool use / answering a given tool use (`tool_use_ids ?| ids`), over
+-- the messages that hold any (most hold none, and cost nothing here).
+CREATE INDEX messages_tool_use_ids_idx ON messages USING gin (tool_use_ids)
+    WHERE tool_use_ids <> '[]'::jsonb;
+CREATE INDEX messages_tool_result_ids_idx ON messages USING gin (tool_result_ids)
+    WHERE tool_result_ids <> '[]'::jsonb;
 
 COMMENT ON TABLE messages IS 'The messages of a session, totally ordered by position.';
 COMMENT ON COLUMN messages.id IS 'Identifier of the message, unique within its tenant; kept when a message is archived and restored.';

@@ -21,64 +21,73 @@ pub enum ToolPairs {
 /// sides if the messages `removed` of the session were removed (no row if no pair is split):
 ///
 /// ```text
-/// SELECT r.value FROM messages m, jsonb_array_elements_text(m.tool_result_ids) r
-///  WHERE m is the session's and holds results
-///    AND (m removed AND (tool uses of kept messages) ? r.value
-///      OR m kept AND (tool uses of removed messages) ? r.value)
-///  LIMIT 1
+/// SELECT x.value FROM messages k, jsonb_array_elements_text(k.tool_result_ids) x
+///  WHERE k is the session's, not removed, and k.tool_result_ids ?| (tool uses of the removed)
+///    AND x.value = ANY (tool uses of the removed)
+/// UNION ALL
+/// SELECT x.value FROM messages k, jsonb_array_elements_text(k.tool_use_ids) x
+///  WHERE k is the session's, not removed, and k.tool_use_ids ?| (results of the removed)
+///    AND x.value = ANY (results of the removed)
+/// LIMIT 1
 /// ```
 ///
-/// Each set of tool uses is gathered once (an uncorrelated subquery) into the keys of a JSON
-/// object and looked up by key; membership in the removed messages is hashed: one pass over the
-/// session's messages, whatever the number of pairs.
+/// The removed messages' ids are read by primary key, and the other halves are found through
+/// the partial GIN indexes on `tool_use_ids` / `tool_result_ids`: the cost follows the pairs the
+/// removed messages hold, not the length of the session.
 pub(crate) fn first_split(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
-    let (m, r, value) = (Alias::new("m"), Alias::new("r"), Alias::new("value"));
+    let (k, x, value) = (Alias::new("k"), Alias::new("x"), Alias::new("value"));
     let of_session = |q: &mut SelectStatement, alias: &Alias| {
         q.and_where(Expr::col((alias.clone(), MessageIden::TenantId)).eq(tenant))
             .and_where(Expr::col((alias.clone(), MessageIden::SessionId)).eq(session_id));
     };
-    // The tool-use ids of the removed (or the kept) messages, as the keys of a JSON object:
-    // gathered once, then looked up by key (a jsonb object's keys are sorted).
-    let uses = |of_removed: bool| -> Expr {
+    // The ids in `column` of the removed messages, as a text[] (empty when none).
+    let ids_of_removed = |column: MessageIden| -> Expr {
         let (u, e) = (Alias::new("u"), Alias::new("e"));
         let mut q = Query::select();
-        q.expr(
-            Func::cust("jsonb_object_agg")
+        q.expr(Func::coalesce([
+            Func::cust("array_agg")
                 .arg(Expr::col((e.clone(), value.clone())))
-                .arg(Expr::val(true)),
-        )
+                .into(),
+            Expr::cust("'{}'::text[]"),
+        ]))
         .from_as(MessageIden::Table, u.clone())
         .from_function(
-            Func::cust("jsonb_array_elements_text")
-                .arg(Expr::col((u.clone(), MessageIden::ToolUseIds))),
+            Func::cust("jsonb_array_elements_text").arg(Expr::col((u.clone(), column))),
             e,
         );
         of_session(&mut q, &u);
-        q.and_where(Expr::col((u.clone(), MessageIden::ToolUseIds)).ne(Expr::val(json!([]))));
-        let member = crate::in_set((u, MessageIden::Id), removed);
-        q.and_where(if of_removed { member } else { member.not() });
-        Expr::from(q)
+        q.and_where(crate::in_set((u.clone(), MessageIden::Id), removed))
+            .and_where(Expr::col((u, column)).ne(Expr::val(json!([]))));
+        Expr::from(q).cast_as(Alias::new("text[]"))
     };
-    let used_in = |uses: Expr, id: Expr| uses.binary(BinOper::Custom("?"), id);
-    let m_removed = crate::in_set((m.clone(), MessageIden::Id), removed);
-    let result = || Expr::col((r.clone(), value.clone()));
-    let mut q = Query::select();
-    q.expr_as(result(), Alias::new("tool_id"))
-        .from_as(MessageIden::Table, m.clone())
-        .from_function(
-            Func::cust("jsonb_array_elements_text")
-                .arg(Expr::col((m.clone(), MessageIden::ToolResultIds))),
-            r.clone(),
-        );
-    of_session(&mut q, &m);
-    q.and_where(Expr::col((m.clone(), MessageIden::ToolResultIds)).ne(Expr::val(json!([]))))
-        .and_where(
-            m_removed
-                .clone()
-                .and(used_in(uses(false), result()))
-                .or(m_removed.not().and(used_in(uses(true), result()))),
-        )
-        .limit(1);
+    // Kept messages whose `column` holds one of `ids`, and the id they share.
+    let other_half = |column: MessageIden, ids: Expr| -> SelectStatement {
+        let mut q = Query::select();
+        q.expr_as(Expr::col((x.clone(), value.clone())), Alias::new("tool_id"))
+            .from_as(MessageIden::Table, k.clone())
+            .from_function(
+                Func::cust("jsonb_array_elements_text").arg(Expr::col((k.clone(), column))),
+                x.clone(),
+            );
+        of_session(&mut q, &k);
+        q.and_where(Expr::col((k.clone(), column)).ne(Expr::val(json!([]))))
+            .and_where(Expr::col((k.clone(), column)).binary(BinOper::Custom("?|"), ids.clone()))
+            .and_where(crate::in_set((k.clone(), MessageIden::Id), removed).not())
+            .and_where(Expr::col((x.clone(), value.clone())).eq(sea_query::PgFunc::any(ids)));
+        q
+    };
+    let mut q = other_half(
+        MessageIden::ToolResultIds,
+        ids_of_removed(MessageIden::ToolUseIds),
+    );
+    q.union(
+        sea_query::UnionType::All,
+        other_half(
+            MessageIden::ToolUseIds,
+            ids_of_removed(MessageIden::ToolResultIds),
+        ),
+    )
+    .limit(1);
     q
 }
 
