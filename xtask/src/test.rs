@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postgres";
 
 /// Runs `cargo test --workspace <args>` against a PostgreSQL that answers, then the
-/// partitioned-layout proof (see [`partitioned_layout`]). `--skip-partitioned` leaves the proof
+/// partitioned-layout proof (see `partitioned_layout`). `--skip-partitioned` leaves the proof
 /// out; `--partitioned-only` runs only the proof.
 pub fn run(args: &[String]) -> Result<ExitCode> {
     let skip = args.iter().any(|a| a == "--skip-partitioned");
