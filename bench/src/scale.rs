@@ -30,6 +30,9 @@ async fn long_session(pool: &PgPool, n: usize) -> (Session, Vec<Uuid>) {
     (s, sample)
 }
 
+/// An operation's name and how to read its time from [`Costs`].
+type Op = (&'static str, fn(&Costs) -> Duration);
+
 /// The times of the five operations on one session, medians over `reps`.
 struct Costs {
     append_one: Duration,
@@ -292,7 +295,7 @@ pub(crate) async fn session_length(
         "messages in session",
         sizes.iter().map(|n| format!("{n:>11}")).collect::<String>()
     );
-    let ops: [(&str, fn(&Costs) -> Duration); 5] = [
+    let ops: [Op; 5] = [
         ("append one", |c| c.append_one),
         ("list last 50", |c| c.last_50),
         ("get message", |c| c.get),
