@@ -174,7 +174,9 @@ async fn compact_in(
         )
         .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
+    // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
     let found: Vec<(Uuid, bool, bool, Option<String>)> = sqlx::query_as_with(sql, values)
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await?;
     let mut in_plan = HashSet::with_capacity(plan.remove.len());

@@ -374,8 +374,11 @@ pub async fn delete_messages<'c>(
         return Err(Error::NotFound(Entity::Session));
     }
     let (sql, values) = crate::built(&delete_statement(tenant, session_id, ids, pairs));
-    let (split, deleted): (Option<String>, i64) =
-        sqlx::query_as_with(sql, values).fetch_one(&mut *tx).await?;
+    // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
+    let (split, deleted): (Option<String>, i64) = sqlx::query_as_with(sql, values)
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
     if let Some(tool_id) = split {
         return Err(pairs::split_error(&tool_id));
     }
