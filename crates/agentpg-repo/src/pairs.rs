@@ -18,7 +18,26 @@ pub enum ToolPairs {
 }
 
 /// `SELECT …`: a tool-use id whose `tool_use` and `tool_result` would end up on different
-/// sides if the messages `removed` of the session were removed (no row if no pair is split):
+/// sides if the messages `removed` of the session were removed (no row if no pair is split).
+///
+/// Up to [`INDEX_LOOKUP_MAX`] removed messages, the cost follows the pairs they hold, not the
+/// length of the session ([`split_by_index`]); above it, one pass over the session's messages
+/// that hold tool results ([`split_by_scan`]). Which of the session's conditions the planner
+/// combines with the GIN index depends on the sizes of the id arrays and of the session, so
+/// statements holding this check run with a plan made for their values
+/// ([`sqlx::query::Query::persistent`]`(false)`): a cached generic plan, made without them,
+/// ANDed the GIN bitmap with the session's whole position index (800 ms at 1M messages for a
+/// plan of 100).
+pub(crate) fn first_split(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
+    if removed.len() <= INDEX_LOOKUP_MAX {
+        split_by_index(tenant, session_id, removed)
+    } else {
+        split_by_scan(tenant, session_id, removed)
+    }
+}
+
+/// [`first_split`] for a few removed messages: their tool ids read by primary key, the other
+/// halves found through the partial GIN indexes on `tool_use_ids` / `tool_result_ids`:
 ///
 /// ```text
 /// SELECT x.value FROM messages k, jsonb_array_elements_text(k.tool_result_ids) x
@@ -30,16 +49,7 @@ pub enum ToolPairs {
 ///    AND x.value IN (SELECT unnest(results of the removed))
 /// LIMIT 1
 /// ```
-///
-/// The removed messages' ids are read by primary key, and the other halves are found through
-/// the partial GIN indexes on `tool_use_ids` / `tool_result_ids`: the cost follows the pairs the
-/// removed messages hold, not the length of the session. Which of the session's conditions the
-/// planner combines with the GIN index depends on the sizes of the id arrays and of the session,
-/// so statements holding this check run with a plan made for their values
-/// ([`sqlx::query::Query::persistent`]`(false)`): a cached generic plan, made without them, ANDed
-/// the GIN bitmap with the session's whole position index (800 ms at 1M messages for a plan of
-/// 100).
-pub(crate) fn first_split(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
+fn split_by_index(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
     let (k, x, value) = (Alias::new("k"), Alias::new("x"), Alias::new("value"));
     let of_session = |q: &mut SelectStatement, alias: &Alias| {
         q.and_where(Expr::col((alias.clone(), MessageIden::TenantId)).eq(tenant))
@@ -101,6 +111,79 @@ pub(crate) fn first_split(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> S
     .limit(1);
     q
 }
+
+/// [`first_split`] for many removed messages, in one pass over the session's messages that hold
+/// tool results:
+///
+/// ```text
+/// SELECT r.value FROM messages m, jsonb_array_elements_text(m.tool_result_ids) r
+///  WHERE m is the session's and holds results
+///    AND (m removed AND (tool uses of kept messages) ? r.value
+///      OR m kept AND (tool uses of removed messages) ? r.value)
+///  LIMIT 1
+/// ```
+///
+/// Each set of tool uses is gathered once (an uncorrelated subquery) into the keys of a JSON
+/// object and looked up by key; membership in the removed messages is hashed.
+fn split_by_scan(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
+    let (m, r, value) = (Alias::new("m"), Alias::new("r"), Alias::new("value"));
+    let of_session = |q: &mut SelectStatement, alias: &Alias| {
+        q.and_where(Expr::col((alias.clone(), MessageIden::TenantId)).eq(tenant))
+            .and_where(Expr::col((alias.clone(), MessageIden::SessionId)).eq(session_id));
+    };
+    // The tool-use ids of the removed (or the kept) messages, as the keys of a JSON object:
+    // gathered once, then looked up by key (a jsonb object's keys are sorted).
+    let uses = |of_removed: bool| -> Expr {
+        let (u, e) = (Alias::new("u"), Alias::new("e"));
+        let mut q = Query::select();
+        q.expr(
+            Func::cust("jsonb_object_agg")
+                .arg(Expr::col((e.clone(), value.clone())))
+                .arg(Expr::val(true)),
+        )
+        .from_as(MessageIden::Table, u.clone())
+        .from_function(
+            Func::cust("jsonb_array_elements_text")
+                .arg(Expr::col((u.clone(), MessageIden::ToolUseIds))),
+            e,
+        );
+        of_session(&mut q, &u);
+        q.and_where(Expr::col((u.clone(), MessageIden::ToolUseIds)).ne(Expr::val(json!([]))));
+        let member = crate::in_set((u, MessageIden::Id), removed);
+        q.and_where(if of_removed { member } else { member.not() });
+        Expr::from(q)
+    };
+    let used_in = |uses: Expr, id: Expr| uses.binary(BinOper::Custom("?"), id);
+    let m_removed = crate::in_set((m.clone(), MessageIden::Id), removed);
+    let result = || Expr::col((r.clone(), value.clone()));
+    let mut q = Query::select();
+    q.expr_as(result(), Alias::new("tool_id"))
+        .from_as(MessageIden::Table, m.clone())
+        .from_function(
+            Func::cust("jsonb_array_elements_text")
+                .arg(Expr::col((m.clone(), MessageIden::ToolResultIds))),
+            r.clone(),
+        );
+    of_session(&mut q, &m);
+    q.and_where(Expr::col((m.clone(), MessageIden::ToolResultIds)).ne(Expr::val(json!([]))))
+        .and_where(
+            m_removed
+                .clone()
+                .and(used_in(uses(false), result()))
+                .or(m_removed.not().and(used_in(uses(true), result()))),
+        )
+        .limit(1);
+    q
+}
+
+/// Up to this many removed messages, the other halves of their pairs are looked up through the
+/// GIN indexes (`?|`); above it, the session's messages that hold tool ids are read and matched
+/// by hash. GIN evaluates `?|` for each message it finds against every id of the array, so its
+/// cost grows with the number of ids times the messages holding them (quadratic: 2.6 s for the
+/// 4,500 ids of 9,000 removed messages, where the read of the session's holders takes
+/// milliseconds); below this bound that product stays small, and a small cut of a long session
+/// costs what the cut holds.
+pub(crate) const INDEX_LOOKUP_MAX: usize = 256;
 
 /// The error for a split pair.
 pub(crate) fn split_error(tool_id: &str) -> crate::Error {
@@ -186,5 +269,80 @@ mod tests {
             );
             tx.rollback().await.unwrap();
         }
+    }
+
+    /// Both ways of checking (a few removed messages through the index, many in one pass over
+    /// the session) find the same splits, in both directions.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn both_checks_find_a_split_in_either_direction(pool: sqlx::PgPool) {
+        // Message 2n calls tool call_n, message 2n+1 answers it.
+        sqlx::raw_sql(
+            "INSERT INTO sessions (tenant_id, id, identifier)
+             VALUES ('t', '22222222-2222-2222-2222-222222222222', 'pairs');
+             INSERT INTO messages (tenant_id, session_id, role, content)
+             SELECT 't', '22222222-2222-2222-2222-222222222222',
+                    CASE WHEN i % 2 = 0 THEN 'assistant' ELSE 'user' END,
+                    CASE WHEN i % 2 = 0
+                         THEN jsonb_build_array(jsonb_build_object(
+                                'type', 'tool_use', 'id', 'call_' || (i / 2), 'name', 'f', 'input', '{}'::jsonb))
+                         ELSE jsonb_build_array(jsonb_build_object(
+                                'type', 'tool_result', 'tool_use_id', 'call_' || (i / 2), 'content', 'r')) END
+             FROM generate_series(0, 1199) AS i ORDER BY i;
+             ANALYZE messages;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let session: Uuid = "22222222-2222-2222-2222-222222222222".parse().unwrap();
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE session_id = $1 ORDER BY position")
+                .bind(session)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let split = |removed: Vec<Uuid>| {
+            let pool = pool.clone();
+            async move {
+                let (sql, values) = crate::built(&first_split("t", session, &removed));
+                sqlx::query_scalar_with::<_, String, _>(sql, values)
+                    .persistent(false)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let oldest = |n: usize| ids[..n].to_vec();
+        let odd_up_to = |n: usize| {
+            ids[..n]
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        for (n, by) in [(5, "index"), (401, "scan")] {
+            assert!(n <= INDEX_LOOKUP_MAX || by == "scan");
+            // The oldest n end on a tool use whose result stays.
+            assert_eq!(
+                split(oldest(n)).await.as_deref(),
+                Some(format!("call_{}", n / 2).as_str()),
+                "{by}"
+            );
+            assert_eq!(split(oldest(n + 1)).await, None, "{by}");
+        }
+        // Results removed, their tool uses kept.
+        assert_eq!(
+            split(odd_up_to(4)).await.as_deref(),
+            Some("call_0"),
+            "index"
+        );
+        let many = odd_up_to(1000);
+        assert!(many.len() > INDEX_LOOKUP_MAX);
+        assert!(split(many).await.is_some(), "scan");
+        assert_eq!(
+            split(ids.clone()).await,
+            None,
+            "everything removed splits nothing"
+        );
     }
 }
