@@ -42,70 +42,88 @@ struct Costs {
     revert: Duration,
 }
 
-async fn costs(pool: &PgPool, session: &Session, sample: &[Uuid], reps: usize) -> Costs {
-    let mut t: [Vec<Duration>; 5] = Default::default();
+/// One round of the five operations on one session: their times, in the order of [`Costs`].
+async fn one_round(pool: &PgPool, session: &Session, sample: &[Uuid], rep: usize) -> [Duration; 5] {
+    let start = Instant::now();
+    append_messages(
+        pool,
+        TENANT,
+        session.id,
+        &[message(session.id, 1_000_000 + rep)],
+    )
+    .await
+    .unwrap();
+    let append = start.elapsed();
+
+    let start = Instant::now();
+    let tail = list_messages(pool, TENANT, session.id, MessageRange::last(50))
+        .await
+        .unwrap();
+    let last_50 = start.elapsed();
+    assert_eq!(tail.len(), 50);
+
+    let id = sample[rep % sample.len()];
+    let start = Instant::now();
+    get_message(pool, TENANT, session.id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let get = start.elapsed();
+
+    // The oldest 100 messages (read untimed), compacted, then the compaction reverted.
+    let oldest = list_messages(
+        pool,
+        TENANT,
+        session.id,
+        MessageRange {
+            limit: Some(100),
+            ..MessageRange::default()
+        },
+    )
+    .await
+    .unwrap();
+    let plan = CompactionPlan {
+        session_id: session.id,
+        remove: oldest.iter().map(|m: &Message| m.id).collect(),
+        summary: None,
+        strategy: "scale".into(),
+        model_used: None,
+        duration_ms: None,
+    };
+    let start = Instant::now();
+    let event = compact(pool, TENANT, &plan).await.unwrap();
+    let compact_100 = start.elapsed();
+    let start = Instant::now();
+    revert_compaction(pool, TENANT, event.id).await.unwrap();
+    let revert = start.elapsed();
+    [append, last_50, get, compact_100, revert]
+}
+
+/// The five operations' medians on each session, measured round by round: each round runs them
+/// on every session in turn (which size goes first rotates), so a drift of the machine during the
+/// run lands on all sizes alike instead of on whichever size was measured then.
+async fn costs(pool: &PgPool, sessions: &[(Session, Vec<Uuid>)], reps: usize) -> Vec<Costs> {
+    let mut times: Vec<[Vec<Duration>; 5]> = sessions.iter().map(|_| Default::default()).collect();
     for rep in 0..reps {
-        let start = Instant::now();
-        append_messages(
-            pool,
-            TENANT,
-            session.id,
-            &[message(session.id, 1_000_000 + rep)],
-        )
-        .await
-        .unwrap();
-        t[0].push(start.elapsed());
-
-        let start = Instant::now();
-        let tail = list_messages(pool, TENANT, session.id, MessageRange::last(50))
-            .await
-            .unwrap();
-        t[1].push(start.elapsed());
-        assert_eq!(tail.len(), 50);
-
-        let id = sample[rep % sample.len()];
-        let start = Instant::now();
-        get_message(pool, TENANT, session.id, id)
-            .await
-            .unwrap()
-            .unwrap();
-        t[2].push(start.elapsed());
-
-        // The oldest 100 messages (read untimed), compacted, then the compaction reverted.
-        let oldest = list_messages(
-            pool,
-            TENANT,
-            session.id,
-            MessageRange {
-                limit: Some(100),
-                ..MessageRange::default()
-            },
-        )
-        .await
-        .unwrap();
-        let plan = CompactionPlan {
-            session_id: session.id,
-            remove: oldest.iter().map(|m: &Message| m.id).collect(),
-            summary: None,
-            strategy: "scale".into(),
-            model_used: None,
-            duration_ms: None,
-        };
-        let start = Instant::now();
-        let event = compact(pool, TENANT, &plan).await.unwrap();
-        t[3].push(start.elapsed());
-        let start = Instant::now();
-        revert_compaction(pool, TENANT, event.id).await.unwrap();
-        t[4].push(start.elapsed());
+        for k in 0..sessions.len() {
+            let at = (k + rep) % sessions.len();
+            let (session, sample) = &sessions[at];
+            let round = one_round(pool, session, sample, rep).await;
+            for (op, d) in round.into_iter().enumerate() {
+                times[at][op].push(d);
+            }
+        }
     }
-    let [a, b, c, d, e] = t;
-    Costs {
-        append_one: median(a),
-        last_50: median(b),
-        get: median(c),
-        compact_100: median(d),
-        revert: median(e),
-    }
+    times
+        .into_iter()
+        .map(|[a, b, c, d, e]| Costs {
+            append_one: median(a),
+            last_50: median(b),
+            get: median(c),
+            compact_100: median(d),
+            revert: median(e),
+        })
+        .collect()
 }
 
 /// A subscriber keeping the text of every notice sqlx receives (auto_explain's plans).
@@ -268,24 +286,26 @@ pub(crate) async fn session_length(
     } else {
         &[1_000, 10_000, 100_000, 1_000_000]
     };
-    let reps = if quick { 7 } else { 15 };
-    let mut all = Vec::new();
-    let mut largest = None;
+    let reps = if quick { 7 } else { 25 };
+    let mut sessions = Vec::new();
     for &n in sizes {
         let built = Instant::now();
-        let (session, sample) = long_session(pool, n).await;
-        sqlx::raw_sql("VACUUM ANALYZE messages")
-            .execute(pool)
-            .await
-            .unwrap();
+        sessions.push(long_session(pool, n).await);
         println!(
             "  built a session of {n} messages in {:.1} s",
             built.elapsed().as_secs_f64()
         );
-        all.push((n, costs(pool, &session, &sample, reps).await));
-        largest = Some((session, sample));
     }
-    let (session, sample) = largest.expect("at least one size");
+    sqlx::raw_sql("VACUUM ANALYZE messages")
+        .execute(pool)
+        .await
+        .unwrap();
+    let all: Vec<(usize, Costs)> = sizes
+        .iter()
+        .copied()
+        .zip(costs(pool, &sessions, reps).await)
+        .collect();
+    let (session, sample) = sessions.pop().expect("at least one size");
     let plans = plans(options, &session, &sample).await;
     let largest_id = session.id;
 
