@@ -533,6 +533,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--only-scale`: skip the single-call and batch cases (for working on the scale cases).
     let only_scale = std::env::args().any(|a| a == "--only-scale");
+    // `--only-concurrency`: only the agent turn loop against pgbench.
+    let only_concurrency = std::env::args().any(|a| a == "--only-concurrency");
     let scale = if quick { 4 } else { 1 };
     let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
     let admin: PgConnectOptions = url.parse()?;
@@ -562,7 +564,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut rows = Vec::new();
-    if !only_scale {
+    if !only_scale && !only_concurrency {
         // --- single-row calls against hand-written sqlx running the same SQL ---
         // The hand-written baselines: the statements an application would write itself.
         let create_sql = "INSERT INTO sessions (tenant_id, identifier) VALUES ($1, $2) RETURNING *";
@@ -1330,46 +1332,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         print_table(&rows);
     }
 
-    // --- scale: session length, tenants, memory ---
-    println!();
-    println!("scale: the same operations as a session grows (medians), and a tenant's page as tenants grow");
     let bench_options = admin.clone().database("agentpg_bench");
-    let (mut scale_rows, plans, largest) =
-        scale::session_length(&pool, &bench_options, quick).await;
-    scale_rows.push(scale::tenants(&pool, quick).await);
-    print_table(&scale_rows);
-    println!();
-    println!("plans at the largest size (auto_explain):");
-    for line in &plans {
-        println!("{line}");
-    }
-    println!();
-    println!("memory: peak resident set of a process reading the largest session whole (VmHWM)");
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    for how in ["stream", "vec"] {
-        match scale::memory_of_reading(largest, how) {
-            Some((connected, read)) => {
-                let verdict = if how == "stream" {
-                    if read < 64 * 1024 * 1024 {
-                        "  target < 64 MiB (met)"
+    if !only_concurrency {
+        // --- scale: session length, tenants, memory ---
+        println!();
+        println!("scale: the same operations as a session grows (medians), and a tenant's page as tenants grow");
+        let (mut scale_rows, plans, largest) =
+            scale::session_length(&pool, &bench_options, quick).await;
+        scale_rows.push(scale::tenants(&pool, quick).await);
+        print_table(&scale_rows);
+        println!();
+        println!("plans at the largest size (auto_explain):");
+        for line in &plans {
+            println!("{line}");
+        }
+        println!();
+        println!(
+            "memory: peak resident set of a process reading the largest session whole (VmHWM)"
+        );
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        for how in ["stream", "vec"] {
+            match scale::memory_of_reading(largest, how) {
+                Some((connected, read)) => {
+                    let verdict = if how == "stream" {
+                        if read < 64 * 1024 * 1024 {
+                            "  target < 64 MiB (met)"
+                        } else {
+                            "  target < 64 MiB (MISSED)"
+                        }
                     } else {
-                        "  target < 64 MiB (MISSED)"
-                    }
-                } else {
-                    ""
-                };
-                println!(
-                    "{:<44} {:>9.1} MiB (connected: {:.1} MiB){verdict}",
-                    if how == "stream" {
-                        "stream_messages, row by row"
-                    } else {
-                        "list_messages into a Vec"
-                    },
-                    mib(read),
-                    mib(connected)
-                );
+                        ""
+                    };
+                    println!(
+                        "{:<44} {:>9.1} MiB (connected: {:.1} MiB){verdict}",
+                        if how == "stream" {
+                            "stream_messages, row by row"
+                        } else {
+                            "list_messages into a Vec"
+                        },
+                        mib(read),
+                        mib(connected)
+                    );
+                }
+                None => println!("{how}: the child process failed"),
             }
-            None => println!("{how}: the child process failed"),
         }
     }
 

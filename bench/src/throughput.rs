@@ -349,6 +349,12 @@ fn pgbench(
         .ok_or_else(|| format!("no tps in pgbench's output: {text}"))
 }
 
+/// The median of some rates.
+fn median_of(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
 /// The concurrency case: for each pool size, our loop's turns/s against pgbench's with the same
 /// statements and as many connections, then our loop with a compaction every 50 turns.
 pub(crate) async fn concurrency(
@@ -356,7 +362,8 @@ pub(crate) async fn concurrency(
     options: &PgConnectOptions,
     quick: bool,
 ) -> (Vec<Row>, Vec<String>) {
-    let secs = if quick { 3 } else { 8 };
+    let secs = if quick { 3 } else { 5 };
+    let rounds = if quick { 1 } else { 3 };
     // The sessions, each with some history.
     for k in 0..AGENTS {
         let s = create_session(
@@ -426,17 +433,22 @@ pub(crate) async fn concurrency(
         let (script, vars) = pgbench_script(append, &last_20, connections);
         let path = dir.join(format!("turn-{connections}.sql"));
         std::fs::write(&path, script).unwrap();
-        // Alternate which side goes first at each size.
-        let (mine, theirs) = if connections == 8 {
-            let theirs = pgbench(&binary, options, &path, &vars, connections, secs);
-            (ours(options, connections as u32, secs, false), theirs)
-        } else {
-            let mine = ours(options, connections as u32, secs, false);
-            (
-                mine,
-                pgbench(&binary, options, &path, &vars, connections, secs),
-            )
-        };
+        // Rounds of both sides, which one goes first alternating, and the median of each: on
+        // this machine one run of either side can be off by a quarter.
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        for round in 0..rounds {
+            if round % 2 == 1 {
+                theirs.push(pgbench(&binary, options, &path, &vars, connections, secs));
+                mine.push(ours(options, connections as u32, secs, false));
+            } else {
+                mine.push(ours(options, connections as u32, secs, false));
+                theirs.push(pgbench(&binary, options, &path, &vars, connections, secs));
+            }
+        }
+        let mine = median_of(mine);
+        let theirs: Result<Vec<f64>, String> = theirs.into_iter().collect();
+        let theirs = theirs.map(median_of);
         let compacting = ours(options, connections as u32, secs, true);
         match theirs {
             Ok(theirs) => {
