@@ -250,9 +250,15 @@ mod tests {
                 "the other sessions' results are not this session's"
             );
             let scans: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT i.relname::text, pg_stat_get_xact_numscans(i.oid)
-                 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-                 WHERE x.indrelid = 'messages'::regclass AND pg_stat_get_xact_numscans(i.oid) > 0
+                // By the name of the index as declared (the partitioned layout's partitions have
+                // indexes of their own, attached to the declared one).
+                "SELECT r.relname::text, sum(pg_stat_get_xact_numscans(i.oid))::int8
+                 FROM (SELECT 'messages'::regclass AS relid
+                       UNION SELECT relid FROM pg_partition_tree('messages')) AS t
+                 JOIN pg_index x ON x.indrelid = t.relid
+                 JOIN pg_class i ON i.oid = x.indexrelid
+                 JOIN pg_class r ON r.oid = coalesce(pg_partition_root(i.oid), i.oid)
+                 GROUP BY 1 HAVING sum(pg_stat_get_xact_numscans(i.oid)) > 0
                  ORDER BY 1",
             )
             .fetch_all(&mut *tx)
