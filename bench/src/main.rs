@@ -31,40 +31,23 @@ use uuid::Uuid;
 
 mod scale;
 mod throughput;
+mod watch;
 
 const TENANT: &str = "bench";
-
-/// A tracing subscriber that only counts sqlx's per-statement events.
-struct StatementCounter(Arc<AtomicU64>);
-
-impl tracing::Subscriber for StatementCounter {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        metadata.target() == "sqlx::query"
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        if event.metadata().target() == "sqlx::query" {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
 
 /// Runs `f` once and returns how many statements it sent, given how many transactions it opens
 /// (their `BEGIN`s are not logged by sqlx).
 async fn count_statements<F: std::future::Future<Output = ()>>(begins: u64, f: F) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
-    let dispatch = tracing::Dispatch::new(StatementCounter(counter.clone()));
-    let guard = tracing::dispatcher::set_default(&dispatch);
-    tracing::callsite::rebuild_interest_cache();
-    f.await;
-    drop(guard);
-    tracing::callsite::rebuild_interest_cache();
+    let seen = counter.clone();
+    watch::watching(
+        "sqlx::query",
+        move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        },
+        f,
+    )
+    .await;
     counter.load(Ordering::Relaxed) + begins
 }
 
@@ -496,6 +479,57 @@ fn pair_message(session_id: Uuid, i: usize) -> NewMessage {
         content: Some(Json(vec![block])),
         ..message(session_id, i)
     }
+}
+
+/// A compaction of `n`-message sessions made by `make`, removing the oldest nine tenths (rounded
+/// down to whole pairs if `whole_pairs`), against [`compact_by_hand`]: the medians of `rounds` alternating runs on fresh
+/// sessions, and the statements ours sends at 10 and at `n` messages.
+async fn compaction_case(
+    pool: &PgPool,
+    rounds: usize,
+    n: usize,
+    name: &str,
+    make: fn(Uuid, usize) -> NewMessage,
+    whole_pairs: bool,
+) -> (Duration, Duration, [u64; 2]) {
+    let removed = |size: usize| {
+        let k = size * 9 / 10;
+        if whole_pairs {
+            k & !1
+        } else {
+            k
+        }
+    };
+    let mut ours_t = Vec::new();
+    let mut base_t = Vec::new();
+    for round in 0..rounds {
+        let (a, am) = filled_with(pool, format!("{name}-a{round}"), n, make).await;
+        let (b, bm) = filled_with(pool, format!("{name}-b{round}"), n, make).await;
+        let ra: Vec<Uuid> = am[..removed(n)].iter().map(|m| m.id).collect();
+        let rb: Vec<Uuid> = bm[..removed(n)].iter().map(|m| m.id).collect();
+        for side in [round % 2, 1 - round % 2] {
+            let start = Instant::now();
+            if side == 0 {
+                compact(pool, TENANT, &plan(a.id, ra.clone()))
+                    .await
+                    .unwrap();
+                ours_t.push(start.elapsed());
+            } else {
+                compact_by_hand(pool, b.id, &rb).await;
+                base_t.push(start.elapsed());
+            }
+        }
+    }
+    let mut counts = [0; 2];
+    for (count, size) in counts.iter_mut().zip([10, n]) {
+        let (s, m) = filled_with(pool, format!("{name}-count-{size}"), size, make).await;
+        let remove: Vec<Uuid> = m[..removed(size)].iter().map(|m| m.id).collect();
+        *count = count_statements(1, async {
+            compact(pool, TENANT, &plan(s.id, remove)).await.unwrap();
+        })
+        .await;
+    }
+    (median(ours_t), median(base_t), counts)
 }
 
 async fn filled_session(pool: &PgPool, name: String, n: usize) -> (Session, Vec<Message>) {
@@ -1237,41 +1271,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // --- compact a 10,000-message session removing 9,000 ---
         let compact_n = 10_000 / scale;
         let remove_n = compact_n * 9 / 10;
-        let mut ours_t = Vec::new();
-        let mut base_t = Vec::new();
-        for round in 0..(if quick { 3 } else { 7 }) {
-            let (a, am) = filled_session(&pool, format!("ca{round}"), compact_n).await;
-            let (b, bm) = filled_session(&pool, format!("cb{round}"), compact_n).await;
-            let ra: Vec<Uuid> = am[..remove_n].iter().map(|m| m.id).collect();
-            let rb: Vec<Uuid> = bm[..remove_n].iter().map(|m| m.id).collect();
-            for side in [round % 2, 1 - round % 2] {
-                let start = Instant::now();
-                if side == 0 {
-                    compact(&pool, TENANT, &plan(a.id, ra.clone()))
-                        .await
-                        .unwrap();
-                    ours_t.push(start.elapsed());
-                } else {
-                    compact_by_hand(&pool, b.id, &rb).await;
-                    base_t.push(start.elapsed());
-                }
-            }
-        }
-        let mut counts = Vec::new();
-        for size in [10, compact_n] {
-            let (s, m) = filled_session(&pool, format!("count-compact-{size}"), size).await;
-            let remove: Vec<Uuid> = m[..size * 9 / 10].iter().map(|m| m.id).collect();
-            counts.push(
-                count_statements(1, async {
-                    compact(&pool, TENANT, &plan(s.id, remove)).await.unwrap();
-                })
-                .await,
-            );
-        }
+        let rounds = if quick { 3 } else { 7 };
+        let (ours, base, counts) =
+            compaction_case(&pool, rounds, compact_n, "compact", message, false).await;
         let (s, m) = filled_session(&pool, "count-hand".into(), 100).await;
         let remove: Vec<Uuid> = m[..90].iter().map(|m| m.id).collect();
         let sb = count_statements(1, compact_by_hand(&pool, s.id, &remove)).await;
-        let (ours, base) = (median(ours_t), median(base_t));
         rows.push(Row {
             case: format!("compact {compact_n} messages removing {remove_n}"),
             ours,
@@ -1282,43 +1287,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             met: Some(counts[0] == counts[1] && counts[1] <= 6),
         });
 
-        // --- the same compaction on a session made only of tool pairs: the pair check reads the
-        // generated tool-id columns of every message, in the query the compaction already makes ---
+        // --- the same compaction on a session made only of tool pairs: a cut this large (over
+        // 256 messages) has its pairs checked in one pass over the session's generated tool-id
+        // columns, in the query the compaction already makes ---
         sqlx::raw_sql("ANALYZE").execute(&pool).await?;
-        let mut ours_t = Vec::new();
-        let mut base_t = Vec::new();
-        for round in 0..(if quick { 3 } else { 7 }) {
-            let (a, am) = filled_with(&pool, format!("pa{round}"), compact_n, pair_message).await;
-            let (b, bm) = filled_with(&pool, format!("pb{round}"), compact_n, pair_message).await;
-            let ra: Vec<Uuid> = am[..remove_n].iter().map(|m| m.id).collect();
-            let rb: Vec<Uuid> = bm[..remove_n].iter().map(|m| m.id).collect();
-            for side in [round % 2, 1 - round % 2] {
-                let start = Instant::now();
-                if side == 0 {
-                    compact(&pool, TENANT, &plan(a.id, ra.clone()))
-                        .await
-                        .unwrap();
-                    ours_t.push(start.elapsed());
-                } else {
-                    compact_by_hand(&pool, b.id, &rb).await;
-                    base_t.push(start.elapsed());
-                }
-            }
-        }
-        let mut counts = Vec::new();
-        for size in [10, compact_n] {
-            let (s, m) =
-                filled_with(&pool, format!("count-pairs-{size}"), size, pair_message).await;
-            // An even count: whole pairs.
-            let remove: Vec<Uuid> = m[..(size * 9 / 10) & !1].iter().map(|m| m.id).collect();
-            counts.push(
-                count_statements(1, async {
-                    compact(&pool, TENANT, &plan(s.id, remove)).await.unwrap();
-                })
-                .await,
-            );
-        }
-        let (ours, base) = (median(ours_t), median(base_t));
+        let (ours, base, counts) =
+            compaction_case(&pool, rounds, compact_n, "pairs", pair_message, true).await;
         rows.push(Row {
             case: format!("compact {compact_n} tool-pair messages (pair check)"),
             ours,

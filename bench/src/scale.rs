@@ -42,6 +42,29 @@ struct Costs {
     revert: Duration,
 }
 
+/// A plan removing the session's oldest 100 messages (no summary).
+async fn oldest_100(pool: &PgPool, session: &Session) -> CompactionPlan {
+    let oldest = list_messages(
+        pool,
+        TENANT,
+        session.id,
+        MessageRange {
+            limit: Some(100),
+            ..MessageRange::default()
+        },
+    )
+    .await
+    .unwrap();
+    CompactionPlan {
+        session_id: session.id,
+        remove: oldest.iter().map(|m: &Message| m.id).collect(),
+        summary: None,
+        strategy: "scale".into(),
+        model_used: None,
+        duration_ms: None,
+    }
+}
+
 /// One round of the five operations on one session: their times, in the order of [`Costs`].
 async fn one_round(pool: &PgPool, session: &Session, sample: &[Uuid], rep: usize) -> [Duration; 5] {
     let start = Instant::now();
@@ -71,25 +94,7 @@ async fn one_round(pool: &PgPool, session: &Session, sample: &[Uuid], rep: usize
     let get = start.elapsed();
 
     // The oldest 100 messages (read untimed), compacted, then the compaction reverted.
-    let oldest = list_messages(
-        pool,
-        TENANT,
-        session.id,
-        MessageRange {
-            limit: Some(100),
-            ..MessageRange::default()
-        },
-    )
-    .await
-    .unwrap();
-    let plan = CompactionPlan {
-        session_id: session.id,
-        remove: oldest.iter().map(|m: &Message| m.id).collect(),
-        summary: None,
-        strategy: "scale".into(),
-        model_used: None,
-        duration_ms: None,
-    };
+    let plan = oldest_100(pool, session).await;
     let start = Instant::now();
     let event = compact(pool, TENANT, &plan).await.unwrap();
     let compact_100 = start.elapsed();
@@ -126,44 +131,6 @@ async fn costs(pool: &PgPool, sessions: &[(Session, Vec<Uuid>)], reps: usize) ->
         .collect()
 }
 
-/// A subscriber keeping the text of every notice sqlx receives (auto_explain's plans).
-struct Notices(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-struct MessageField<'a>(&'a mut Option<String>);
-
-impl tracing::field::Visit for MessageField<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            *self.0 = Some(value.to_owned());
-        }
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            *self.0 = Some(format!("{value:?}"));
-        }
-    }
-}
-
-impl tracing::Subscriber for Notices {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        metadata.target() == "sqlx::postgres::notice"
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = None;
-        event.record(&mut MessageField(&mut text));
-        if let Some(text) = text {
-            self.0.lock().unwrap().push(text);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// The plans PostgreSQL chose for each operation on `session`, from auto_explain (sent back as
 /// notices on a connection of its own), shortened to their node lines.
 async fn plans(options: &PgConnectOptions, session: &Session, sample: &[Uuid]) -> Vec<String> {
@@ -185,11 +152,14 @@ async fn plans(options: &PgConnectOptions, session: &Session, sample: &[Uuid]) -
     else {
         return vec!["(auto_explain is not available: no plans)".into()];
     };
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let dispatch = tracing::Dispatch::new(Notices(notices.clone()));
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = notices.clone();
+    let on_notice = move |event: &tracing::Event<'_>| {
+        if let Some(text) = crate::watch::field(event, "message") {
+            sink.lock().unwrap().push(text);
+        }
+    };
     let mut out = Vec::new();
-    let guard = tracing::dispatcher::set_default(&dispatch);
-    tracing::callsite::rebuild_interest_cache();
     let steps: [(&str, usize); 5] = [
         ("append one", 0),
         ("list last 50", 1),
@@ -197,79 +167,62 @@ async fn plans(options: &PgConnectOptions, session: &Session, sample: &[Uuid]) -
         ("compact oldest 100", 3),
         ("revert", 4),
     ];
-    let mut event = None;
-    for (name, step) in steps {
-        notices.lock().unwrap().clear();
-        match step {
-            0 => {
-                append_messages(&pool, TENANT, session.id, &[message(session.id, 7)])
-                    .await
-                    .unwrap();
+    let watched = async {
+        let mut event = None;
+        for (name, step) in steps {
+            notices.lock().unwrap().clear();
+            match step {
+                0 => {
+                    append_messages(&pool, TENANT, session.id, &[message(session.id, 7)])
+                        .await
+                        .unwrap();
+                }
+                1 => {
+                    list_messages(&pool, TENANT, session.id, MessageRange::last(50))
+                        .await
+                        .unwrap();
+                }
+                2 => {
+                    get_message(&pool, TENANT, session.id, sample[0])
+                        .await
+                        .unwrap();
+                }
+                3 => {
+                    let plan = oldest_100(&pool, session).await;
+                    notices.lock().unwrap().clear();
+                    event = Some(compact(&pool, TENANT, &plan).await.unwrap());
+                }
+                _ => {
+                    if let Some(e) = event.take() {
+                        revert_compaction(&pool, TENANT, e.id).await.unwrap();
+                    }
+                }
             }
-            1 => {
-                list_messages(&pool, TENANT, session.id, MessageRange::last(50))
-                    .await
-                    .unwrap();
-            }
-            2 => {
-                get_message(&pool, TENANT, session.id, sample[0])
-                    .await
-                    .unwrap();
-            }
-            3 => {
-                let oldest = list_messages(
-                    &pool,
-                    TENANT,
-                    session.id,
-                    MessageRange {
-                        limit: Some(100),
-                        ..MessageRange::default()
-                    },
-                )
-                .await
-                .unwrap();
-                notices.lock().unwrap().clear();
-                let plan = CompactionPlan {
-                    session_id: session.id,
-                    remove: oldest.iter().map(|m| m.id).collect(),
-                    summary: None,
-                    strategy: "scale".into(),
-                    model_used: None,
-                    duration_ms: None,
-                };
-                event = Some(compact(&pool, TENANT, &plan).await.unwrap());
-            }
-            _ => {
-                if let Some(e) = event.take() {
-                    revert_compaction(&pool, TENANT, e.id).await.unwrap();
+            out.push(format!("-- {name}:"));
+            for notice in notices.lock().unwrap().iter() {
+                for line in notice.lines() {
+                    let node = line.trim_start();
+                    // Keep the plan's node lines and their index conditions.
+                    if node.starts_with("->")
+                        || node.starts_with("Index Cond")
+                        || node.starts_with("Filter")
+                        || node.starts_with("Rows Removed")
+                        || (!line.starts_with(' ')
+                            && !node.starts_with("duration")
+                            && !node.starts_with("Query Text")
+                            && !node.is_empty())
+                    {
+                        // Long literals (the plan's id arrays) are cut.
+                        let line = line.trim_end();
+                        let cut: String = line.chars().take(140).collect();
+                        let more = if cut.len() < line.len() { " …" } else { "" };
+                        out.push(format!("   {cut}{more}"));
+                    }
                 }
             }
         }
-        out.push(format!("-- {name}:"));
-        for notice in notices.lock().unwrap().iter() {
-            for line in notice.lines() {
-                let node = line.trim_start();
-                // Keep the plan's node lines and their index conditions.
-                if node.starts_with("->")
-                    || node.starts_with("Index Cond")
-                    || node.starts_with("Filter")
-                    || node.starts_with("Rows Removed")
-                    || (!line.starts_with(' ')
-                        && !node.starts_with("duration")
-                        && !node.starts_with("Query Text")
-                        && !node.is_empty())
-                {
-                    // Long literals (the plan's id arrays) are cut.
-                    let line = line.trim_end();
-                    let cut: String = line.chars().take(140).collect();
-                    let more = if cut.len() < line.len() { " …" } else { "" };
-                    out.push(format!("   {cut}{more}"));
-                }
-            }
-        }
-    }
-    drop(guard);
-    tracing::callsite::rebuild_interest_cache();
+    };
+    crate::watch::watching("sqlx::postgres::notice", on_notice, watched).await;
     pool.close().await;
     out
 }

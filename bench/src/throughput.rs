@@ -150,53 +150,20 @@ fn ours(options: &PgConnectOptions, connections: u32, secs: u64, compacting: boo
     .expect("the loop thread")
 }
 
-/// A subscriber keeping the SQL text of each statement sqlx runs (`db.statement`).
-struct Statements(Arc<Mutex<Vec<String>>>);
-
-struct StatementField<'a>(&'a mut Option<String>);
-
-impl tracing::field::Visit for StatementField<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "db.statement" {
-            *self.0 = Some(value.to_owned());
-        }
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "db.statement" {
-            *self.0 = Some(format!("{value:?}"));
-        }
-    }
-}
-
-impl tracing::Subscriber for Statements {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        metadata.target() == "sqlx::query"
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = None;
-        event.record(&mut StatementField(&mut text));
-        if let Some(text) = text {
-            self.0.lock().unwrap().push(text.trim().to_owned());
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// The SQL texts one turn sends, as sqlx logs them.
 async fn turn_statements(pool: &PgPool) -> Vec<String> {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let dispatch = tracing::Dispatch::new(Statements(seen.clone()));
-    let guard = tracing::dispatcher::set_default(&dispatch);
-    tracing::callsite::rebuild_interest_cache();
-    turn(pool, session_id(0)).await;
-    drop(guard);
-    tracing::callsite::rebuild_interest_cache();
+    let sink = seen.clone();
+    crate::watch::watching(
+        "sqlx::query",
+        move |event| {
+            if let Some(text) = crate::watch::field(event, "db.statement") {
+                sink.lock().unwrap().push(text.trim().to_owned());
+            }
+        },
+        turn(pool, session_id(0)),
+    )
+    .await;
     let texts = seen.lock().unwrap().clone();
     texts
 }
