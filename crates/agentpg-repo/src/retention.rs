@@ -60,6 +60,17 @@ impl Cutoff {
     }
 }
 
+/// The error for a cut-off the database found to be in the future (each batch statement checks
+/// it against its own `now()` and writes nothing then).
+fn refuse_future(future: bool) -> Result<()> {
+    if future {
+        return Err(Error::invalid(
+            "the cut-off is in the future (after the database's now())",
+        ));
+    }
+    Ok(())
+}
+
 fn batch_size(batch: u64) -> Result<i64> {
     if batch == 0 || batch > MAX_BATCH {
         return Err(Error::invalid(format!(
@@ -121,11 +132,7 @@ pub async fn finalize_compactions<'c>(
         let (future, finalized, dropped): (bool, i64, i64) = sqlx::query_as_with(sql, values)
             .fetch_one(&mut *conn)
             .await?;
-        if future {
-            return Err(Error::invalid(
-                "the cut-off is in the future (after the database's now())",
-            ));
-        }
+        refuse_future(future)?;
         report.batches += 1;
         report.compactions_finalized += finalized as u64;
         report.archived_messages_dropped += dropped as u64;
@@ -221,11 +228,7 @@ pub async fn delete_idle_sessions<'c>(
         let (future, deleted): (bool, i64) = sqlx::query_as_with(sql, values)
             .fetch_one(&mut *conn)
             .await?;
-        if future {
-            return Err(Error::invalid(
-                "the cut-off is in the future (after the database's now())",
-            ));
-        }
+        refuse_future(future)?;
         report.batches += 1;
         report.sessions_deleted += deleted as u64;
         // A short batch may have left parents whose children it just deleted: one more pass
