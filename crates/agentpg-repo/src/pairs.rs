@@ -50,46 +50,30 @@ pub(crate) fn first_split(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> S
 /// LIMIT 1
 /// ```
 fn split_by_index(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
-    let (k, x, value) = (Alias::new("k"), Alias::new("x"), Alias::new("value"));
-    let of_session = |q: &mut SelectStatement, alias: &Alias| {
-        q.and_where(Expr::col((alias.clone(), MessageIden::TenantId)).eq(tenant))
-            .and_where(Expr::col((alias.clone(), MessageIden::SessionId)).eq(session_id));
-    };
+    let (k, x, u, e) = (
+        Alias::new("k"),
+        Alias::new("x"),
+        Alias::new("u"),
+        Alias::new("e"),
+    );
     // The ids in `column` of the removed messages, as a text[] (empty when none).
     let ids_of_removed = |column: MessageIden| -> Expr {
-        let (u, e) = (Alias::new("u"), Alias::new("e"));
-        let mut q = Query::select();
+        let mut q = ids_in(tenant, session_id, column, &u, &e);
         q.expr(Func::coalesce([
-            Func::cust("array_agg")
-                .arg(Expr::col((e.clone(), value.clone())))
-                .into(),
+            Func::cust("array_agg").arg(element(&e)).into(),
             Expr::cust("'{}'::text[]"),
         ]))
-        .from_as(MessageIden::Table, u.clone())
-        .from_function(
-            Func::cust("jsonb_array_elements_text").arg(Expr::col((u.clone(), column))),
-            e,
-        );
-        of_session(&mut q, &u);
-        q.and_where(crate::in_set((u.clone(), MessageIden::Id), removed))
-            .and_where(Expr::col((u, column)).ne(Expr::val(json!([]))));
+        .and_where(crate::in_set((u.clone(), MessageIden::Id), removed));
         Expr::from(q).cast_as(Alias::new("text[]"))
     };
     // Kept messages whose `column` holds one of `ids`, and the id they share.
     let other_half = |column: MessageIden, ids: Expr| -> SelectStatement {
-        let mut q = Query::select();
-        q.expr_as(Expr::col((x.clone(), value.clone())), Alias::new("tool_id"))
-            .from_as(MessageIden::Table, k.clone())
-            .from_function(
-                Func::cust("jsonb_array_elements_text").arg(Expr::col((k.clone(), column))),
-                x.clone(),
-            );
-        of_session(&mut q, &k);
-        q.and_where(Expr::col((k.clone(), column)).ne(Expr::val(json!([]))))
+        let mut q = ids_in(tenant, session_id, column, &k, &x);
+        q.expr_as(element(&x), Alias::new("tool_id"))
             .and_where(Expr::col((k.clone(), column)).binary(BinOper::Custom("?|"), ids.clone()))
             .and_where(crate::in_set((k.clone(), MessageIden::Id), removed).not())
             .and_where(
-                Expr::col((x.clone(), value.clone())).in_subquery(
+                element(&x).in_subquery(
                     Query::select()
                         .expr(Func::cust("unnest").arg(ids))
                         .to_owned(),
@@ -126,54 +110,64 @@ fn split_by_index(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectSta
 /// Each set of tool uses is gathered once (an uncorrelated subquery) into the keys of a JSON
 /// object and looked up by key; membership in the removed messages is hashed.
 fn split_by_scan(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
-    let (m, r, value) = (Alias::new("m"), Alias::new("r"), Alias::new("value"));
-    let of_session = |q: &mut SelectStatement, alias: &Alias| {
-        q.and_where(Expr::col((alias.clone(), MessageIden::TenantId)).eq(tenant))
-            .and_where(Expr::col((alias.clone(), MessageIden::SessionId)).eq(session_id));
-    };
+    let (m, r, u, e) = (
+        Alias::new("m"),
+        Alias::new("r"),
+        Alias::new("u"),
+        Alias::new("e"),
+    );
     // The tool-use ids of the removed (or the kept) messages, as the keys of a JSON object:
     // gathered once, then looked up by key (a jsonb object's keys are sorted).
     let uses = |of_removed: bool| -> Expr {
-        let (u, e) = (Alias::new("u"), Alias::new("e"));
-        let mut q = Query::select();
+        let mut q = ids_in(tenant, session_id, MessageIden::ToolUseIds, &u, &e);
+        let member = crate::in_set((u.clone(), MessageIden::Id), removed);
         q.expr(
             Func::cust("jsonb_object_agg")
-                .arg(Expr::col((e.clone(), value.clone())))
+                .arg(element(&e))
                 .arg(Expr::val(true)),
         )
-        .from_as(MessageIden::Table, u.clone())
-        .from_function(
-            Func::cust("jsonb_array_elements_text")
-                .arg(Expr::col((u.clone(), MessageIden::ToolUseIds))),
-            e,
-        );
-        of_session(&mut q, &u);
-        q.and_where(Expr::col((u.clone(), MessageIden::ToolUseIds)).ne(Expr::val(json!([]))));
-        let member = crate::in_set((u, MessageIden::Id), removed);
-        q.and_where(if of_removed { member } else { member.not() });
+        .and_where(if of_removed { member } else { member.not() });
         Expr::from(q)
     };
     let used_in = |uses: Expr, id: Expr| uses.binary(BinOper::Custom("?"), id);
     let m_removed = crate::in_set((m.clone(), MessageIden::Id), removed);
-    let result = || Expr::col((r.clone(), value.clone()));
-    let mut q = Query::select();
-    q.expr_as(result(), Alias::new("tool_id"))
-        .from_as(MessageIden::Table, m.clone())
-        .from_function(
-            Func::cust("jsonb_array_elements_text")
-                .arg(Expr::col((m.clone(), MessageIden::ToolResultIds))),
-            r.clone(),
-        );
-    of_session(&mut q, &m);
-    q.and_where(Expr::col((m.clone(), MessageIden::ToolResultIds)).ne(Expr::val(json!([]))))
+    let mut q = ids_in(tenant, session_id, MessageIden::ToolResultIds, &m, &r);
+    q.expr_as(element(&r), Alias::new("tool_id"))
         .and_where(
             m_removed
                 .clone()
-                .and(used_in(uses(false), result()))
-                .or(m_removed.not().and(used_in(uses(true), result()))),
+                .and(used_in(uses(false), element(&r)))
+                .or(m_removed.not().and(used_in(uses(true), element(&r)))),
         )
         .limit(1);
     q
+}
+
+/// `SELECT … FROM messages AS row, jsonb_array_elements_text(row.column) AS element WHERE row is
+/// a message of the session holding ids in column`: one row per id (`element.value`), to which
+/// the caller adds its output and conditions.
+fn ids_in(
+    tenant: &str,
+    session_id: Uuid,
+    column: MessageIden,
+    row: &Alias,
+    element: &Alias,
+) -> SelectStatement {
+    let mut q = Query::select();
+    q.from_as(MessageIden::Table, row.clone())
+        .from_function(
+            Func::cust("jsonb_array_elements_text").arg(Expr::col((row.clone(), column))),
+            element.clone(),
+        )
+        .and_where(Expr::col((row.clone(), MessageIden::TenantId)).eq(tenant))
+        .and_where(Expr::col((row.clone(), MessageIden::SessionId)).eq(session_id))
+        .and_where(Expr::col((row.clone(), column)).ne(Expr::val(json!([]))));
+    q
+}
+
+/// The id an [`ids_in`] row stands for.
+fn element(element: &Alias) -> Expr {
+    Expr::col((element.clone(), Alias::new("value")))
 }
 
 /// Up to this many removed messages, the other halves of their pairs are looked up through the
