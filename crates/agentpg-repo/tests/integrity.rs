@@ -8,25 +8,14 @@ use std::time::Duration;
 
 use agentpg_repo::{
     append_messages, append_messages_after, compact, delete_messages, list_messages, set_preserved,
-    CompactionPlan, Error, LastSeen, MessageRange, ToolPairs,
+    Error, LastSeen, MessageRange, ToolPairs,
 };
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage};
-use common::{all_messages, conversation, dump, session, session_row, text, usage, TENANT};
+use common::{all_messages, conversation, dump, plan, session, session_row, text, usage, TENANT};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
-    CompactionPlan {
-        session_id,
-        remove,
-        summary: None,
-        strategy: "test".into(),
-        model_used: None,
-        duration_ms: None,
-    }
-}
 
 /// Waits until some backend of this database waits on a lock (the other side is blocked).
 async fn until_someone_waits(pool: &PgPool) {

@@ -5,7 +5,7 @@ mod common;
 
 use agentpg_repo::*;
 use agentpg_schema::{MessageRole, NewMessage, NewSession};
-use common::{conversation, session, text, OTHER, TENANT};
+use common::{conversation, plan, session, text, OTHER, TENANT};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -13,20 +13,9 @@ use uuid::Uuid;
 async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
     let s = session(&pool, TENANT, "mine").await;
     let all = conversation(&pool, s.id, 4).await;
-    let event = compact(
-        &pool,
-        TENANT,
-        &CompactionPlan {
-            session_id: s.id,
-            remove: vec![all[0].id],
-            summary: None,
-            strategy: "drop".into(),
-            model_used: None,
-            duration_ms: None,
-        },
-    )
-    .await
-    .unwrap();
+    let event = compact(&pool, TENANT, &plan(s.id, vec![all[0].id]))
+        .await
+        .unwrap();
     let child = create_session(
         &pool,
         &NewSession {
@@ -98,19 +87,7 @@ async fn another_tenants_ids_look_missing_everywhere(pool: PgPool) {
             Err(Error::NotFound(Entity::Session))
         ));
         assert!(matches!(
-            compact(
-                &pool,
-                OTHER,
-                &CompactionPlan {
-                    session_id: sid,
-                    remove: vec![mid],
-                    summary: None,
-                    strategy: "drop".into(),
-                    model_used: None,
-                    duration_ms: None,
-                },
-            )
-            .await,
+            compact(&pool, OTHER, &plan(sid, vec![mid]),).await,
             Err(Error::NotFound(Entity::Session))
         ));
         assert!(matches!(

@@ -7,7 +7,7 @@ use agentpg_repo::{
     set_preserved, Entity, Error, MessageRange, ToolPairs,
 };
 use agentpg_schema::{ContentBlock, MessageRole, NewMessage};
-use common::{session, session_row, text, usage, OTHER, TENANT};
+use common::{plan, session, session_row, text, usage, OTHER, TENANT};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -356,20 +356,9 @@ async fn work_inside_a_callers_transaction_disappears_on_rollback(pool: PgPool) 
     let before = common::dump(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     let stored = common_append(&mut tx, s.id).await;
-    agentpg_repo::compact(
-        &mut *tx,
-        TENANT,
-        &agentpg_repo::CompactionPlan {
-            session_id: s.id,
-            remove: vec![stored[0].id],
-            summary: None,
-            strategy: "drop".into(),
-            model_used: None,
-            duration_ms: None,
-        },
-    )
-    .await
-    .unwrap();
+    agentpg_repo::compact(&mut *tx, TENANT, &plan(s.id, vec![stored[0].id]))
+        .await
+        .unwrap();
     agentpg_repo::update_metadata(
         &mut *tx,
         TENANT,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentpg_repo::{
     append_messages, compact, delete_idle_sessions, finalize_compactions, get_session,
-    revert_compaction, CompactionPlan, Cutoff, Error, FinalizeReport, IdleReport, MAX_BATCH,
+    revert_compaction, Cutoff, Error, FinalizeReport, IdleReport, MAX_BATCH,
 };
 use agentpg_schema::{CompactionEvent, MessageRole, NewSession};
 use chrono::{TimeDelta, Utc};
@@ -27,20 +27,9 @@ async fn old_compaction(pool: &PgPool, tenant: &str, name: &str, days: i32) -> C
         })
         .collect();
     let stored = append_messages(pool, tenant, s.id, &batch).await.unwrap();
-    let event = compact(
-        pool,
-        tenant,
-        &CompactionPlan {
-            session_id: s.id,
-            remove: vec![stored[0].id, stored[1].id],
-            summary: None,
-            strategy: "trim".into(),
-            model_used: None,
-            duration_ms: None,
-        },
-    )
-    .await
-    .unwrap();
+    let event = compact(pool, tenant, &plan(s.id, vec![stored[0].id, stored[1].id]))
+        .await
+        .unwrap();
     sqlx::query(
         "UPDATE compaction_events SET created_at = now() - make_interval(days => $2) WHERE id = $1",
     )
@@ -338,14 +327,7 @@ async fn retention_skips_what_traffic_holds_and_traffic_never_waits_on_retention
     compact(
         &mut *traffic,
         TENANT,
-        &CompactionPlan {
-            session_id: event.session_id,
-            remove: vec![appended[0].id],
-            summary: None,
-            strategy: "trim".into(),
-            model_used: None,
-            duration_ms: None,
-        },
+        &plan(event.session_id, vec![appended[0].id]),
     )
     .await
     .unwrap();

@@ -30,20 +30,9 @@ async fn two_tenants(pool: &PgPool) {
             })
             .collect();
         let stored = append_messages(pool, tenant, s.id, &batch).await.unwrap();
-        compact(
-            pool,
-            tenant,
-            &CompactionPlan {
-                session_id: s.id,
-                remove: vec![stored[0].id],
-                summary: None,
-                strategy: "trim".into(),
-                model_used: None,
-                duration_ms: None,
-            },
-        )
-        .await
-        .unwrap();
+        compact(pool, tenant, &plan(s.id, vec![stored[0].id]))
+            .await
+            .unwrap();
     }
 }
 

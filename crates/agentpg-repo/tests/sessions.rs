@@ -7,7 +7,7 @@ use agentpg_repo::{
     update_metadata, Entity, Error, MetadataUpdate, SessionFilter, SessionOrder, MAX_PAGE,
 };
 use agentpg_schema::NewSession;
-use common::{session, TENANT};
+use common::{plan, session, TENANT};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -260,20 +260,9 @@ async fn delete_cascades_to_everything_below(pool: PgPool) {
     .unwrap();
     let messages = common::conversation(&pool, parent.id, 4).await;
     common::conversation(&pool, child.id, 2).await;
-    agentpg_repo::compact(
-        &pool,
-        TENANT,
-        &agentpg_repo::CompactionPlan {
-            session_id: parent.id,
-            remove: vec![messages[0].id],
-            summary: None,
-            strategy: "drop".into(),
-            model_used: None,
-            duration_ms: None,
-        },
-    )
-    .await
-    .unwrap();
+    agentpg_repo::compact(&pool, TENANT, &plan(parent.id, vec![messages[0].id]))
+        .await
+        .unwrap();
     assert_eq!(common::counts(&pool).await, [2, 5, 1, 1]);
     delete_session(&pool, TENANT, parent.id).await.unwrap();
     assert_eq!(common::counts(&pool).await, [0, 0, 0, 0]);

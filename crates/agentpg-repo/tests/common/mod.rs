@@ -1,7 +1,7 @@
 //! Helpers shared by the repo tests.
 #![allow(dead_code, unreachable_pub)]
 
-use agentpg_repo::{append_messages, create_session};
+use agentpg_repo::{append_messages, create_session, CompactionPlan};
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Session, Usage};
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -106,4 +106,16 @@ pub async fn dump(pool: &PgPool) -> Vec<String> {
         out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
     }
     out
+}
+
+/// A compaction plan removing `remove` from session `session_id`, without a summary.
+pub fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
+    CompactionPlan {
+        session_id,
+        remove,
+        summary: None,
+        strategy: "test".into(),
+        model_used: None,
+        duration_ms: None,
+    }
 }
