@@ -19,11 +19,17 @@
 --   since position P" is decided under that lock, on the current value.
 -- * updated_at is set by agentpg-repo (no trigger), so bulk inserts pay for no per-row trigger.
 --   created_at never changes after insert, which makes it a stable key to page over.
+-- * Metadata search is scoped to a tenant, so its GIN index holds the tenant too: one index scan
+--   intersects "this tenant" with "this metadata" whatever either matches alone. A GIN index over
+--   a text column needs the btree_gin extension (shipped with PostgreSQL's contrib modules and
+--   trusted since PostgreSQL 13: a database owner can create it without superuser rights).
 
 -- Fail fast rather than queue behind other sessions' locks (a foreign key locks the table it
 -- references); both settings end with this migration's transaction.
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
+
+CREATE EXTENSION IF NOT EXISTS btree_gin;
 
 CREATE TABLE sessions (
     id UUID NOT NULL DEFAULT gen_random_uuid(),
@@ -62,8 +68,9 @@ CREATE INDEX sessions_parent_session_idx ON sessions (tenant_id, parent_session_
 -- Forks of a session.
 CREATE INDEX sessions_forked_from_session_idx ON sessions (tenant_id, forked_from_session_id)
     WHERE forked_from_session_id IS NOT NULL;
--- Sessions whose metadata contains a given JSON object (`metadata @> '{"project": "x"}'`).
-CREATE INDEX sessions_metadata_idx ON sessions USING gin (metadata jsonb_path_ops);
+-- A tenant's sessions whose metadata contains a given JSON object
+-- (`tenant_id = $1 AND metadata @> '{"project": "x"}'`).
+CREATE INDEX sessions_tenant_id_metadata_idx ON sessions USING gin (tenant_id, metadata jsonb_path_ops);
 -- Sessions whose identifier starts with a given prefix (`identifier LIKE 'abc%'`).
 CREATE INDEX sessions_identifier_prefix_idx ON sessions (tenant_id, identifier text_pattern_ops);
 

@@ -51,7 +51,7 @@ pub struct SessionCursor {
 pub struct SessionFilter {
     /// Sessions whose metadata contains this object (`metadata @> …`: every key present with
     /// an equal value, nested objects and arrays compared by containment). Backed by a GIN
-    /// index.
+    /// index on `(tenant_id, metadata)`, which intersects the tenant with the filter in one scan.
     pub metadata: Option<Map<String, Value>>,
     /// Children of this session.
     pub parent: Option<Uuid>,
@@ -421,7 +421,9 @@ mod tests {
     }
 
     /// 100,000 sessions over 10 tenants, each with its own `project`: a metadata-filtered page
-    /// is one statement, and PostgreSQL answers it from the GIN index.
+    /// is one statement, and PostgreSQL answers it from the GIN index on the tenant and the
+    /// metadata. (With the metadata alone in the index, the planner weighed it against the
+    /// tenant's 10,000 sessions and, with some ANALYZE samples, chose the latter.)
     #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_metadata_filter_over_100k_sessions_is_one_statement_on_the_gin_index(
         pool: sqlx::PgPool,
@@ -476,7 +478,7 @@ mod tests {
                 .unwrap();
             let plan = plan.to_string();
             assert!(
-                plan.contains("\"Index Name\":\"sessions_metadata_idx\""),
+                plan.contains("\"Index Name\":\"sessions_tenant_id_metadata_idx\""),
                 "{order:?}: the plan does not use the GIN index: {plan}"
             );
         }
