@@ -48,6 +48,8 @@ mod planner;
 mod retention;
 pub mod rls;
 mod sessions;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 pub use compaction::{

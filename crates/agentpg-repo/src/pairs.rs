@@ -217,14 +217,7 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        // What autovacuum does after a bulk load (on its own: VACUUM cannot run in the
-        // multi-statement batch above). GIN's cost estimate reads statistics that only VACUUM
-        // records; a never-vacuumed GIN index looks more expensive than it is, so with ANALYZE
-        // alone the plan would depend on whether autovacuum had run.
-        sqlx::raw_sql("VACUUM ANALYZE messages")
-            .execute(&pool)
-            .await
-            .unwrap();
+        crate::test_support::vacuum_analyze(&pool, "messages").await;
         let session: Uuid = "11111111-1111-1111-1111-111111111111".parse().unwrap();
         let oldest: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM messages WHERE session_id = $1 ORDER BY position LIMIT 100",

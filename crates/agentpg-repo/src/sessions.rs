@@ -436,15 +436,7 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        // What autovacuum does after a bulk load. ANALYZE alone is not enough: GIN's cost
-        // estimate reads the index's own statistics (entries, pages, pending list), which only
-        // VACUUM records; a freshly loaded GIN index that was never vacuumed looks expensive, and
-        // the planner then took the tenant's btree instead, depending on whether autovacuum had
-        // happened to run first.
-        sqlx::raw_sql("VACUUM ANALYZE sessions")
-            .execute(&pool)
-            .await
-            .unwrap();
+        crate::test_support::vacuum_analyze(&pool, "sessions").await;
         let mut object = Map::new();
         object.insert("project".into(), Value::from("p4242"));
         let filter = SessionFilter::default().metadata(object);
