@@ -2,6 +2,7 @@
 //! the test runner.
 
 pub mod bench;
+pub mod citus;
 pub mod codegen;
 pub mod drill;
 pub mod files;

@@ -21,7 +21,8 @@ enum Command {
         check: bool,
     },
     /// Run every workspace test against DATABASE_URL, or against a throwaway PostgreSQL started
-    /// from the local server binaries when that server is not usable.
+    /// from the local server binaries when that server is not usable; then the agentpg-repo
+    /// suite on the partitioned layout and, with `--citus`, on a throwaway Citus cluster.
     Test {
         /// Passed on to `cargo test --workspace` (e.g. a test name filter, or `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -15,18 +15,27 @@ use anyhow::{bail, Context, Result};
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/postgres";
 
 /// Runs `cargo test --workspace <args>` against a PostgreSQL that answers, then the
-/// partitioned-layout proof (see `partitioned_layout`). `--skip-partitioned` leaves the proof
-/// out; `--partitioned-only` runs only the proof.
+/// partitioned-layout proof (see `partitioned_layout`), then, with `--citus`, the whole
+/// agentpg-repo suite on a Citus cluster of its own (see `citus_layout`). `--skip-partitioned`
+/// leaves the partitioned proof out; `--partitioned-only` and `--citus-only` run only that one.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let skip = args.iter().any(|a| a == "--skip-partitioned");
-    let only = args.iter().any(|a| a == "--partitioned-only");
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let citus_only = flag("--citus-only");
+    let citus = flag("--citus") || citus_only;
+    let partitioned_only = flag("--partitioned-only");
+    let skip_partitioned = flag("--skip-partitioned") || citus_only;
     let args: Vec<String> = args
         .iter()
-        .filter(|a| !matches!(a.as_str(), "--skip-partitioned" | "--partitioned-only"))
+        .filter(|a| {
+            !matches!(
+                a.as_str(),
+                "--skip-partitioned" | "--partitioned-only" | "--citus" | "--citus-only"
+            )
+        })
         .cloned()
         .collect();
     let (mut passed, mut failed, mut ok) = (0, 0, true);
-    if !only {
+    if !partitioned_only && !citus_only {
         let database = Database::find_or_start()?;
         let mut test_args = vec!["--workspace".to_string(), "--no-fail-fast".to_string()];
         test_args.extend(args.iter().cloned());
@@ -34,9 +43,14 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         println!("tests: {p} passed, {f} failed");
         (passed, failed, ok) = (passed + p, failed + f, ok && o);
     }
-    if !skip {
+    if !skip_partitioned {
         let (p, f, o) = partitioned_layout(&args)?;
         println!("partitioned layout: {p} passed, {f} failed");
+        (passed, failed, ok) = (passed + p, failed + f, ok && o);
+    }
+    if citus && !partitioned_only {
+        let (p, f, o) = citus_layout(&args)?;
+        println!("citus cluster: {p} passed, {f} failed");
         (passed, failed, ok) = (passed + p, failed + f, ok && o);
     }
     println!("all tests: {passed} passed, {failed} failed");
@@ -45,6 +59,57 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The Citus proof: a throwaway cluster (a coordinator and two workers), whose `template1`
+/// gets the migrations and the distribution SQL of SCALING.md on every node (the step is
+/// `tests/tests/citus_layout.rs`), then the whole agentpg-repo suite there: every
+/// `#[sqlx::test]` database is created on the coordinator, and Citus creates it on the workers.
+fn citus_layout(args: &[String]) -> Result<(u64, u64, bool)> {
+    println!("xtask: citus: a throwaway Citus cluster, the tables distributed as SCALING.md says");
+    let cluster = crate::citus::Cluster::start(2)?;
+    let database = Database {
+        url: cluster.url(crate::citus::DATABASE),
+        server: None,
+    };
+    let root = crate::workspace_root();
+    let template = format!(
+        "postgres://postgres@127.0.0.1:{}/template1",
+        cluster.coordinator.port
+    );
+    let workers = cluster.worker_list();
+    let build = [
+        "-p",
+        "agentpg-tests",
+        "--test",
+        "citus_layout",
+        "--",
+        "--ignored",
+        "--exact",
+        "build_citus_template",
+    ]
+    .map(String::from);
+    let (p, f, ok) = cargo_test(
+        &root,
+        &build,
+        &database,
+        None,
+        &[
+            ("AGENTPG_CITUS_TEMPLATE", template.as_str()),
+            ("AGENTPG_CITUS_WORKERS", workers.as_str()),
+        ],
+    )?;
+    if !ok || p != 1 {
+        bail!("building the Citus template failed");
+    }
+    let mut suite = vec![
+        "-p".to_string(),
+        "agentpg-repo".to_string(),
+        "--no-fail-fast".to_string(),
+    ];
+    suite.extend(args.iter().cloned());
+    let (sp, sf, sok) = cargo_test(&root, &suite, &database, None, &[("AGENTPG_CITUS", "1")])?;
+    Ok((p + sp, f + sf, ok && sok))
 }
 
 /// The partitioned-layout proof: on a throwaway server, `template1` gets the migrations with
@@ -100,8 +165,8 @@ fn partitioned_layout(args: &[String]) -> Result<(u64, u64, bool)> {
 /// The PostgreSQL the tests run against: `DATABASE_URL` when it lets its user in, else a
 /// throwaway server (stopped and removed on drop).
 pub struct Database {
-    url: String,
-    server: Option<Throwaway>,
+    pub(crate) url: String,
+    pub(crate) server: Option<Throwaway>,
 }
 
 impl Database {
@@ -354,18 +419,29 @@ fn read_message(stream: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
 }
 
 /// A PostgreSQL server in a temporary folder, stopped and removed on drop.
-struct Throwaway {
-    dir: PathBuf,
+pub struct Throwaway {
+    /// Its folder (data, socket, log).
+    pub dir: PathBuf,
     data: PathBuf,
     bindir: PathBuf,
-    url: String,
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub url: String,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
     version: String,
     /// The account the server runs as when we are root (initdb and postgres refuse root).
     run_as: Option<String>,
+    /// Extra `postgres` options (`-c name=value …`) it was started with.
+    extra: String,
 }
 
 impl Throwaway {
     fn start() -> Result<Self> {
+        Self::start_with("")
+    }
+
+    /// A throwaway server started with extra `postgres` options (`-c name=value …`).
+    pub fn start_with(extra: &str) -> Result<Self> {
         let bindir = server_bindir()?;
         let version = Command::new(bindir.join("postgres"))
             .arg("--version")
@@ -391,10 +467,12 @@ impl Throwaway {
         let server = Throwaway {
             data: dir.join("data"),
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
             dir,
             bindir,
             version,
             run_as,
+            extra: extra.to_string(),
         };
         server.run(
             "initdb",
@@ -411,18 +489,31 @@ impl Throwaway {
                 "--no-sync".as_ref(),
             ],
         )?;
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            server.dir.display()
-        );
-        server.run(
+        server.pg_ctl_start()?;
+        Ok(server)
+    }
+
+    /// The `postgres` options every start uses.
+    fn options(&self) -> String {
+        format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off {}",
+            self.port,
+            self.dir.display(),
+            self.extra
+        )
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn pg_ctl_start(&self) -> Result<()> {
+        let options = self.options();
+        self.run(
             "pg_ctl",
             &[
                 "-D".as_ref(),
-                server.data.as_os_str(),
+                self.data.as_os_str(),
                 "-l".as_ref(),
-                server.dir.join("server.log").as_os_str(),
+                self.dir.join("server.log").as_os_str(),
                 "-o".as_ref(),
                 options.as_ref(),
                 "-w".as_ref(),
@@ -430,8 +521,36 @@ impl Throwaway {
                 "60".as_ref(),
                 "start".as_ref(),
             ],
-        )?;
-        Ok(server)
+        )
+    }
+
+    /// The shell command that runs `pg_ctl <action>` on this server (as its account), for a
+    /// program that must stop or start it on its own (the soak's fault injection).
+    pub fn pg_ctl_command(&self, action: &str) -> String {
+        let pg_ctl = self.bindir.join("pg_ctl");
+        let base = match action {
+            "start" => format!(
+                "{} -D {} -l {} -o '{}' -w -t 60 start",
+                pg_ctl.display(),
+                self.data.display(),
+                self.dir.join("server.log").display(),
+                self.options()
+            ),
+            other => format!(
+                "{} -D {} -m fast -w -t 60 {other}",
+                pg_ctl.display(),
+                self.data.display()
+            ),
+        };
+        match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- {base}"),
+            None => base,
+        }
+    }
+
+    /// The folder of the server binaries (`psql` is there too).
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
     }
 
     /// Runs a server binary (as the unprivileged account when we are root); fails with its output.
