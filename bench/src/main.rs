@@ -284,11 +284,12 @@ async fn append_same_sql(pool: &PgPool, session_id: Uuid, batch: &[NewMessage]) 
         tenant_id: TENANT,
         session_id,
     };
-    let appended = messages::stmt::append(pool, &parent, None, batch)
+    let mut conn = pool.acquire().await.unwrap();
+    let appended = messages::stmt::append(&mut conn, &parent, None, batch)
         .await
         .unwrap();
     assert!(
-        matches!(appended, AppendOutcome::Appended(rows) if rows.len() == batch.len()),
+        matches!(appended, AppendOutcome::Appended { rows, .. } if rows.len() == batch.len()),
         "the same statement appends"
     );
 }
@@ -546,7 +547,12 @@ async fn filled_with(
     let batch: Vec<NewMessage> = (0..n).map(|i| make(s.id, i)).collect();
     let mut stored = Vec::with_capacity(n);
     for chunk in batch.chunks(5_000) {
-        stored.extend(append_messages(pool, TENANT, s.id, chunk).await.unwrap());
+        stored.extend(
+            append_messages(pool, TENANT, s.id, chunk)
+                .await
+                .unwrap()
+                .into_rows(),
+        );
     }
     (s, stored)
 }
@@ -908,7 +914,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     )
                     .await
                     .unwrap();
-                    last.set(LastSeen::Position(stored[0].position));
+                    last.set(LastSeen::Position(stored.messages[0].message().position));
                 }
             },
             |i| {
@@ -1013,7 +1019,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .unwrap();
             retry_t.push(start.elapsed());
-            assert_eq!(again.len(), n);
+            assert_eq!(again.messages.len(), n);
         }
         let (first, plain, retry) = (median(first_t), median(plain_t), median(retry_t));
         idempotent_rows = vec![

@@ -24,7 +24,7 @@ async fn long_session(pool: &PgPool, n: usize) -> (Session, Vec<Uuid>) {
         let size = 1_000.min(n - i);
         let batch: Vec<NewMessage> = (i..i + size).map(|k| message(s.id, k)).collect();
         let stored = append_messages(pool, TENANT, s.id, &batch).await.unwrap();
-        sample.push(stored[size / 2].id);
+        sample.push(stored.messages[size / 2].message().id);
         i += size;
     }
     (s, sample)

@@ -205,10 +205,10 @@ async fn appender(
         };
         if let Ok(rows) = &result {
             let mut ledger = ledger.lock().unwrap();
-            ledger.appended.extend(rows.iter().map(|m| m.id));
+            ledger.appended.extend(rows.rows().map(|m| m.id));
             ledger
                 .preserved
-                .extend(rows.iter().filter(|m| m.is_preserved).map(|m| m.id));
+                .extend(rows.rows().filter(|m| m.is_preserved).map(|m| m.id));
             if retried {
                 stats.retried_then_acked.fetch_add(1, Ordering::Relaxed);
             }

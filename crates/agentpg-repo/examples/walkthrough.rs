@@ -87,7 +87,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .collect();
-    let stored = append_messages(&pool, TENANT, session.id, &turns).await?;
+    let stored = append_messages(&pool, TENANT, session.id, &turns)
+        .await?
+        .into_rows();
     println!(
         "3. appended {} messages in one statement (turn 1 preserved):",
         stored.len()
@@ -159,7 +161,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..NewMessage::new(TENANT.into(), session.id, MessageRole::Assistant)
         },
     ];
-    let tail = append_messages(&pool, TENANT, session.id, &more).await?;
+    let tail = append_messages(&pool, TENANT, session.id, &more)
+        .await?
+        .into_rows();
 
     // Plan: fit 700 tokens, keep the newest message and the preserved one, expect a
     // 50-token summary. The planner keeps the tool call with its result.

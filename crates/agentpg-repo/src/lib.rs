@@ -59,7 +59,8 @@ pub use error::{Entity, Error, Result};
 pub use fork::fork_session;
 pub use messages::{
     append_messages, append_messages_after, delete_messages, get_message, list_messages,
-    recompute_total_tokens, set_preserved, stream_messages, LastSeen, MessageRange, MessageStream,
+    recompute_total_tokens, set_preserved, stream_messages, Appended, LastSeen, MessageRange,
+    MessageStream, StoredMessage,
 };
 pub use migrate::{migrate, MIGRATOR};
 pub use pairs::ToolPairs;

@@ -1,5 +1,6 @@
 //! Messages: append in one statement, list in order, get, preserve, delete, recompute tokens.
 
+use agentpg_schema::generated::Stored;
 use agentpg_schema::messages::{self, MessageKey, MessageParent};
 use agentpg_schema::{AppendOutcome, Message, MessageIden, NewMessage, SessionIden};
 use sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
@@ -44,33 +45,108 @@ fn check(tenant: &str, session_id: Uuid, index: usize, m: &NewMessage) -> Result
     Ok(())
 }
 
+/// What an append did: every message of the batch as the database holds it, in batch order,
+/// and the session's counters after the append (read from the locked session row).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Appended {
+    /// One per message of the batch, in batch order: appended by this call, or stored by an
+    /// earlier call this one repeats (and possibly compacted away since).
+    pub messages: Vec<StoredMessage>,
+    /// The session's `total_tokens` after the append.
+    pub total_tokens: i64,
+    /// The session's `last_position` after the append (`None` while it holds no message).
+    pub last_position: Option<i64>,
+}
+
+impl Appended {
+    /// Every message's row as the database holds it (live or archived), in batch order.
+    pub fn rows(&self) -> impl Iterator<Item = &Message> {
+        self.messages.iter().map(StoredMessage::message)
+    }
+
+    /// The rows of [`rows`](Self::rows), owned.
+    pub fn into_rows(self) -> Vec<Message> {
+        self.messages
+            .into_iter()
+            .map(StoredMessage::into_message)
+            .collect()
+    }
+}
+
+/// One message of an appended batch, as the database holds it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StoredMessage {
+    /// In the session: appended by this call, or by an earlier call that this one repeats.
+    Live(Message),
+    /// Appended by an earlier call that this one repeats, and removed since by a compaction,
+    /// which keeps it in its archive: the message as archived. Nothing was appended for it.
+    Archived {
+        /// The message as archived.
+        message: Message,
+        /// The compaction that removed it ([`revert_compaction`](crate::revert_compaction)
+        /// brings it back).
+        compaction_event_id: Uuid,
+    },
+}
+
+impl StoredMessage {
+    /// The message's row, live or archived.
+    pub fn message(&self) -> &Message {
+        match self {
+            StoredMessage::Live(m) | StoredMessage::Archived { message: m, .. } => m,
+        }
+    }
+
+    /// The message's row, owned.
+    pub fn into_message(self) -> Message {
+        match self {
+            StoredMessage::Live(m) | StoredMessage::Archived { message: m, .. } => m,
+        }
+    }
+
+    /// True if a compaction removed it since it was stored.
+    pub fn is_archived(&self) -> bool {
+        matches!(self, StoredMessage::Archived { .. })
+    }
+}
+
 /// Appends `batch` to session `session_id` of `tenant` in one statement, in the given order,
-/// and adds their tokens to the session's `total_tokens`. Returns the stored rows in order.
-/// Every column of [`NewMessage`] is stored, including those later migrations add; columns
-/// left `None` take their defaults. An empty batch is a no-op (and does not check the session).
+/// and adds their tokens to the session's `total_tokens`. Returns every message as stored (read
+/// back from the database: timestamps as PostgreSQL rounds them, JSON as jsonb normalises it)
+/// and the session's counters after the append. Every column of [`NewMessage`] is stored,
+/// including those later migrations add; columns left `None` take their defaults. An empty
+/// batch appends nothing and reports the session's counters.
 ///
-/// Safe to retry: a message whose `id` the caller gave and which is already stored with the
-/// same values is not stored again and comes back as stored (its tokens are counted once), so a
-/// batch whose outcome is unknown (a lost connection) can simply be sent again with the same
-/// ids; a batch partly stored stores the rest.
+/// Safe to retry, at any moment: a message whose `id` the caller gave and which is already
+/// stored with the same values is not stored again and comes back as stored (its tokens are
+/// counted once), so a batch whose outcome is unknown (a lost connection, a client timeout
+/// while the first call still runs) can simply be sent again with the same ids. A message
+/// that a compaction has removed since it was stored comes back as
+/// [`StoredMessage::Archived`], and nothing is stored for it. A batch partly stored stores the
+/// rest. The retry waits for an append still running on the session and then reads what that
+/// one stored (see [`stmt::append`](agentpg_schema::messages::stmt::append)).
 ///
 /// The statement is the generated `messages::stmt::APPEND`: it locks the session row, so
-/// concurrent appends to one session never interleave their positions.
+/// concurrent appends to one session never interleave their positions; positions follow the
+/// session's `last_position`.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for a
 /// message of another session or tenant, a position given, an id given twice, NUL characters,
-/// metadata that is not an object, or negative token counts; [`Error::Conflict`] naming the id
-/// if a given id is stored with other values or in another session (or was stored by a
-/// concurrent append of the same batch). Nothing is written on any error.
+/// metadata that is not an object, negative token counts, or JSON that would not store what
+/// its type says (see [`ContentBlock`](agentpg_schema::ContentBlock)); [`Error::Conflict`]
+/// naming the id if a given id is stored (or archived) with other values or in another
+/// session. Nothing is written on any error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = batch.len()))]
-pub async fn append_messages(
-    executor: impl PgExecutor<'_>,
+pub async fn append_messages<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
     session_id: Uuid,
     batch: &[NewMessage],
-) -> Result<Vec<Message>> {
-    append(executor, tenant, session_id, None, batch).await
+) -> Result<Appended> {
+    append(conn, tenant, session_id, None, batch).await
 }
 
 /// What a conditional append expects the session's last appended message to be: the newest
@@ -91,31 +167,28 @@ pub enum LastSeen {
 /// As [`append_messages`], and [`Error::Conflict`] if the session's last appended message is
 /// not `last_seen` (nothing is written).
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, count = batch.len(), last_seen = ?last_seen))]
-pub async fn append_messages_after(
-    executor: impl PgExecutor<'_>,
+pub async fn append_messages_after<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
     session_id: Uuid,
     last_seen: LastSeen,
     batch: &[NewMessage],
-) -> Result<Vec<Message>> {
+) -> Result<Appended> {
     let expected = match last_seen {
         LastSeen::Nothing => None,
         LastSeen::Position(p) => Some(p),
     };
-    append(executor, tenant, session_id, Some(expected), batch).await
+    append(conn, tenant, session_id, Some(expected), batch).await
 }
 
-async fn append(
-    executor: impl PgExecutor<'_>,
+async fn append<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
     session_id: Uuid,
     expected_last: Option<Option<i64>>,
     batch: &[NewMessage],
-) -> Result<Vec<Message>> {
+) -> Result<Appended> {
     validate::tenant(tenant)?;
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut ids = std::collections::HashSet::with_capacity(batch.len());
     for (i, m) in batch.iter().enumerate() {
         check(tenant, session_id, i, m)?;
@@ -131,15 +204,38 @@ async fn append(
         tenant_id: tenant,
         session_id,
     };
-    match messages::stmt::append(executor, &parent, expected_last, batch).await? {
-        AppendOutcome::Appended(rows) => Ok(rows),
+    let mut conn = conn.acquire().await?;
+    match messages::stmt::append(&mut conn, &parent, expected_last, batch).await? {
+        AppendOutcome::Appended { rows, last, total } => Ok(Appended {
+            messages: rows
+                .into_iter()
+                .map(|stored| match stored {
+                    Stored::Live(m) => StoredMessage::Live(m),
+                    Stored::Archived { row, by } => StoredMessage::Archived {
+                        message: row,
+                        compaction_event_id: by,
+                    },
+                })
+                .collect(),
+            total_tokens: total.ok_or_else(|| {
+                Error::Database(agentpg_schema::generated::null_column("total_tokens"))
+            })?,
+            last_position: last,
+        }),
         AppendOutcome::NoParent => Err(Error::NotFound(Entity::Session)),
-        AppendOutcome::Clash(stored) if stored.session_id != session_id => Err(Error::conflict(
-            format!("message {} already exists in another session", stored.id),
+        AppendOutcome::Clash { row, .. } if row.session_id != session_id => Err(Error::conflict(
+            format!("message {} already exists in another session", row.id),
         )),
-        AppendOutcome::Clash(stored) => Err(Error::conflict(format!(
+        AppendOutcome::Clash {
+            row,
+            archived_by: Some(event),
+        } => Err(Error::conflict(format!(
+            "message {} was stored with other values, and compaction {event} has archived it since",
+            row.id
+        ))),
+        AppendOutcome::Clash { row, .. } => Err(Error::conflict(format!(
             "message {} already exists with other values",
-            stored.id
+            row.id
         ))),
         AppendOutcome::Moved { last } => Err(Error::conflict(format!(
             "the session moved on: its last message is at position {}, not {}",

@@ -36,7 +36,10 @@ async fn sixteen_concurrent_appenders_lose_nothing(pool: PgPool) {
                         )
                     })
                     .collect();
-                let stored = append_messages(&pool, TENANT, s.id, &batch).await.unwrap();
+                let stored = append_messages(&pool, TENANT, s.id, &batch)
+                    .await
+                    .unwrap()
+                    .into_rows();
                 acknowledged.extend(stored.into_iter().map(|m| (m.id, m.position)));
                 i += n;
             }

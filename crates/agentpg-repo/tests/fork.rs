@@ -52,7 +52,8 @@ async fn a_fork_copies_everything_up_to_the_fork_point(pool: PgPool) {
     batch.push(text(source.id, MessageRole::Assistant, "after", 100, 100));
     let stored = append_messages(&pool, TENANT, source.id, &batch)
         .await
-        .unwrap();
+        .unwrap()
+        .into_rows();
 
     let fork = fork_session(&pool, TENANT, source.id, stored[2].id, &fork_of("fork"))
         .await
@@ -84,7 +85,8 @@ async fn a_fork_copies_everything_up_to_the_fork_point(pool: PgPool) {
         &[text(fork.id, MessageRole::Assistant, "other way", 1, 1)],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     assert!(next[0].position > stored[2].position);
     assert_eq!(session_row(&pool, fork.id).await.total_tokens, 17);
 

@@ -51,7 +51,8 @@ async fn injection_strings_are_stored_verbatim_and_do_nothing(pool: PgPool) {
             }],
         )
         .await
-        .unwrap();
+        .unwrap()
+        .into_rows();
         let listed = list_messages(&pool, &tenant, s.id, MessageRange::default())
             .await
             .unwrap();
@@ -124,7 +125,8 @@ async fn fifty_megabytes_of_content_round_trip(pool: PgPool) {
         }],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     let listed = list_messages(&pool, TENANT, s.id, MessageRange::default())
         .await
         .unwrap();
@@ -149,7 +151,8 @@ async fn deep_json_up_to_the_limit_round_trips_and_beyond_is_refused(pool: PgPoo
     };
     let stored = append_messages(&pool, TENANT, s.id, &[with(nested(126))])
         .await
-        .unwrap();
+        .unwrap()
+        .into_rows();
     let listed = list_messages(&pool, TENANT, s.id, MessageRange::default())
         .await
         .unwrap();
@@ -352,7 +355,8 @@ async fn texts_that_go_into_an_index_have_limits(pool: PgPool) {
         &[tool(incompressible(limits::TOOL_ID))],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     let after_append = dump(&pool).await;
     refused_naming(
         append_messages(

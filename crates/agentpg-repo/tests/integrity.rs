@@ -77,6 +77,7 @@ async fn tool_conversation(pool: &PgPool, session_id: Uuid) -> Vec<Message> {
     )
     .await
     .unwrap()
+    .into_rows()
 }
 
 /// Transaction A marks M preserved and has not committed; a compaction removing M reads M as
@@ -190,7 +191,8 @@ async fn a_tool_result_appended_while_a_delete_waits_protects_its_call(pool: PgP
         )],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     let mut a = pool.begin().await.unwrap();
     append_messages(
         &mut *a,
@@ -233,7 +235,8 @@ async fn a_tool_result_appended_while_a_compaction_waits_protects_its_call(pool:
         )],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     let mut a = pool.begin().await.unwrap();
     append_messages(
         &mut *a,
@@ -269,10 +272,16 @@ async fn a_retried_batch_is_stored_once(pool: PgPool) {
             ..text(s.id, MessageRole::User, &format!("m{i}"), 2, 3)
         })
         .collect();
-    let first = append_messages(&pool, TENANT, s.id, &batch).await.unwrap();
+    let first = append_messages(&pool, TENANT, s.id, &batch)
+        .await
+        .unwrap()
+        .into_rows();
     let snapshot = dump(&pool).await;
     // The full retry: the stored rows, nothing changed, tokens counted once.
-    let again = append_messages(&pool, TENANT, s.id, &batch).await.unwrap();
+    let again = append_messages(&pool, TENANT, s.id, &batch)
+        .await
+        .unwrap()
+        .into_rows();
     assert_eq!(again, first);
     assert_eq!(
         dump(&pool).await,
@@ -287,7 +296,10 @@ async fn a_retried_batch_is_stored_once(pool: PgPool) {
         id: Some(Uuid::new_v4()),
         ..text(s.id, MessageRole::Assistant, "m3", 1, 0)
     });
-    let stored = append_messages(&pool, TENANT, s.id, &longer).await.unwrap();
+    let stored = append_messages(&pool, TENANT, s.id, &longer)
+        .await
+        .unwrap()
+        .into_rows();
     assert_eq!(&stored[..3], &first[..]);
     assert_eq!(stored[3].id, longer[3].id.unwrap());
     assert!(stored[3].position > first[2].position);
@@ -367,7 +379,8 @@ async fn a_conditional_append_fails_if_anything_was_appended_since(pool: PgPool)
         &[text(s.id, MessageRole::User, "a", 1, 1)],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     assert_eq!(
         session_row(&pool, s.id).await.last_position,
         Some(first[0].position)
@@ -410,11 +423,13 @@ async fn a_conditional_append_fails_if_anything_was_appended_since(pool: PgPool)
     }];
     let stored = append_messages_after(&pool, TENANT, s.id, LastSeen::Position(tip), &batch)
         .await
-        .unwrap();
+        .unwrap()
+        .into_rows();
     // Its retry (the position it expected has moved, by this very batch) returns it.
     let retried = append_messages_after(&pool, TENANT, s.id, LastSeen::Position(tip), &batch)
         .await
-        .unwrap();
+        .unwrap()
+        .into_rows();
     assert_eq!(retried, stored);
 }
 
@@ -430,7 +445,8 @@ async fn a_conditional_append_decides_on_the_locked_session(pool: PgPool) {
         &[text(s.id, MessageRole::User, "a", 1, 1)],
     )
     .await
-    .unwrap()[0]
+    .unwrap()
+    .into_rows()[0]
         .position;
     let mut a = pool.begin().await.unwrap();
     append_messages_after(

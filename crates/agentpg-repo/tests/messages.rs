@@ -33,7 +33,10 @@ async fn append_keeps_order_and_counts_tokens_in_one_statement(pool: PgPool) {
         },
         text(s.id, MessageRole::Assistant, "again", 3, 7),
     ];
-    let stored = append_messages(&pool, TENANT, s.id, &batch).await.unwrap();
+    let stored = append_messages(&pool, TENANT, s.id, &batch)
+        .await
+        .unwrap()
+        .into_rows();
     assert_eq!(stored.len(), 4);
     assert_eq!(stored[0].id, given_id);
     assert_eq!(stored[0].metadata, json!({"k": "v"}));
@@ -80,7 +83,8 @@ async fn append_keeps_order_and_counts_tokens_in_one_statement(pool: PgPool) {
         &[NewMessage::new(TENANT.into(), s.id, MessageRole::User)],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     let listed = list_messages(&pool, TENANT, s.id, MessageRange::default())
         .await
         .unwrap();
@@ -89,14 +93,19 @@ async fn append_keeps_order_and_counts_tokens_in_one_statement(pool: PgPool) {
     assert_eq!(bare[0].metadata, json!({}));
     let after = session_row(&pool, s.id).await;
 
-    // An empty batch is a no-op, even for an unknown session.
+    // An empty batch writes nothing and reports the session's counters; an unknown session is
+    // not found.
+    let empty = append_messages(&pool, TENANT, s.id, &[]).await.unwrap();
+    assert!(empty.messages.is_empty());
     assert_eq!(
-        append_messages(&pool, TENANT, Uuid::new_v4(), &[])
-            .await
-            .unwrap(),
-        vec![]
+        (empty.total_tokens, empty.last_position),
+        (after.total_tokens, after.last_position)
     );
     assert_eq!(session_row(&pool, s.id).await, after);
+    assert!(matches!(
+        append_messages(&pool, TENANT, Uuid::new_v4(), &[]).await,
+        Err(Error::NotFound(Entity::Session))
+    ));
 }
 
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
@@ -142,7 +151,8 @@ async fn append_refuses_bad_input_and_writes_nothing(pool: PgPool) {
     // An id stored with other values: refused, the statement writes nothing.
     let first = append_messages(&pool, TENANT, s.id, std::slice::from_ref(&good))
         .await
-        .unwrap();
+        .unwrap()
+        .into_rows();
     let taken = NewMessage {
         id: Some(first[0].id),
         ..text(s.id, MessageRole::User, "other", 1, 1)
@@ -196,7 +206,8 @@ async fn unknown_blocks_and_fields_are_stored_and_returned_unchanged(pool: PgPoo
         }],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     assert_eq!(stored[0].content.0, blocks);
     let raw: serde_json::Value = sqlx::query_scalar("SELECT content FROM messages WHERE id = $1")
         .bind(stored[0].id)
@@ -389,6 +400,7 @@ async fn common_append(
     append_messages(&mut *tx, TENANT, session_id, &batch)
         .await
         .unwrap()
+        .into_rows()
 }
 
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]

@@ -77,7 +77,8 @@ async fn every_plan_applies_cleanly_and_lands_where_it_said(pool: PgPool) {
         let n = 4 + rng.below(40) as usize;
         let stored = append_messages(&pool, TENANT, s.id, &generated(&mut rng, s.id, n))
             .await
-            .unwrap();
+            .unwrap()
+            .into_rows();
         let before: i64 = stored.iter().map(|m| m.tokens).sum();
         let summary_tokens = rng.below(200) as i64;
         let keep_last_tokens = rng.below(800) as i64;

@@ -26,7 +26,10 @@ async fn old_compaction(pool: &PgPool, tenant: &str, name: &str, days: i32) -> C
             ..text(s.id, MessageRole::User, &format!("m{i}"), 1, 1)
         })
         .collect();
-    let stored = append_messages(pool, tenant, s.id, &batch).await.unwrap();
+    let stored = append_messages(pool, tenant, s.id, &batch)
+        .await
+        .unwrap()
+        .into_rows();
     let event = compact(pool, tenant, &plan(s.id, vec![stored[0].id, stored[1].id]))
         .await
         .unwrap();
@@ -323,7 +326,8 @@ async fn retention_skips_what_traffic_holds_and_traffic_never_waits_on_retention
         ],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_rows();
     compact(
         &mut *traffic,
         TENANT,

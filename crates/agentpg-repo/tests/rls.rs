@@ -29,7 +29,10 @@ async fn two_tenants(pool: &PgPool) {
                 ..text(s.id, MessageRole::User, &format!("m{i}"), 1, 1)
             })
             .collect();
-        let stored = append_messages(pool, tenant, s.id, &batch).await.unwrap();
+        let stored = append_messages(pool, tenant, s.id, &batch)
+            .await
+            .unwrap()
+            .into_rows();
         compact(pool, tenant, &plan(s.id, vec![stored[0].id]))
             .await
             .unwrap();

@@ -60,13 +60,26 @@ pub struct Append {
     pub total: Option<(&'static str, &'static str)>,
     /// A parent column set to `now()` by every append.
     pub touched: Option<&'static str>,
-    /// The child column that orders a parent's rows: an identity column, always drawn by the
-    /// append (so each batch's values increase in the given order).
+    /// The child column that orders a parent's rows, an integer: an append numbers its rows
+    /// after the parent's `last` value, in the given order (no sequence is drawn, so the
+    /// statement calls no volatile function for it and the order is the parent's own).
     pub order_by: &'static str,
-    /// A parent column holding the `order_by` value of the last row appended: every append sets
-    /// it, and an append may be made conditional on it (nothing appended since the caller
-    /// looked).
-    pub last: Option<&'static str>,
+    /// The parent column holding the `order_by` value of the last row appended: every append
+    /// sets it, numbers its rows after it, and may be made conditional on it (nothing appended
+    /// since the caller looked).
+    pub last: &'static str,
+    /// Where rows of `table` go when they are archived: a retry of a row archived since it was
+    /// appended finds it there, and nothing is appended again.
+    pub archive: Option<AppendArchive>,
+}
+
+/// The archive a retried append looks in: a declared [`Archive`] of the appended table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendArchive {
+    /// The archive table (an [`Archive::archive`] declared for the appended table).
+    pub table: &'static str,
+    /// The archive's column naming what archived a row (reported with the archived row).
+    pub archived_by: &'static str,
 }
 
 /// Rows of `table` archived whole (`to_jsonb` of the row) in column `json_column` of `archive`,
@@ -109,15 +122,21 @@ pub const AGENTPG_JSON_TYPES: &[JsonType] = &[
 ];
 
 /// Messages are appended under their session: the session row is locked (so concurrent batches
-/// never interleave their positions), its `total_tokens` grows by the messages' `tokens`, its
-/// `updated_at` is set, and `last_position` records the last position appended.
+/// never interleave their positions), the messages are numbered after its `last_position`, its
+/// `total_tokens` grows by the messages' `tokens`, its `updated_at` is set, and `last_position`
+/// records the last position appended. A retried message that a compaction has archived since
+/// is found in `message_archive`.
 pub const AGENTPG_APPENDS: &[Append] = &[Append {
     table: "messages",
     foreign_key: "messages_session_fkey",
     total: Some(("total_tokens", "tokens")),
     touched: Some("updated_at"),
     order_by: "position",
-    last: Some("last_position"),
+    last: "last_position",
+    archive: Some(AppendArchive {
+        table: "message_archive",
+        archived_by: "compaction_event_id",
+    }),
 }];
 
 /// Compactions archive the messages they remove in `message_archive`, and a revert restores the

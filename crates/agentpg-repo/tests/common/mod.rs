@@ -54,6 +54,7 @@ pub async fn conversation(pool: &PgPool, session_id: Uuid, n: usize) -> Vec<Mess
     append_messages(pool, TENANT, session_id, &batch)
         .await
         .unwrap()
+        .into_rows()
 }
 
 pub async fn all_messages(pool: &PgPool, session_id: Uuid) -> Vec<Message> {

@@ -887,7 +887,7 @@ pub mod stmt {
     #[allow(unused_imports)]
     use super::*;
     /// Inserts one `messages` row; `RETURNING` every column.
-    pub const INSERT: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const INSERT: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass)::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewMessage,
@@ -907,7 +907,7 @@ pub mod stmt {
             .bind(row.updated_at.as_ref())
     }
     /// Inserts any number of `messages` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    pub const INSERT_BATCH: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", coalesce(\"i\".\"v4\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb), \"i\".\"v7\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v9\", (false)::bool), coalesce(\"i\".\"v10\", (false)::bool), coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const INSERT_BATCH: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", coalesce(\"i\".\"v4\", nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass)::int8), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb), \"i\".\"v7\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v9\", (false)::bool), coalesce(\"i\".\"v10\", (false)::bool), coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `rows` to [`INSERT_BATCH`].
     pub fn insert_batch<'a>(
         rows: &'a [super::NewMessage],
@@ -985,16 +985,22 @@ pub mod stmt {
             .bind(&arg.session_id)
             .bind(&arg.position)
     }
-    /// Appends any number of `messages` rows under one `messages_session_fkey` row in one statement, in the given order: the parent row is locked (appends under one parent never interleave), each row's `position` is drawn in order, its foreign-key columns are the parent's (the rows' own values of those columns are not read); the parent's `total_tokens` grows by the new rows' `tokens` and its `updated_at` is set. A row whose key is already stored with the same values is not appended again and comes back as stored (retrying a batch changes nothing); one stored with other values, or under another parent, fails the statement on the key and nothing is written. With `expected_last`, nothing is appended unless the parent's `last_position` is that value (`Some(None)`: nothing appended yet) — [`crate::generated::AppendOutcome::Moved`] then — except that a full retry of a stored batch still returns it.
-    pub const APPEND: &str = "WITH \"parent\" AS (SELECT \"tenant_id\", \"id\", \"last_position\" AS \"last\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"parent\".\"tenant_id\", \"parent\".\"id\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") WHERE \"parent\".\"ok\" ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", CASE WHEN \"content\" = ('[]'::JSONB)::jsonb THEN \"content\" END AS \"content\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", CASE WHEN \"metadata\" = ('{}'::JSONB)::jsonb THEN \"metadata\" END AS \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) FROM \"parent\" WHERE \"p\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"p\".\"id\" = \"parent\".\"id\" AND EXISTS (SELECT 1 FROM \"rows\")) SELECT 0 AS \"kind\", NULL::int8 AS \"last\", \"rows\".\"id\" AS \"id\", \"rows\".\"tenant_id\" AS \"tenant_id\", \"rows\".\"session_id\" AS \"session_id\", \"rows\".\"position\" AS \"position\", NULL::text AS \"role\", \"rows\".\"content\" AS \"content\", NULL::jsonb AS \"usage\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", \"rows\".\"metadata\" AS \"metadata\", \"rows\".\"is_preserved\" AS \"is_preserved\", \"rows\".\"is_summary\" AS \"is_summary\", \"rows\".\"created_at\" AS \"created_at\", \"rows\".\"updated_at\" AS \"updated_at\" FROM \"rows\" UNION ALL SELECT 3, \"parent\".\"last\", NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"parent\" WHERE NOT \"parent\".\"ok\" ORDER BY \"position\" NULLS LAST";
+    /// Appends any number of `messages` rows under one `messages_session_fkey` row in one statement, in the given order: the parent row is locked (appends under one parent never interleave), the rows' `position` values follow the parent's `last_position` in the given order, their foreign-key columns are the parent's (the rows' own values of those columns are not read); the parent's `total_tokens` grows by the new rows' `tokens` and its `updated_at` is set. Every row comes back as stored. A row whose key is already stored (or archived in `message_archive`) with the same values is not appended again and comes back as stored; one stored with other values, or under another parent, is a clash and nothing is written. With `expected_last`, nothing is appended unless the parent's `last_position` is that value (`Some(None)`: nothing appended yet), except that a full retry of a stored batch still returns it.
+    pub const APPEND: &str = "WITH \"parent\" AS (SELECT \"ctid\" AS \"version\", \"last_position\" AS \"last\", \"total_tokens\" AS \"total\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), $1::text, $2::uuid, (coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") WHERE \"parent\".\"ok\" ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) WHERE \"p\".\"tenant_id\" = $1::text AND \"p\".\"id\" = $2::uuid AND EXISTS (SELECT 1 FROM \"rows\") RETURNING \"p\".\"last_position\", \"p\".\"total_tokens\") SELECT 0 AS \"kind\", NULL::int8 AS \"last\", NULL::int8 AS \"total\", NULL::uuid AS \"archived_by\", \"rows\".\"id\", \"rows\".\"tenant_id\", \"rows\".\"session_id\", \"rows\".\"position\", \"rows\".\"role\", \"rows\".\"content\", \"rows\".\"usage\", \"rows\".\"tokens\", \"rows\".\"tool_use_ids\", \"rows\".\"tool_result_ids\", \"rows\".\"metadata\", \"rows\".\"is_preserved\", \"rows\".\"is_summary\", \"rows\".\"created_at\", \"rows\".\"updated_at\" FROM \"rows\" UNION ALL SELECT 3, \"parent\".\"last\", NULL, NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"parent\" WHERE NOT \"parent\".\"ok\" UNION ALL SELECT 8, coalesce((SELECT \"p\".\"last_position\" FROM \"parent_update\" AS \"p\"), (SELECT \"last\" FROM \"parent\")), coalesce((SELECT \"p\".\"total_tokens\" FROM \"parent_update\" AS \"p\"), (SELECT \"total\" FROM \"parent\")), NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"parent\" ORDER BY \"position\" NULLS LAST";
     /// [`APPEND`] for a batch that gives keys: it also finds the rows a retry
-    /// of the batch stored already.
-    pub const APPEND_RETRYABLE: &str = "WITH \"parent\" AS (SELECT \"tenant_id\", \"id\", \"last_position\" AS \"last\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE), \"existing\" AS (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"m\".\"session_id\" = \"parent\".\"id\" AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v6\" IS NOT NULL) OR \"m\".\"is_preserved\" IS NOT DISTINCT FROM \"i\".\"v6\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\") AND (NOT (\"i\".\"v9\" IS NOT NULL) OR \"m\".\"updated_at\" IS NOT DISTINCT FROM \"i\".\"v9\")) AS \"same\" FROM \"parent\" CROSS JOIN unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"messages\" AS \"m\" WHERE \"m\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"m\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"m\" WHERE \"i\".\"v1\" IS NOT NULL), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"parent\".\"tenant_id\", \"parent\".\"id\", nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass)::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") WHERE \"parent\".\"ok\" AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE \"e\".\"id\" = \"i\".\"v1\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", CASE WHEN \"content\" = ('[]'::JSONB)::jsonb THEN \"content\" END AS \"content\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", CASE WHEN \"metadata\" = ('{}'::JSONB)::jsonb THEN \"metadata\" END AS \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) FROM \"parent\" WHERE \"p\".\"tenant_id\" = \"parent\".\"tenant_id\" AND \"p\".\"id\" = \"parent\".\"id\" AND EXISTS (SELECT 1 FROM \"rows\")) SELECT 0 AS \"kind\", NULL::int8 AS \"last\", \"rows\".\"id\" AS \"id\", \"rows\".\"tenant_id\" AS \"tenant_id\", \"rows\".\"session_id\" AS \"session_id\", \"rows\".\"position\" AS \"position\", NULL::text AS \"role\", \"rows\".\"content\" AS \"content\", NULL::jsonb AS \"usage\", \"rows\".\"tokens\" AS \"tokens\", \"rows\".\"tool_use_ids\" AS \"tool_use_ids\", \"rows\".\"tool_result_ids\" AS \"tool_result_ids\", \"rows\".\"metadata\" AS \"metadata\", \"rows\".\"is_preserved\" AS \"is_preserved\", \"rows\".\"is_summary\" AS \"is_summary\", \"rows\".\"created_at\" AS \"created_at\", \"rows\".\"updated_at\" AS \"updated_at\" FROM \"rows\" UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL::int8, \"e\".\"id\", \"e\".\"tenant_id\", \"e\".\"session_id\", \"e\".\"position\", \"e\".\"role\", \"e\".\"content\", \"e\".\"usage\", \"e\".\"tokens\", \"e\".\"tool_use_ids\", \"e\".\"tool_result_ids\", \"e\".\"metadata\", \"e\".\"is_preserved\", \"e\".\"is_summary\", \"e\".\"created_at\", \"e\".\"updated_at\" FROM \"existing\" AS \"e\" UNION ALL SELECT 3, \"parent\".\"last\", NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"parent\" WHERE NOT \"parent\".\"ok\" ORDER BY \"position\" NULLS LAST";
+    /// of the batch stored already (or that were archived since), and takes the
+    /// parent's lock without waiting (see [`append`]).
+    pub const APPEND_RETRYABLE: &str = "WITH \"parent\" AS (SELECT \"ctid\" AS \"version\", \"last_position\" AS \"last\", \"total_tokens\" AS \"total\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE SKIP LOCKED), \"seen\" AS (SELECT \"ctid\" AS \"version\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid), \"existing\" AS (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = $1::text AND \"m\".\"session_id\" = $2::uuid AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v6\" IS NOT NULL) OR \"m\".\"is_preserved\" IS NOT DISTINCT FROM \"i\".\"v6\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\") AND (NOT (\"i\".\"v9\" IS NOT NULL) OR \"m\".\"updated_at\" IS NOT DISTINCT FROM \"i\".\"v9\")) AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"messages\" AS \"m\" WHERE \"m\".\"tenant_id\" = $1::text AND \"m\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"m\"), \"archived\" AS (SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END AS \"id\", \"r\".\"tenant_id\" AS \"tenant_id\", \"r\".\"session_id\" AS \"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass) END AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\", \"a\".\"compaction_event_id\" AS \"archived_by\", ((NOT (\"i\".\"v1\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END IS NOT DISTINCT FROM \"i\".\"v1\") AND \"r\".\"tenant_id\" = $1::text AND \"r\".\"session_id\" = $2::uuid AND \"r\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v3\") AND \"r\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v6\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END IS NOT DISTINCT FROM \"i\".\"v6\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END IS NOT DISTINCT FROM \"i\".\"v8\") AND (NOT (\"i\".\"v9\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END IS NOT DISTINCT FROM \"i\".\"v9\")) AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"message_archive\" AS \"a\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\") AS \"x\"), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), $1::text, $2::uuid, (coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") WHERE \"parent\".\"ok\" AND \"parent\".\"version\" = (SELECT \"version\" FROM \"seen\") AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE \"e\".\"id\" = \"i\".\"v1\") AND NOT EXISTS (SELECT 1 FROM \"archived\" AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"archived\" AS \"e\" WHERE \"e\".\"id\" = \"i\".\"v1\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) WHERE \"p\".\"tenant_id\" = $1::text AND \"p\".\"id\" = $2::uuid AND EXISTS (SELECT 1 FROM \"rows\") RETURNING \"p\".\"last_position\", \"p\".\"total_tokens\") SELECT 0 AS \"kind\", NULL::int8 AS \"last\", NULL::int8 AS \"total\", NULL::uuid AS \"archived_by\", \"rows\".\"id\", \"rows\".\"tenant_id\", \"rows\".\"session_id\", \"rows\".\"position\", \"rows\".\"role\", \"rows\".\"content\", \"rows\".\"usage\", \"rows\".\"tokens\", \"rows\".\"tool_use_ids\", \"rows\".\"tool_result_ids\", \"rows\".\"metadata\", \"rows\".\"is_preserved\", \"rows\".\"is_summary\", \"rows\".\"created_at\", \"rows\".\"updated_at\" FROM \"rows\" UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL, NULL, NULL, \"e\".\"id\", \"e\".\"tenant_id\", \"e\".\"session_id\", \"e\".\"position\", \"e\".\"role\", \"e\".\"content\", \"e\".\"usage\", \"e\".\"tokens\", \"e\".\"tool_use_ids\", \"e\".\"tool_result_ids\", \"e\".\"metadata\", \"e\".\"is_preserved\", \"e\".\"is_summary\", \"e\".\"created_at\", \"e\".\"updated_at\" FROM \"existing\" AS \"e\" UNION ALL SELECT CASE WHEN \"x\".\"same\" THEN 5 ELSE 6 END, NULL, NULL, \"x\".\"archived_by\", \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", \"x\".\"tokens\", \"x\".\"tool_use_ids\", \"x\".\"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM \"archived\" AS \"x\" UNION ALL SELECT 3, \"parent\".\"last\", NULL, NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"parent\" WHERE NOT \"parent\".\"ok\" UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM \"parent\" WHERE \"parent\".\"version\" = \"seen\".\"version\") THEN 8 ELSE 4 END, coalesce((SELECT \"p\".\"last_position\" FROM \"parent_update\" AS \"p\"), (SELECT \"last\" FROM \"parent\")), coalesce((SELECT \"p\".\"total_tokens\" FROM \"parent_update\" AS \"p\"), (SELECT \"total\" FROM \"parent\")), NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"seen\" ORDER BY \"position\" NULLS LAST";
+    /// The parent row locked, in a statement of its own: what [`append`] runs before
+    /// running a retry's statement again when the parent was busy.
+    pub const LOCK_PARENT: &str = "SELECT 1 FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE";
     /// One row of [`APPEND`]'s answer.
     #[derive(::sqlx::FromRow)]
     struct AppendAnswer {
         kind: i32,
         last: Option<i64>,
+        total: Option<i64>,
+        archived_by: Option<::uuid::Uuid>,
         id: Option<::uuid::Uuid>,
         tenant_id: Option<String>,
         session_id: Option<::uuid::Uuid>,
@@ -1011,20 +1017,170 @@ pub mod stmt {
         created_at: Option<::chrono::DateTime<::chrono::Utc>>,
         updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
     }
-    /// Runs [`APPEND`]: `rows` appended under `arg`, as one statement.
-    pub async fn append<'e, 'a>(
-        executor: impl ::sqlx::PgExecutor<'e>,
+    impl AppendAnswer {
+        /// The row it carries; a column the table holds for every row but the answer left
+        /// NULL is an error, not a panic.
+        fn into_row(self) -> Result<super::Message, ::sqlx::Error> {
+            Ok(super::Message {
+                id: self.id.ok_or_else(|| crate::generated::null_column("id"))?,
+                tenant_id: self
+                    .tenant_id
+                    .ok_or_else(|| crate::generated::null_column("tenant_id"))?,
+                session_id: self
+                    .session_id
+                    .ok_or_else(|| crate::generated::null_column("session_id"))?,
+                position: self
+                    .position
+                    .ok_or_else(|| crate::generated::null_column("position"))?,
+                role: self.role.ok_or_else(|| crate::generated::null_column("role"))?,
+                content: self
+                    .content
+                    .ok_or_else(|| crate::generated::null_column("content"))?,
+                usage: self.usage,
+                tokens: self
+                    .tokens
+                    .ok_or_else(|| crate::generated::null_column("tokens"))?,
+                tool_use_ids: self
+                    .tool_use_ids
+                    .ok_or_else(|| crate::generated::null_column("tool_use_ids"))?,
+                tool_result_ids: self
+                    .tool_result_ids
+                    .ok_or_else(|| crate::generated::null_column("tool_result_ids"))?,
+                metadata: self
+                    .metadata
+                    .ok_or_else(|| crate::generated::null_column("metadata"))?,
+                is_preserved: self
+                    .is_preserved
+                    .ok_or_else(|| crate::generated::null_column("is_preserved"))?,
+                is_summary: self
+                    .is_summary
+                    .ok_or_else(|| crate::generated::null_column("is_summary"))?,
+                created_at: self
+                    .created_at
+                    .ok_or_else(|| crate::generated::null_column("created_at"))?,
+                updated_at: self
+                    .updated_at
+                    .ok_or_else(|| crate::generated::null_column("updated_at"))?,
+            })
+        }
+    }
+    /// What `answer` says about `rows`.
+    fn decide(
+        answer: Vec<AppendAnswer>,
+        rows: &[super::NewMessage],
+    ) -> Result<
+        crate::generated::AppendOutcome<super::Message, i64, i64, ::uuid::Uuid>,
+        ::sqlx::Error,
+    > {
+        let mut fresh = Vec::new();
+        let mut stored: Vec<crate::generated::Stored<super::Message, ::uuid::Uuid>> = Vec::new();
+        let mut moved = None;
+        let mut parent = None;
+        for a in answer {
+            match a.kind {
+                0i32 => fresh.push(a.into_row()?),
+                1i32 => stored.push(crate::generated::Stored::Live(a.into_row()?)),
+                2i32 => {
+                    return Ok(crate::generated::AppendOutcome::Clash {
+                        row: a.into_row()?,
+                        archived_by: None,
+                    });
+                }
+                5i32 => {
+                    let by = a
+                        .archived_by
+                        .ok_or_else(|| crate::generated::null_column("archived_by"))?;
+                    stored
+                        .push(crate::generated::Stored::Archived {
+                            row: a.into_row()?,
+                            by,
+                        });
+                }
+                6i32 => {
+                    let by = a
+                        .archived_by
+                        .ok_or_else(|| crate::generated::null_column("archived_by"))?;
+                    return Ok(crate::generated::AppendOutcome::Clash {
+                        row: a.into_row()?,
+                        archived_by: Some(by),
+                    });
+                }
+                3i32 => moved = Some(a.last),
+                8i32 => parent = Some((a.last, a.total)),
+                other => {
+                    return Err(
+                        ::sqlx::Error::Protocol(
+                            format!("APPEND answered a row of kind {other}"),
+                        ),
+                    );
+                }
+            }
+        }
+        let Some((last, total)) = parent else {
+            return Ok(crate::generated::AppendOutcome::NoParent);
+        };
+        let mut slots = Vec::with_capacity(rows.len());
+        let mut pending = 0usize;
+        for new in rows {
+            let found = stored
+                .iter()
+                .position(|s| new.id.as_ref() == Some(&s.row().id))
+                .map(|i| stored.swap_remove(i));
+            pending += usize::from(found.is_none());
+            slots.push(found);
+        }
+        if let Some(last) = moved {
+            if pending > 0 {
+                return Ok(crate::generated::AppendOutcome::Moved {
+                    last,
+                });
+            }
+        }
+        let mut fresh = fresh.into_iter();
+        let mut out = Vec::with_capacity(rows.len());
+        for slot in slots {
+            match slot {
+                Some(found) => out.push(found),
+                None => {
+                    match fresh.next() {
+                        Some(row) => out.push(crate::generated::Stored::Live(row)),
+                        None => {
+                            return Err(
+                                ::sqlx::Error::Protocol(
+                                    "APPEND returned fewer rows than it was given".into(),
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(crate::generated::AppendOutcome::Appended {
+            rows: out,
+            last,
+            total,
+        })
+    }
+    /// Runs [`APPEND`] (or [`APPEND_RETRYABLE`]): `rows` appended under `arg` in one
+    /// statement. When a retry's statement finds the parent locked by another transaction
+    /// or changed after its snapshot was taken, it has written nothing; the parent is then
+    /// locked first ([`LOCK_PARENT`], in a transaction of its own or a savepoint inside
+    /// the caller's) and the statement runs again on a snapshot taken after the lock.
+    pub async fn append<'a>(
+        conn: &mut ::sqlx::PgConnection,
         arg: &super::MessageParent<'a>,
         expected_last: Option<Option<i64>>,
         rows: &[super::NewMessage],
-    ) -> Result<crate::generated::AppendOutcome<super::Message, i64>, ::sqlx::Error> {
-        let answer: Vec<AppendAnswer> = ::sqlx::query_as(
-                if rows.iter().any(|r| r.id.is_some()) {
-                    APPEND_RETRYABLE
-                } else {
-                    APPEND
-                },
-            )
+    ) -> Result<
+        crate::generated::AppendOutcome<super::Message, i64, i64, ::uuid::Uuid>,
+        ::sqlx::Error,
+    > {
+        let sql = if rows.iter().any(|r| r.id.is_some()) {
+            APPEND_RETRYABLE
+        } else {
+            APPEND
+        };
+        let answer: Vec<AppendAnswer> = ::sqlx::query_as::<_, AppendAnswer>(sql)
             .bind(arg.tenant_id)
             .bind(&arg.session_id)
             .bind(expected_last.is_some())
@@ -1043,196 +1199,51 @@ pub mod stmt {
             .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
             .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
             .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
-            .fetch_all(executor)
+            .fetch_all(&mut *conn)
             .await?;
-        if answer.is_empty() && !rows.is_empty() {
-            return Ok(crate::generated::AppendOutcome::NoParent);
+        if !answer.iter().any(|a| a.kind == 4i32) {
+            return decide(answer, rows);
         }
-        let mut fresh = Vec::new();
-        let mut stored = Vec::new();
-        let mut moved = None;
-        for a in answer {
-            match a.kind {
-                0 => fresh.push(a),
-                1 => {
-                    stored
-                        .push(super::Message {
-                            id: a.id.expect("the database returns this column"),
-                            tenant_id: a
-                                .tenant_id
-                                .expect("the database returns this column"),
-                            session_id: a
-                                .session_id
-                                .expect("the database returns this column"),
-                            position: a
-                                .position
-                                .expect("the database returns this column"),
-                            role: a.role.expect("the database returns this column"),
-                            content: a
-                                .content
-                                .expect("the database returns this column"),
-                            usage: a.usage,
-                            tokens: a.tokens.expect("the database returns this column"),
-                            tool_use_ids: a
-                                .tool_use_ids
-                                .expect("the database returns this column"),
-                            tool_result_ids: a
-                                .tool_result_ids
-                                .expect("the database returns this column"),
-                            metadata: a
-                                .metadata
-                                .expect("the database returns this column"),
-                            is_preserved: a
-                                .is_preserved
-                                .expect("the database returns this column"),
-                            is_summary: a
-                                .is_summary
-                                .expect("the database returns this column"),
-                            created_at: a
-                                .created_at
-                                .expect("the database returns this column"),
-                            updated_at: a
-                                .updated_at
-                                .expect("the database returns this column"),
-                        })
-                }
-                2 => {
-                    return Ok(
-                        crate::generated::AppendOutcome::Clash(super::Message {
-                            id: a.id.expect("the database returns this column"),
-                            tenant_id: a
-                                .tenant_id
-                                .expect("the database returns this column"),
-                            session_id: a
-                                .session_id
-                                .expect("the database returns this column"),
-                            position: a
-                                .position
-                                .expect("the database returns this column"),
-                            role: a.role.expect("the database returns this column"),
-                            content: a
-                                .content
-                                .expect("the database returns this column"),
-                            usage: a.usage,
-                            tokens: a.tokens.expect("the database returns this column"),
-                            tool_use_ids: a
-                                .tool_use_ids
-                                .expect("the database returns this column"),
-                            tool_result_ids: a
-                                .tool_result_ids
-                                .expect("the database returns this column"),
-                            metadata: a
-                                .metadata
-                                .expect("the database returns this column"),
-                            is_preserved: a
-                                .is_preserved
-                                .expect("the database returns this column"),
-                            is_summary: a
-                                .is_summary
-                                .expect("the database returns this column"),
-                            created_at: a
-                                .created_at
-                                .expect("the database returns this column"),
-                            updated_at: a
-                                .updated_at
-                                .expect("the database returns this column"),
-                        }),
-                    );
-                }
-                _ => moved = Some(a.last),
-            }
+        let mut tx = ::sqlx::Connection::begin(&mut *conn).await?;
+        ::sqlx::query(LOCK_PARENT)
+            .bind(arg.tenant_id)
+            .bind(&arg.session_id)
+            .execute(&mut *tx)
+            .await?;
+        let answer: Vec<AppendAnswer> = ::sqlx::query_as::<_, AppendAnswer>(sql)
+            .bind(arg.tenant_id)
+            .bind(&arg.session_id)
+            .bind(expected_last.is_some())
+            .bind(expected_last.flatten())
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
+            .bind(crate::generated::column(rows, |r| &r.role))
+            .bind(crate::generated::column(rows, |r| r.content.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.usage.as_ref()))
+            .bind(
+                crate::generated::column(
+                    rows,
+                    |r| r.metadata.as_ref().map(::sqlx::types::Json),
+                ),
+            )
+            .bind(crate::generated::column(rows, |r| r.is_preserved.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
+            .fetch_all(&mut *tx)
+            .await?;
+        if answer.iter().any(|a| a.kind == 4i32) {
+            return Err(
+                ::sqlx::Error::Protocol(
+                    "APPEND found its parent busy after locking it".into(),
+                ),
+            );
         }
-        let mut slots: Vec<Option<super::Message>> = Vec::with_capacity(rows.len());
-        let mut pending = 0usize;
-        for new in rows {
-            let found = stored
-                .iter()
-                .position(|s| new.id.as_ref() == Some(&s.id))
-                .map(|i| stored.swap_remove(i));
-            pending += usize::from(found.is_none());
-            slots.push(found);
-        }
-        if let Some(last) = moved {
-            if pending > 0 {
-                return Ok(crate::generated::AppendOutcome::Moved {
-                    last,
-                });
-            }
-        }
-        let mut fresh = fresh.into_iter();
-        let mut out = Vec::with_capacity(rows.len());
-        for (slot, new) in slots.into_iter().zip(rows) {
-            match slot {
-                Some(row) => out.push(row),
-                None => {
-                    let Some(a) = fresh.next() else {
-                        return Err(
-                            ::sqlx::Error::Protocol(
-                                "APPEND returned fewer rows than it was given".into(),
-                            ),
-                        );
-                    };
-                    out.push(super::Message {
-                        id: match &new.id {
-                            Some(v) => v.clone(),
-                            None => a.id.expect("the database returns this column"),
-                        },
-                        tenant_id: a
-                            .tenant_id
-                            .expect("the database returns this column"),
-                        session_id: a
-                            .session_id
-                            .expect("the database returns this column"),
-                        position: a.position.expect("the database returns this column"),
-                        role: new.role.clone(),
-                        content: match &new.content {
-                            Some(v) => v.clone(),
-                            None => a.content.expect("the database returns this column"),
-                        },
-                        usage: new.usage.clone(),
-                        tokens: a.tokens.expect("the database returns this column"),
-                        tool_use_ids: a
-                            .tool_use_ids
-                            .expect("the database returns this column"),
-                        tool_result_ids: a
-                            .tool_result_ids
-                            .expect("the database returns this column"),
-                        metadata: match &new.metadata {
-                            Some(v) => v.clone(),
-                            None => a.metadata.expect("the database returns this column"),
-                        },
-                        is_preserved: match &new.is_preserved {
-                            Some(v) => v.clone(),
-                            None => {
-                                a.is_preserved.expect("the database returns this column")
-                            }
-                        },
-                        is_summary: match &new.is_summary {
-                            Some(v) => v.clone(),
-                            None => {
-                                a.is_summary.expect("the database returns this column")
-                            }
-                        },
-                        created_at: match &new.created_at {
-                            Some(v) => v.clone(),
-                            None => {
-                                a.created_at.expect("the database returns this column")
-                            }
-                        },
-                        updated_at: match &new.updated_at {
-                            Some(v) => v.clone(),
-                            None => {
-                                a.updated_at.expect("the database returns this column")
-                            }
-                        },
-                    });
-                }
-            }
-        }
-        Ok(crate::generated::AppendOutcome::Appended(out))
+        let outcome = decide(answer, rows)?;
+        tx.commit().await?;
+        Ok(outcome)
     }
     /// The `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey`, read as `messages` rows of today's shape (a column the archive predates takes its default), in `position` order.
-    pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM (SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END AS \"id\", \"r\".\"tenant_id\" AS \"tenant_id\", \"r\".\"session_id\" AS \"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";
+    pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM (SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END AS \"id\", \"r\".\"tenant_id\" AS \"tenant_id\", \"r\".\"session_id\" AS \"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass) END AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";
     /// Binds `arg` to [`ARCHIVED`].
     pub fn archived<'a>(
         arg: &'a super::MessageArchived<'a>,
@@ -1240,7 +1251,7 @@ pub mod stmt {
         ::sqlx::query_as(ARCHIVED).bind(arg.tenant_id).bind(&arg.compaction_event_id)
     }
     /// Inserts the `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey` back, every column as archived (a column the archive predates takes its default; one that is NOT NULL without a default fails the statement with a NOT NULL violation naming it); `RETURNING` the restored rows. The archive rows stay: delete them in the same transaction.
-    pub const RESTORE: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END, \"r\".\"tenant_id\", \"r\".\"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END, \"r\".\"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END, \"r\".\"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END, CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid ORDER BY CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval((SELECT pg_get_serial_sequence('\"messages\"', 'position'))::regclass) END RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const RESTORE: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT CASE WHEN \"a\".\"original_message\" ? 'id' THEN \"r\".\"id\" ELSE (gen_random_uuid())::uuid END, \"r\".\"tenant_id\", \"r\".\"session_id\", CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass) END, \"r\".\"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END, \"r\".\"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END, CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid ORDER BY CASE WHEN \"a\".\"original_message\" ? 'position' THEN \"r\".\"position\" ELSE nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass) END RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
     /// Binds `arg` to [`RESTORE`].
     pub fn restore<'a>(
         arg: &'a super::MessageArchived<'a>,

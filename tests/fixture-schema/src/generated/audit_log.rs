@@ -482,7 +482,7 @@ pub mod stmt {
     #[allow(unused_imports)]
     use super::*;
     /// Inserts one `Audit Log` row; `RETURNING` every column.
-    pub const INSERT: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") VALUES (coalesce($1::int8, nextval((SELECT pg_get_serial_sequence('\"Audit Log\"', 'id'))::regclass)::int8), $2::text, coalesce($3::text, ('note')::text), $4::int4, $5::int2) RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
+    pub const INSERT: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") VALUES (coalesce($1::int8, nextval(pg_get_serial_sequence('\"Audit Log\"', 'id')::regclass)::int8), $2::text, coalesce($3::text, ('note')::text), $4::int4, $5::int2) RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewAuditLog,
@@ -495,7 +495,7 @@ pub mod stmt {
             .bind(row.http_status.as_ref())
     }
     /// Inserts any number of `Audit Log` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    pub const INSERT_BATCH: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") SELECT coalesce(\"i\".\"v1\", nextval((SELECT pg_get_serial_sequence('\"Audit Log\"', 'id'))::regclass)::int8), \"i\".\"v2\", coalesce(\"i\".\"v3\", ('note')::text), \"i\".\"v4\", \"i\".\"v5\" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
+    pub const INSERT_BATCH: &str = "INSERT INTO \"Audit Log\" (\"id\", \"displayName\", \"Event Kind\", \"points\", \"HTTPStatus\") SELECT coalesce(\"i\".\"v1\", nextval(pg_get_serial_sequence('\"Audit Log\"', 'id')::regclass)::int8), \"i\".\"v2\", coalesce(\"i\".\"v3\", ('note')::text), \"i\".\"v4\", \"i\".\"v5\" FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::int2[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"displayName\", \"Event Kind\", \"points\", \"doubled\", \"HTTPStatus\"";
     /// Binds `rows` to [`INSERT_BATCH`].
     pub fn insert_batch<'a>(
         rows: &'a [super::NewAuditLog],

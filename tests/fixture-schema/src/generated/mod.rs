@@ -37,23 +37,68 @@ pub fn val<T: Clone + Into<::sea_query::Value>>(value: &T) -> ::sea_query::Simpl
 pub fn column<'a, R, T>(rows: &'a [R], f: impl FnMut(&'a R) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
 }
+/// One row of a generated `append`'s batch, as the database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored<R, K> {
+    /// In its table: appended by this call, or by an earlier one that this call repeats.
+    Live(R),
+    /// Appended by an earlier call and archived since: the row as archived, and what
+    /// archived it.
+    Archived {
+        /// The row as archived.
+        row: R,
+        /// The archive's value naming what archived it.
+        by: K,
+    },
+}
+impl<R, K> Stored<R, K> {
+    /// The row, live or archived.
+    pub fn row(&self) -> &R {
+        match self {
+            Stored::Live(row) | Stored::Archived { row, .. } => row,
+        }
+    }
+}
 /// What a generated `append` did. Nothing is written unless it is `Appended`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AppendOutcome<R, L> {
+pub enum AppendOutcome<R, L, T, K> {
     /// The rows as stored, in the given order: the new ones appended, and those a retry
-    /// found already stored as they are.
-    Appended(Vec<R>),
+    /// found already stored (or archived) as they are; the parent's last value and total
+    /// after the append.
+    Appended {
+        /// One per given row, in the given order.
+        rows: Vec<Stored<R, K>>,
+        /// The parent's last value after the append.
+        last: Option<L>,
+        /// The parent's total after the append (`None` when the append keeps none).
+        total: Option<T>,
+    },
     /// The parent row does not exist.
     NoParent,
-    /// A row's key is already stored with other values (or under another parent): the
-    /// stored row.
-    Clash(R),
+    /// A row's key is already stored (or archived) with other values, or under another
+    /// parent: the stored row, and what archived it if it is archived.
+    Clash {
+        /// The stored row.
+        row: R,
+        /// What archived it, if it is archived.
+        archived_by: Option<K>,
+    },
     /// Rows were appended since the expected last one: `last` is the parent's current
     /// last value.
     Moved {
         /// The parent's last value now.
         last: Option<L>,
     },
+}
+/// The error for a column that came back NULL where its table holds a value for every
+/// row: unexpected data is an error, never a panic.
+#[doc(hidden)]
+pub fn null_column(column: &str) -> ::sqlx::Error {
+    ::sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!("column {column} came back NULL, which its table never holds")
+            .into(),
+    }
 }
 /// A text value that is not one of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,25 +2,38 @@
 //! retry-safe and optionally conditional. For a declared [`Append`]:
 //!
 //! ```text
-//! WITH "parent"   AS (SELECT key, last, (not checked or last = expected) AS ok FROM parent
-//!                     WHERE key = $… FOR NO KEY UPDATE),
-//!      "existing" AS (child rows whose key the batch gives: a retry),
-//!      "rows"     AS (INSERT INTO child (…) SELECT … FROM "parent", unnest($…) … WHERE "parent".ok
-//!                     AND the row is not stored identically already ORDER BY ord RETURNING …),
-//!      "parent_update" AS (UPDATE parent SET total += sum, touched = now(), last = max … )
-//! SELECT new rows (what the database decided) UNION ALL stored rows of a retry
-//! UNION ALL a marker when the parent's last value was not the expected one
+//! WITH "parent"   AS (the parent row, locked: its version, last value, total, whether the last
+//!                     value is the expected one),
+//!      "seen"     AS (the parent row's version as this statement's snapshot sees it),   [1]
+//!      "existing" AS (stored child rows with a key the batch gives: a retry),           [1]
+//!      "archived" AS (archived child rows with a key the batch gives),                  [1]
+//!      "rows"     AS (INSERT INTO child … SELECT … FROM "parent", unnest($…) … WHERE the
+//!                     last value is the expected one, and the row is not stored already
+//!                     ORDER BY ord RETURNING every column),
+//!      "parent_update" AS (UPDATE parent SET total += sum, touched = now(), last = max …)
+//! SELECT new rows UNION ALL a retry's stored and archived rows UNION ALL a marker when the
+//! last value was not the expected one UNION ALL the parent's last value and total after
 //! ```
 //!
-//! * The parent row is locked first, so appends under one parent serialize and each batch's
-//!   `order_by` values (drawn from its identity) increase in the given order, uninterrupted.
-//! * A row whose key is already stored with the same values is not inserted again and comes
-//!   back as stored: retrying a batch changes nothing. One stored with other values (or under
-//!   another parent) is inserted anyway and fails the statement on the key: nothing is written.
+//! `[1]`: only in `APPEND_RETRYABLE`, the statement for a batch that gives keys.
+//!
+//! * Every table is filtered by the parent-key parameters themselves (never through a CTE
+//!   column), and no volatile function decides anything: a distributed database (Citus) keeps
+//!   the statement on the parent's shard.
+//! * The parent row is locked first, so appends under one parent serialize; the rows are
+//!   numbered after the parent's `last` value in the given order (no sequence is drawn).
+//! * What a retry reads of stored rows must not be older than the lock. `APPEND_RETRYABLE`
+//!   takes the lock with `SKIP LOCKED` and compares the locked row's version (`ctid`) with the
+//!   one its snapshot sees: when the parent was locked by another transaction, or changed after
+//!   the snapshot was taken, it writes nothing and says so, and the generated function takes the
+//!   lock in a statement of its own (in a transaction, or a savepoint inside the caller's) and
+//!   runs the statement again, now on a snapshot taken after the lock.
+//! * A row whose key is already stored (or archived) with the same values is not inserted again
+//!   and comes back as stored (retrying a batch changes nothing); one stored with other values,
+//!   or under another parent, is a clash and nothing is inserted.
 //! * With an expected last value, nothing is inserted if the parent's last value differs
 //!   (decided on the locked row, so on its current value).
-//! * New rows come back with only what the database decided; the generated code puts each row
-//!   together from its input and that (large given values, such as content, are not sent back).
+//! * Every row comes back as the database holds it (`RETURNING` every column), never as given.
 
 use anyhow::{bail, Context, Result};
 use proc_macro2::TokenStream;
@@ -28,57 +41,529 @@ use quote::{format_ident, quote};
 
 use super::docs::doc;
 use super::sql;
-use super::statements::{args_struct, batch_arrays, foreign_key, Ctx, Statement};
+use super::statements::{
+    args_struct, batch_arrays, foreign_key, ArchiveView, Arrays, Ctx, Statement,
+};
 use super::types::{Field, InsertShape};
 use crate::codegen::config::Append;
-use crate::codegen::model::SqlType;
+use crate::codegen::model::{Column, SqlType, Table};
 
-/// Where a returned row's field comes from, for a newly inserted row.
-#[derive(Clone, Copy, PartialEq)]
-enum Source {
-    /// The input (the statement does not send it back).
-    Input,
-    /// The input's value if given, else the value the database chose.
-    InputOrReturned,
-    /// The database.
-    Returned,
+/// Everything both statements of one declared append are written from. The parameters are
+/// handed out once, so `APPEND` and `APPEND_RETRYABLE` bind the same values in the same order.
+struct Shape<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    append: &'c Append,
+    parent: &'a Table,
+    last: &'a Column,
+    /// `(child column, parent column, placeholder)` of the foreign key.
+    keys: Vec<(String, String, String)>,
+    /// Whether the append is conditional, and the expected last value.
+    check: String,
+    expected: String,
+    insertable: Vec<&'c Field<'a>>,
+    arrays: Arrays,
+    /// The child's primary-key columns that the batch gives (not taken from the parent).
+    input_key: Vec<String>,
+    archive: Option<(ArchiveView<'c, 'a>, &'a Column)>,
+    stmt: Statement,
 }
 
-/// A default the database can be asked "is this the default?" about without evaluating
-/// anything volatile: a literal, possibly cast.
-fn constant_default(field: &Field) -> Option<String> {
-    let default = field.column.default.as_ref()?;
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let expr = sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(default)
-        .ok()?
-        .parse_expr()
-        .ok()?;
-    let mut inner = &expr;
-    while let sqlparser::ast::Expr::Cast { expr, .. } | sqlparser::ast::Expr::Nested(expr) = inner {
-        inner = expr;
+impl<'c, 'a> Shape<'c, 'a> {
+    fn new(
+        ctx: &'c Ctx<'a>,
+        append: &'c Append,
+        args: &[(String, String, TokenStream)],
+    ) -> Result<Self> {
+        let (fk, parent, referred) = foreign_key(ctx.schema, ctx.table, append.foreign_key)?;
+        let order = ctx.field(append.order_by)?;
+        if !matches!(
+            order.column.ty,
+            SqlType::Int2 | SqlType::Int4 | SqlType::Int8
+        ) {
+            bail!(
+                "{}.{} orders appends, so it must be an integer column",
+                ctx.table.name,
+                append.order_by
+            );
+        }
+        let last = parent
+            .column(append.last)
+            .with_context(|| format!("{} has no column {}", parent.name, append.last))?;
+        let mut stmt = Statement::new();
+        let keys = fk
+            .columns
+            .iter()
+            .zip(&referred)
+            .zip(args)
+            .map(|((child, parent_column), (_, cast, bind))| {
+                (
+                    child.clone(),
+                    parent_column.clone(),
+                    stmt.param(cast, bind.clone()),
+                )
+            })
+            .collect();
+        let check = stmt.param("bool", quote! { expected_last.is_some() });
+        let expected = stmt.param(
+            &sql::cast_type(&last.ty),
+            quote! { expected_last.flatten() },
+        );
+        let insertable = ctx.insertable();
+        let from_parent = |name: &str| fk.columns.iter().any(|c| c == name);
+        let arrays = batch_arrays(&insertable, &mut stmt, &|f| {
+            from_parent(&f.column.name) || f.column.name == append.order_by
+        })?;
+        let input_key: Vec<String> = ctx
+            .table
+            .primary_key_columns()
+            .iter()
+            .filter(|c| !from_parent(c))
+            .cloned()
+            .collect();
+        let archive = match &append.archive {
+            None => None,
+            Some(declared) => {
+                let archive = ctx
+                    .archives
+                    .iter()
+                    .find(|a| a.archive == declared.table)
+                    .with_context(|| {
+                        format!(
+                            "the append of {} looks in archive {}, which is not declared for it",
+                            ctx.table.name, declared.table
+                        )
+                    })?;
+                let view = ArchiveView::new(ctx, archive)?;
+                for key in ctx.table.primary_key_columns() {
+                    view.table.column(key).with_context(|| {
+                        format!(
+                            "archive {} has no column {key} (a key of {})",
+                            declared.table, ctx.table.name
+                        )
+                    })?;
+                }
+                let by = view.table.column(declared.archived_by).with_context(|| {
+                    format!(
+                        "archive {} has no column {}",
+                        declared.table, declared.archived_by
+                    )
+                })?;
+                Some((view, by))
+            }
+        };
+        let shape = Shape {
+            ctx,
+            append,
+            parent,
+            last,
+            keys,
+            check,
+            expected,
+            insertable,
+            arrays,
+            input_key,
+            archive,
+            stmt,
+        };
+        if !shape.input_key.is_empty() {
+            for c in &shape.input_key {
+                shape.batch_input(c).with_context(|| {
+                    format!(
+                        "key column {c} of {} is not given by the batch",
+                        ctx.table.name
+                    )
+                })?;
+            }
+        }
+        Ok(shape)
     }
-    matches!(inner, sqlparser::ast::Expr::Value(_)).then(|| field.default.clone())?
+
+    /// A batch can be a retry when it gives the child's whole key.
+    fn retryable(&self) -> bool {
+        !self.input_key.is_empty()
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.insertable.iter().position(|f| f.column.name == name)
+    }
+
+    /// The input value of insertable column `name` (over the unnest alias `"i"`).
+    fn batch_input(&self, name: &str) -> Option<&str> {
+        let i = self.index_of(name)?;
+        self.arrays.columns[i].as_ref().map(|c| c.input.as_str())
+    }
+
+    /// The placeholder of the foreign-key column `child`, if it is one.
+    fn key_param(&self, child: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(c, _, _)| c == child)
+            .map(|(_, _, p)| p.as_str())
+    }
+
+    /// `"parent column" = $n AND …`, optionally qualified.
+    fn parent_match(&self, prefix: &str) -> String {
+        self.keys
+            .iter()
+            .map(|(_, p, param)| format!("{prefix}{} = {param}", sql::ident(p)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// `"parent": the parent row locked`.
+    fn lock_cte(&self, skip_locked: bool) -> String {
+        let last = sql::ident(&self.last.name);
+        let total = match self.append.total {
+            Some((parent_column, _)) => format!("{} AS \"total\"", sql::ident(parent_column)),
+            None => "NULL::int8 AS \"total\"".into(),
+        };
+        format!(
+            "\"parent\" AS (SELECT \"ctid\" AS \"version\", {last} AS \"last\", {total}, \
+             (NOT {} OR {last} IS NOT DISTINCT FROM {}) AS \"ok\" FROM {} WHERE {} FOR NO KEY UPDATE{})",
+            self.check,
+            self.expected,
+            sql::ident(&self.parent.name),
+            self.parent_match(""),
+            if skip_locked { " SKIP LOCKED" } else { "" }
+        )
+    }
+
+    /// `"seen": the parent row's version in this statement's snapshot`.
+    fn seen_cte(&self) -> String {
+        format!(
+            "\"seen\" AS (SELECT \"ctid\" AS \"version\" FROM {} WHERE {})",
+            sql::ident(&self.parent.name),
+            self.parent_match("")
+        )
+    }
+
+    /// `CROSS JOIN LATERAL (SELECT * FROM table AS alias WHERE key = the input's key LIMIT 1)`:
+    /// one index lookup per input row (the LIMIT keeps the planner from joining a whole tenant).
+    fn lookup(&self, table: &str, alias: &str) -> String {
+        let conds = self
+            .ctx
+            .table
+            .primary_key_columns()
+            .iter()
+            .map(|c| {
+                let value = match self.key_param(c) {
+                    Some(p) => p.to_string(),
+                    None => self.batch_input(c).expect("checked in new").to_string(),
+                };
+                format!("{alias}.{} = {value}", sql::ident(c))
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "CROSS JOIN LATERAL (SELECT * FROM {} AS {alias} WHERE {conds} LIMIT 1) AS {alias}",
+            sql::ident(table)
+        )
+    }
+
+    /// True (SQL) when a stored row, whose columns `stored` gives, holds every value its input
+    /// gives and belongs to the same parent.
+    fn same(&self, stored: &dyn Fn(&Field) -> String) -> String {
+        let mut same = Vec::new();
+        for (k, f) in self.insertable.iter().enumerate() {
+            let column = stored(f);
+            if let Some(param) = self.key_param(&f.column.name) {
+                same.push(format!("{column} = {param}"));
+                continue;
+            }
+            let Some(col) = &self.arrays.columns[k] else {
+                continue;
+            };
+            let cmp = if matches!(f.column.ty, SqlType::Json) {
+                format!("{column}::jsonb IS NOT DISTINCT FROM {}::jsonb", col.input)
+            } else {
+                format!("{column} IS NOT DISTINCT FROM {}", col.input)
+            };
+            same.push(match &col.given {
+                None => cmp,
+                Some(given) => format!("(NOT ({given}) OR {cmp})"),
+            });
+        }
+        same.join(" AND ")
+    }
+
+    /// `"existing": stored rows with a key the batch gives`.
+    fn existing_cte(&self) -> String {
+        let same = self.same(&|f| format!("\"m\".{}", sql::ident(&f.column.name)));
+        format!(
+            "\"existing\" AS (SELECT \"m\".*, ({same}) AS \"same\" FROM {} {})",
+            self.arrays.unnest(),
+            self.lookup(&self.ctx.table.name, "\"m\"")
+        )
+    }
+
+    /// `"archived": archived rows with a key the batch gives, read as today's rows`.
+    fn archived_cte(&self) -> Option<String> {
+        let (view, by) = self.archive.as_ref()?;
+        let same = self.same(&|f| view.restored(f));
+        Some(format!(
+            "\"archived\" AS (SELECT {}, \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT {}, \
+             \"a\".{} AS \"archived_by\", ({same}) AS \"same\" FROM {} {} {}) AS \"x\")",
+            view.outer_columns(),
+            view.inner_columns(),
+            sql::ident(&by.name),
+            self.arrays.unnest(),
+            self.lookup(view.archive.archive, "\"a\""),
+            view.populate()
+        ))
+    }
+
+    /// `"rows": the insert`.
+    fn insert_cte(&self, retry: bool) -> String {
+        let columns: Vec<&str> = self
+            .insertable
+            .iter()
+            .map(|f| f.column.name.as_str())
+            .collect();
+        let order_cast = sql::cast_type(
+            &self
+                .ctx
+                .field(self.append.order_by)
+                .expect("checked")
+                .column
+                .ty,
+        );
+        let values: Vec<String> = self
+            .insertable
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                let name = f.column.name.as_str();
+                if let Some(param) = self.key_param(name) {
+                    param.to_string()
+                } else if name == self.append.order_by {
+                    format!("(coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::{order_cast}")
+                } else {
+                    self.arrays.columns[k]
+                        .as_ref()
+                        .expect("every other column has an array")
+                        .value
+                        .clone()
+                }
+            })
+            .collect();
+        let mut filters = vec!["\"parent\".\"ok\"".to_string()];
+        if retry {
+            filters.push("\"parent\".\"version\" = (SELECT \"version\" FROM \"seen\")".into());
+            let key = self
+                .input_key
+                .iter()
+                .map(|c| {
+                    format!(
+                        "\"e\".{} = {}",
+                        sql::ident(c),
+                        self.batch_input(c).expect("checked")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let mut sources = vec!["existing"];
+            if self.archive.is_some() {
+                sources.push("archived");
+            }
+            for source in sources {
+                filters.push(format!(
+                    "NOT EXISTS (SELECT 1 FROM \"{source}\" AS \"e\" WHERE NOT \"e\".\"same\")"
+                ));
+                filters.push(format!(
+                    "NOT EXISTS (SELECT 1 FROM \"{source}\" AS \"e\" WHERE {key})"
+                ));
+            }
+        }
+        format!(
+            "\"rows\" AS (INSERT INTO {} ({}) SELECT {} FROM \"parent\", {} WHERE {} ORDER BY \"i\".\"ord\" RETURNING {})",
+            sql::ident(&self.ctx.table.name),
+            sql::idents(columns),
+            values.join(", "),
+            self.arrays.unnest(),
+            filters.join(" AND "),
+            self.ctx.all_columns()
+        )
+    }
+
+    /// `"parent_update": the parent's total, touched and last columns`.
+    fn parent_update_cte(&self) -> Result<String> {
+        let mut sets = Vec::new();
+        let mut returning = vec![format!("\"p\".{}", sql::ident(&self.last.name))];
+        if let Some((parent_column, child_column)) = self.append.total {
+            let p = self
+                .parent
+                .column(parent_column)
+                .with_context(|| format!("{} has no column {parent_column}", self.parent.name))?;
+            self.ctx.field(child_column)?;
+            sets.push(format!(
+                "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
+                sql::ident(child_column),
+                sql::cast_type(&p.ty),
+                col = sql::ident(parent_column),
+            ));
+            returning.push(format!("\"p\".{}", sql::ident(parent_column)));
+        }
+        if let Some(touched) = self.append.touched {
+            self.parent
+                .column(touched)
+                .with_context(|| format!("{} has no column {touched}", self.parent.name))?;
+            sets.push(format!("{} = now()", sql::ident(touched)));
+        }
+        sets.push(format!(
+            "{c} = greatest(\"p\".{c}, (SELECT max({}) FROM \"rows\"))",
+            sql::ident(self.append.order_by),
+            c = sql::ident(&self.last.name)
+        ));
+        Ok(format!(
+            "\"parent_update\" AS (UPDATE {} AS \"p\" SET {} WHERE {} AND EXISTS (SELECT 1 FROM \"rows\") RETURNING {})",
+            sql::ident(&self.parent.name),
+            sets.join(", "),
+            self.parent_match("\"p\"."),
+            returning.join(", ")
+        ))
+    }
+
+    /// The answer: one row per new, stored or archived row, and markers (see [`Kind`]).
+    fn answer(&self, retry: bool) -> String {
+        let last_cast = sql::cast_type(&self.last.ty);
+        let total_cast = self.total_cast();
+        let by_cast = self
+            .archive
+            .as_ref()
+            .map_or("int4".to_string(), |(_, by)| sql::cast_type(&by.ty));
+        let fields = |alias: &str| -> String {
+            self.ctx
+                .fields
+                .iter()
+                .map(|f| format!("{alias}.{}", sql::ident(&f.column.name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let nulls = self
+            .ctx
+            .fields
+            .iter()
+            .map(|f| format!("NULL::{}", f.cast()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut parts = vec![format!(
+            "SELECT {new} AS \"kind\", NULL::{last_cast} AS \"last\", NULL::{total_cast} AS \"total\", NULL::{by_cast} AS \"archived_by\", {} FROM \"rows\"",
+            fields("\"rows\""),
+            new = Kind::New as i32
+        )];
+        if retry {
+            parts.push(format!(
+                "SELECT CASE WHEN \"e\".\"same\" THEN {} ELSE {} END, NULL, NULL, NULL, {} FROM \"existing\" AS \"e\"",
+                Kind::Stored as i32,
+                Kind::Clash as i32,
+                fields("\"e\"")
+            ));
+            if self.archive.is_some() {
+                parts.push(format!(
+                    "SELECT CASE WHEN \"x\".\"same\" THEN {} ELSE {} END, NULL, NULL, \"x\".\"archived_by\", {} FROM \"archived\" AS \"x\"",
+                    Kind::Archived as i32,
+                    Kind::ArchivedClash as i32,
+                    fields("\"x\"")
+                ));
+            }
+        }
+        parts.push(format!(
+            "SELECT {}, \"parent\".\"last\", NULL, NULL, {nulls} FROM \"parent\" WHERE NOT \"parent\".\"ok\"",
+            Kind::Moved as i32
+        ));
+        let after = format!(
+            "coalesce((SELECT \"p\".{last} FROM \"parent_update\" AS \"p\"), (SELECT \"last\" FROM \"parent\")), \
+             coalesce((SELECT {total} FROM \"parent_update\" AS \"p\"), (SELECT \"total\" FROM \"parent\"))",
+            last = sql::ident(&self.last.name),
+            total = match self.append.total {
+                Some((parent_column, _)) => format!("\"p\".{}", sql::ident(parent_column)),
+                None => "NULL::int8".into(),
+            }
+        );
+        if retry {
+            parts.push(format!(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM \"parent\" WHERE \"parent\".\"version\" = \"seen\".\"version\") THEN {} ELSE {} END, {after}, NULL, {nulls} FROM \"seen\"",
+                Kind::Parent as i32,
+                Kind::Busy as i32
+            ));
+        } else {
+            parts.push(format!(
+                "SELECT {}, {after}, NULL, {nulls} FROM \"parent\"",
+                Kind::Parent as i32
+            ));
+        }
+        format!(
+            "{} ORDER BY {} NULLS LAST",
+            parts.join(" UNION ALL "),
+            sql::ident(self.append.order_by)
+        )
+    }
+
+    fn total_cast(&self) -> String {
+        self.append
+            .total
+            .and_then(|(parent_column, _)| self.parent.column(parent_column))
+            .map_or("int8".to_string(), |c| sql::cast_type(&c.ty))
+    }
+
+    /// One of the two statements.
+    fn sql(&self, retry: bool) -> Result<String> {
+        let mut ctes = vec![self.lock_cte(retry)];
+        if retry {
+            ctes.push(self.seen_cte());
+            ctes.push(self.existing_cte());
+            ctes.extend(self.archived_cte());
+        }
+        ctes.push(self.insert_cte(retry));
+        ctes.push(self.parent_update_cte()?);
+        Ok(format!("WITH {} {}", ctes.join(", "), self.answer(retry)))
+    }
+
+    /// `LOCK_PARENT`: the parent row locked, alone (the slow path of a retry).
+    fn lock_sql(&self, args: &[(String, String, TokenStream)]) -> (String, Vec<TokenStream>) {
+        let mut stmt = Statement::new();
+        let conds = self
+            .keys
+            .iter()
+            .zip(args)
+            .map(|((_, p, _), (_, cast, bind))| {
+                format!("{} = {}", sql::ident(p), stmt.param(cast, bind.clone()))
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        (
+            format!(
+                "SELECT 1 FROM {} WHERE {conds} FOR NO KEY UPDATE",
+                sql::ident(&self.parent.name)
+            ),
+            stmt.binds,
+        )
+    }
+}
+
+/// What a row of an append's answer is.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A row this statement inserted.
+    New = 0,
+    /// A row a retry found stored with the same values.
+    Stored = 1,
+    /// A row stored with other values, or under another parent.
+    Clash = 2,
+    /// The parent's last value, when it was not the expected one.
+    Moved = 3,
+    /// The parent was locked by another transaction, or changed after the snapshot was taken.
+    Busy = 4,
+    /// A row a retry found archived, with the same values.
+    Archived = 5,
+    /// A row archived with other values, or under another parent.
+    ArchivedClash = 6,
+    /// The parent exists: its last value and total after the statement.
+    Parent = 8,
 }
 
 pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStream, TokenStream)> {
-    let (fk, parent, referred) = foreign_key(ctx.schema, ctx.table, append.foreign_key)?;
-    let order = ctx.field(append.order_by)?;
-    if order.column.identity.is_none() {
-        bail!(
-            "{}.{} orders appends, so it must be an identity column",
-            ctx.table.name,
-            append.order_by
-        );
-    }
-    let last = match append.last {
-        Some(name) => Some(
-            parent
-                .column(name)
-                .with_context(|| format!("{} has no column {name}", parent.name))?,
-        ),
-        None => None,
-    };
+    let (fk, parent, _) = foreign_key(ctx.schema, ctx.table, append.foreign_key)?;
     let parent_name = format_ident!("{}Parent", ctx.names.row);
     let args = args_struct(
         ctx,
@@ -89,408 +574,83 @@ pub(crate) fn append_statement(ctx: &Ctx, append: &Append) -> Result<(TokenStrea
             parent.name, fk.name
         ),
     )?;
-    let mut stmt = Statement::new();
-    let from_parent = |name: &str| -> Option<&String> {
-        fk.columns
-            .iter()
-            .position(|c| c == name)
-            .map(|i| &referred[i])
-    };
-
-    // "parent": locked, with its last value and whether it is the expected one.
-    let conds = args
-        .fields
-        .iter()
-        .zip(&referred)
-        .map(|((_, cast, bind), parent_column)| {
-            format!(
-                "{} = {}",
-                sql::ident(parent_column),
-                stmt.param(cast, bind.clone())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let (last_select, ok) = match last {
-        Some(col) => {
-            let check = stmt.param("bool", quote! { expected_last.is_some() });
-            let expected = stmt.param(&sql::cast_type(&col.ty), quote! { expected_last.flatten() });
-            (
-                format!("{} AS \"last\"", sql::ident(&col.name)),
-                format!(
-                    "(NOT {check} OR {} IS NOT DISTINCT FROM {expected}) AS \"ok\"",
-                    sql::ident(&col.name)
-                ),
-            )
-        }
-        None => ("NULL::int8 AS \"last\"".into(), "true AS \"ok\"".into()),
-    };
-    let lock = format!(
-        "\"parent\" AS (SELECT {}, {last_select}, {ok} FROM {} WHERE {conds} FOR NO KEY UPDATE)",
-        sql::idents(referred.iter().map(String::as_str)),
-        sql::ident(&parent.name)
-    );
-
-    // The arrays: every insertable column but the foreign key (from the parent) and the order
-    // column (always drawn).
-    let insertable = ctx.insertable();
-    let arrays = batch_arrays(&insertable, &mut stmt, &|f| {
-        from_parent(&f.column.name).is_some() || f.column.name == append.order_by
-    })?;
-    let index_of = |name: &str| insertable.iter().position(|f| f.column.name == name);
-    let value_of = |name: &str| -> String {
-        if let Some(pc) = from_parent(name) {
-            return format!("\"parent\".{}", sql::ident(pc));
-        }
-        let f = insertable[index_of(name).expect("an insertable column")];
-        match &arrays.columns[index_of(name).unwrap()] {
-            Some(c) => c.value.clone(),
-            None => f.default.clone().expect("the order column has a default"),
-        }
-    };
-
-    // The key of a stored row, when the batch gives it: a retry's rows are found by it.
-    let pk = ctx.table.primary_key_columns();
-    let key_from_input: Vec<&String> = pk.iter().filter(|c| from_parent(c).is_none()).collect();
-    let retryable = !key_from_input.is_empty()
-        && key_from_input
-            .iter()
-            .all(|c| index_of(c).is_some_and(|i| arrays.columns[i].is_some()));
-    let mut existing_cte = None;
-    let skip_stored = if retryable {
-        // Rows of the child whose key the batch gives, each with whether it holds every value
-        // its input gives (and belongs to this parent): a retry's rows are "same", others clash.
-        let key_match = pk
-            .iter()
-            .map(|c| match from_parent(c) {
-                Some(pc) => format!("\"m\".{} = \"parent\".{}", sql::ident(c), sql::ident(pc)),
-                None => {
-                    let col = arrays.columns[index_of(c).unwrap()].as_ref().unwrap();
-                    format!("\"m\".{} = {}", sql::ident(c), col.input)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let mut same = Vec::new();
-        for (k, f) in insertable.iter().enumerate() {
-            let column = format!("\"m\".{}", sql::ident(&f.column.name));
-            let json = matches!(f.column.ty, SqlType::Json);
-            let cmp = |a: &str, b: &str| {
-                if json {
-                    format!("{a}::jsonb IS NOT DISTINCT FROM {b}::jsonb")
-                } else {
-                    format!("{a} IS NOT DISTINCT FROM {b}")
-                }
-            };
-            if let Some(pc) = from_parent(&f.column.name) {
-                same.push(format!("{column} = \"parent\".{}", sql::ident(pc)));
-                continue;
-            }
-            let Some(col) = &arrays.columns[k] else {
-                continue;
-            };
-            match &col.given {
-                None => same.push(cmp(&column, &col.input)),
-                Some(given) => {
-                    same.push(format!("(NOT ({given}) OR {})", cmp(&column, &col.input)))
-                }
-            }
-        }
-        // One index lookup per given key (the LIMIT keeps the planner from joining the
-        // whole table).
-        let given_keys = key_from_input
-            .iter()
-            .map(|c| {
-                let col = arrays.columns[index_of(c).unwrap()].as_ref().unwrap();
-                format!("{} IS NOT NULL", col.input)
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        existing_cte = Some(format!(
-            "\"existing\" AS (SELECT \"m\".*, ({}) AS \"same\" FROM \"parent\" CROSS JOIN {} CROSS JOIN LATERAL (SELECT * FROM {} AS \"m\" WHERE {key_match} LIMIT 1) AS \"m\" WHERE {given_keys})",
-            same.join(" AND "),
-            arrays.unnest(),
-            sql::ident(&ctx.table.name)
-        ));
-        let key = key_from_input
-            .iter()
-            .map(|c| {
-                let col = arrays.columns[index_of(c).unwrap()].as_ref().unwrap();
-                format!("\"e\".{} = {}", sql::ident(c), col.input)
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        // Nothing is inserted when any given key is stored with other values; a row stored
-        // with the same values is not inserted again.
-        Some(format!(
-            "NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"existing\" AS \"e\" WHERE {key})"
-        ))
+    let shape = Shape::new(ctx, append, &args.fields)?;
+    let sql = shape.sql(false)?;
+    let retry_sql = if shape.retryable() {
+        Some(shape.sql(true)?)
     } else {
         None
     };
-    // "rows": the insert, returning what the database decides.
-    let mut sources = Vec::new();
-    let mut returning = Vec::new();
-    for f in ctx.fields {
-        let name = f.column.name.as_str();
-        let source = match index_of(name) {
-            None => Source::Returned,
-            Some(_) if from_parent(name).is_some() || name == append.order_by => Source::Returned,
-            Some(_) => match f.insert_shape() {
-                InsertShape::Required | InsertShape::Nullable => Source::Input,
-                InsertShape::Defaulted | InsertShape::NullableDefaulted => Source::InputOrReturned,
-            },
-        };
-        let ident = sql::ident(name);
-        match source {
-            Source::Input => {}
-            Source::Returned => returning.push(ident),
-            Source::InputOrReturned => match constant_default(f) {
-                // Large given values (content) need not come back: the default is sent back
-                // only where the stored value is the default.
-                Some(default) if f.column.ty.is_text() || matches!(f.column.ty, SqlType::Jsonb) => {
-                    returning.push(format!(
-                        "CASE WHEN {ident} = {default} THEN {ident} END AS {ident}"
-                    ))
-                }
-                _ => returning.push(ident),
-            },
-        }
-        sources.push(source);
-    }
-    if let Some((_, child)) = append.total {
-        let returned = sources[ctx
-            .fields
-            .iter()
-            .position(|f| f.column.name == child)
-            .context("the total's child column")?]
-            == Source::Returned;
-        if !returned {
-            returning.push(sql::ident(child));
-        }
-    }
-    // The statement, with or without looking up the rows a retry may have stored already (a
-    // batch that gives no keys cannot be a retry, and skips that work).
-    let assemble = |with_existing: bool| -> Result<String> {
-        let mut ctes = vec![lock.clone()];
-        if with_existing {
-            ctes.extend(existing_cte.clone());
-        }
-        let mut filters = vec![];
-        if last.is_some() {
-            filters.push("\"parent\".\"ok\"".to_string());
-        }
-        if let (true, Some(skip)) = (with_existing, &skip_stored) {
-            filters.push(skip.clone());
-        }
-        let columns: Vec<&str> = insertable.iter().map(|f| f.column.name.as_str()).collect();
-        let values: Vec<String> = columns.iter().map(|c| value_of(c)).collect();
-        ctes.push(format!(
-        "\"rows\" AS (INSERT INTO {} ({}) SELECT {} FROM \"parent\", {}{} ORDER BY \"i\".\"ord\" RETURNING {})",
-        sql::ident(&ctx.table.name),
-        sql::idents(columns.iter().copied()),
-        values.join(", "),
-        arrays.unnest(),
-        if filters.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", filters.join(" AND "))
-        },
-        returning.join(", ")
-    ));
-
-        // "parent_update": the parent's total, touched and last columns.
-        let mut sets = Vec::new();
-        if let Some((parent_column, child_column)) = append.total {
-            let p = parent
-                .column(parent_column)
-                .with_context(|| format!("{} has no column {parent_column}", parent.name))?;
-            ctx.field(child_column)?;
-            sets.push(format!(
-                "{col} = \"p\".{col} + (SELECT coalesce(sum({}), 0) FROM \"rows\")::{}",
-                sql::ident(child_column),
-                sql::cast_type(&p.ty),
-                col = sql::ident(parent_column),
-            ));
-        }
-        if let Some(touched) = append.touched {
-            parent
-                .column(touched)
-                .with_context(|| format!("{} has no column {touched}", parent.name))?;
-            sets.push(format!("{} = now()", sql::ident(touched)));
-        }
-        if let Some(col) = last {
-            sets.push(format!(
-                "{c} = greatest(\"p\".{c}, (SELECT max({}) FROM \"rows\"))",
-                sql::ident(append.order_by),
-                c = sql::ident(&col.name)
-            ));
-        }
-        if !sets.is_empty() {
-            let join = referred
-                .iter()
-                .map(|c| format!("\"p\".{c} = \"parent\".{c}", c = sql::ident(c)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            ctes.push(format!(
-            "\"parent_update\" AS (UPDATE {} AS \"p\" SET {} FROM \"parent\" WHERE {join} AND EXISTS (SELECT 1 FROM \"rows\"))",
-            sql::ident(&parent.name),
-            sets.join(", ")
-        ));
-        }
-
-        // The answer: new rows (what the database decided), a retry's stored rows, and a marker
-        // when the parent's last value was not the expected one.
-        let last_cast = last.map_or("int8".to_string(), |c| sql::cast_type(&c.ty));
-        let null = |f: &Field| format!("NULL::{}", f.cast());
-        // The first branch names the answer's columns.
-        let new_part: Vec<String> = ctx
-            .fields
-            .iter()
-            .zip(&sources)
-            .map(|(f, s)| {
-                let name = sql::ident(&f.column.name);
-                match s {
-                    Source::Input => format!("{} AS {name}", null(f)),
-                    _ => format!("\"rows\".{name} AS {name}"),
-                }
-            })
-            .collect();
-        // "kind": 0 a new row, 1 a retry's stored row, 2 a stored row with other values (a
-        // clash), 3 the parent's last value when it was not the expected one.
-        let mut select = format!(
-            "SELECT 0 AS \"kind\", NULL::{last_cast} AS \"last\", {} FROM \"rows\"",
-            new_part.join(", ")
-        );
-        if with_existing {
-            select.push_str(&format!(
-            " UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL::{last_cast}, {} FROM \"existing\" AS \"e\"",
-            ctx.fields
-                .iter()
-                .map(|f| format!("\"e\".{}", sql::ident(&f.column.name)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        }
-        if last.is_some() {
-            select.push_str(&format!(
-            " UNION ALL SELECT 3, \"parent\".\"last\", {} FROM \"parent\" WHERE NOT \"parent\".\"ok\"",
-            ctx.fields.iter().map(null).collect::<Vec<_>>().join(", ")
-        ));
-        }
-        Ok(format!(
-            "WITH {} {select} ORDER BY {} NULLS LAST",
-            ctes.join(", "),
-            sql::ident(append.order_by)
-        ))
-    };
-    let sql = assemble(false)?;
-    let retry_sql = if retryable {
-        Some(assemble(true)?)
-    } else {
-        None
-    };
-
-    Ok((
-        args.item,
-        function(
-            ctx,
-            append,
-            &args.ty,
-            &sql,
-            retry_sql.as_deref(),
-            stmt,
-            &sources,
-            last.is_some(),
-            retryable,
-            &key_from_input,
-        ),
-    ))
+    let function = function(&shape, &args.ty, &args.fields, &sql, retry_sql.as_deref())?;
+    Ok((args.item, function))
 }
 
-/// The async function: binds, runs, and puts the answer together.
-#[allow(clippy::too_many_arguments)]
+/// The Rust types of the answer's `last`, `total` and `archived_by` columns.
+fn answer_types(shape: &Shape) -> Result<(TokenStream, TokenStream, TokenStream)> {
+    let schema = shape.ctx.schema;
+    let last = super::types::sql_rust_type(schema, &shape.last.ty)?;
+    let total = match shape
+        .append
+        .total
+        .and_then(|(parent_column, _)| shape.parent.column(parent_column))
+    {
+        Some(c) => super::types::sql_rust_type(schema, &c.ty)?,
+        None => quote! { i64 },
+    };
+    let by = match &shape.archive {
+        Some((_, by)) => super::types::sql_rust_type(schema, &by.ty)?,
+        None => quote! { i32 },
+    };
+    Ok((last, total, by))
+}
+
+/// The async function: binds, runs (twice on the slow path of a retry), puts the answer
+/// together.
 fn function(
-    ctx: &Ctx,
-    append: &Append,
+    shape: &Shape,
     parent_ty: &TokenStream,
+    parent_args: &[(String, String, TokenStream)],
     sql: &str,
     retry_sql: Option<&str>,
-    stmt: Statement,
-    sources: &[Source],
-    conditional: bool,
-    retryable: bool,
-    key: &[&String],
-) -> TokenStream {
+) -> Result<TokenStream> {
+    let ctx = shape.ctx;
     let (row, insert) = (ctx.names.row(), ctx.names.insert());
-    let binds = &stmt.binds;
-    let order = ctx.field(append.order_by).expect("checked");
-    let order_ty = &order.base;
+    let binds = &shape.stmt.binds;
+    let (last_ty, total_ty, by_ty) = answer_types(shape)?;
+    let (lock_sql, lock_binds) = shape.lock_sql(parent_args);
     let answer_fields = ctx.fields.iter().map(|f| {
         let (ident, base, rename) = (&f.ident, &f.base, &f.sqlx_rename);
         quote! { #rename #ident: Option<#base>, }
     });
-    let mut new_fields = Vec::new();
-    let mut stored_fields = Vec::new();
-    for (f, source) in ctx.fields.iter().zip(sources) {
+    let row_fields = ctx.fields.iter().map(|f| {
         let ident = &f.ident;
-        let returned = if f.column.nullable {
-            quote! { a.#ident }
+        let name = &f.column.name;
+        if f.column.nullable {
+            quote! { #ident: self.#ident, }
         } else {
-            quote! { a.#ident.expect("the database returns this column") }
-        };
-        stored_fields.push(quote! { #ident: #returned, });
-        new_fields.push(match source {
-            Source::Input => quote! { #ident: new.#ident.clone(), },
-            Source::Returned => quote! { #ident: #returned, },
-            Source::InputOrReturned => quote! {
-                #ident: match &new.#ident { Some(v) => v.clone(), None => #returned },
-            },
-        });
-    }
-    // A retry's stored row for an input: the one with the input's key.
-    let find_stored = if retryable {
-        let conds = key.iter().map(|c| {
+            quote! { #ident: self.#ident.ok_or_else(|| crate::generated::null_column(#name))?, }
+        }
+    });
+    let matches_key: Vec<TokenStream> = shape
+        .input_key
+        .iter()
+        .map(|c| {
             let f = ctx.field(c).expect("a key column");
             let ident = &f.ident;
             match f.insert_shape() {
-                InsertShape::Required => quote! { s.#ident == new.#ident },
-                _ => quote! { new.#ident.as_ref() == Some(&s.#ident) },
+                InsertShape::Required => quote! { s.row().#ident == new.#ident },
+                _ => quote! { new.#ident.as_ref() == Some(&s.row().#ident) },
             }
-        });
-        quote! { stored.iter().position(|s| #(#conds)&&*).map(|i| stored.swap_remove(i)) }
-    } else {
+        })
+        .collect();
+    let find_stored = if matches_key.is_empty() {
         quote! { None }
-    };
-    let (expected_param, expected_doc) = if conditional {
-        (
-            quote! { expected_last: Option<Option<#order_ty>>, },
-            format!(
-                " With `expected_last`, nothing is appended unless the parent's `{}` is that value (`Some(None)`: nothing appended yet) — [`crate::generated::AppendOutcome::Moved`] then — except that a full retry of a stored batch still returns it.",
-                append.last.unwrap_or_default()
-            ),
-        )
     } else {
-        (quote! {}, String::new())
+        quote! { stored.iter().position(|s| #(#matches_key)&&*).map(|i| stored.swap_remove(i)) }
     };
-    let what = doc(&format!(
-        "Appends any number of `{table}` rows under one `{parent}` row in one statement, in the given order: the parent row is locked (appends under one parent never interleave), each row's `{order}` is drawn in order, its foreign-key columns are the parent's (the rows' own values of those columns are not read){total}. A row whose key is already stored with the same values is not appended again and comes back as stored (retrying a batch changes nothing); one stored with other values, or under another parent, fails the statement on the key and nothing is written.{expected}",
-        table = ctx.table.name,
-        parent = append.foreign_key,
-        order = append.order_by,
-        total = match (append.total, append.touched) {
-            (Some((t, c)), Some(touched)) => format!("; the parent's `{t}` grows by the new rows' `{c}` and its `{touched}` is set"),
-            (Some((t, c)), None) => format!("; the parent's `{t}` grows by the new rows' `{c}`"),
-            (None, Some(touched)) => format!("; the parent's `{touched}` is set"),
-            (None, None) => String::new(),
-        },
-        expected = expected_doc,
-    ));
-    let last_ty = quote! { #order_ty };
-    // A batch that gives a key may be a retry: the statement that looks stored rows up.
     let (retry_const, choose) = match retry_sql {
         Some(retry_sql) => {
-            let given = key.iter().map(|c| {
+            let given = shape.input_key.iter().map(|c| {
                 let f = ctx.field(c).expect("a key column");
                 let ident = &f.ident;
                 match f.insert_shape() {
@@ -501,7 +661,8 @@ fn function(
             (
                 quote! {
                     /// [`APPEND`] for a batch that gives keys: it also finds the rows a retry
-                    /// of the batch stored already.
+                    /// of the batch stored already (or that were archived since), and takes the
+                    /// parent's lock without waiting (see [`append`]).
                     pub const APPEND_RETRYABLE: &str = #retry_sql;
                 },
                 quote! {
@@ -511,86 +672,167 @@ fn function(
         }
         None => (quote! {}, quote! { APPEND }),
     };
-    let moved = if conditional {
-        quote! {
-            if let Some(last) = moved {
-                if pending > 0 {
-                    return Ok(crate::generated::AppendOutcome::Moved { last });
-                }
-            }
+    let what = doc(&statement_doc(shape));
+    let (busy, parent_kind, new, stored_kind, clash, archived, archived_clash, moved) = (
+        Kind::Busy as i32,
+        Kind::Parent as i32,
+        Kind::New as i32,
+        Kind::Stored as i32,
+        Kind::Clash as i32,
+        Kind::Archived as i32,
+        Kind::ArchivedClash as i32,
+        Kind::Moved as i32,
+    );
+    let archived_arm = quote! {
+        #archived => {
+            let by = a.archived_by.ok_or_else(|| crate::generated::null_column("archived_by"))?;
+            stored.push(crate::generated::Stored::Archived { row: a.into_row()?, by });
         }
-    } else {
-        quote! { let _ = moved; }
+        #archived_clash => {
+            let by = a.archived_by.ok_or_else(|| crate::generated::null_column("archived_by"))?;
+            return Ok(crate::generated::AppendOutcome::Clash { row: a.into_row()?, archived_by: Some(by) });
+        }
     };
-    quote! {
+    let query =
+        |sql: TokenStream| quote! { ::sqlx::query_as::<_, AppendAnswer>(#sql) #(.bind(#binds))* };
+    let first = query(quote! { sql });
+    let again = query(quote! { sql });
+    Ok(quote! {
         #what
         pub const APPEND: &str = #sql;
 
         #retry_const
+
+        /// The parent row locked, in a statement of its own: what [`append`] runs before
+        /// running a retry's statement again when the parent was busy.
+        pub const LOCK_PARENT: &str = #lock_sql;
 
         /// One row of [`APPEND`]'s answer.
         #[derive(::sqlx::FromRow)]
         struct AppendAnswer {
             kind: i32,
             last: Option<#last_ty>,
+            total: Option<#total_ty>,
+            archived_by: Option<#by_ty>,
             #(#answer_fields)*
         }
 
-        /// Runs [`APPEND`]: `rows` appended under `arg`, as one statement.
-        pub async fn append<'e, 'a>(
-            executor: impl ::sqlx::PgExecutor<'e>,
-            arg: &super::#parent_ty,
-            #expected_param
-            rows: &[super::#insert],
-        ) -> Result<crate::generated::AppendOutcome<super::#row, #last_ty>, ::sqlx::Error> {
-            let answer: Vec<AppendAnswer> = ::sqlx::query_as(#choose)
-                #(.bind(#binds))*
-                .fetch_all(executor)
-                .await?;
-            if answer.is_empty() && !rows.is_empty() {
-                return Ok(crate::generated::AppendOutcome::NoParent);
+        impl AppendAnswer {
+            /// The row it carries; a column the table holds for every row but the answer left
+            /// NULL is an error, not a panic.
+            fn into_row(self) -> Result<super::#row, ::sqlx::Error> {
+                Ok(super::#row { #(#row_fields)* })
             }
+        }
+
+        /// What `answer` says about `rows`.
+        fn decide(
+            answer: Vec<AppendAnswer>,
+            rows: &[super::#insert],
+        ) -> Result<crate::generated::AppendOutcome<super::#row, #last_ty, #total_ty, #by_ty>, ::sqlx::Error> {
             let mut fresh = Vec::new();
-            let mut stored = Vec::new();
+            let mut stored: Vec<crate::generated::Stored<super::#row, #by_ty>> = Vec::new();
             let mut moved = None;
+            let mut parent = None;
             for a in answer {
                 match a.kind {
-                    0 => fresh.push(a),
-                    1 => stored.push(super::#row { #(#stored_fields)* }),
-                    2 => {
-                        return Ok(crate::generated::AppendOutcome::Clash(
-                            super::#row { #(#stored_fields)* },
-                        ))
+                    #new => fresh.push(a.into_row()?),
+                    #stored_kind => stored.push(crate::generated::Stored::Live(a.into_row()?)),
+                    #clash => {
+                        return Ok(crate::generated::AppendOutcome::Clash { row: a.into_row()?, archived_by: None });
                     }
-                    _ => moved = Some(a.last),
+                    #archived_arm
+                    #moved => moved = Some(a.last),
+                    #parent_kind => parent = Some((a.last, a.total)),
+                    other => {
+                        return Err(::sqlx::Error::Protocol(format!("APPEND answered a row of kind {other}")));
+                    }
                 }
             }
-            // Each input is either a retry's stored row or the next new row (new rows come back
-            // in the order their values were drawn, which is the given order).
-            let mut slots: Vec<Option<super::#row>> = Vec::with_capacity(rows.len());
+            let Some((last, total)) = parent else {
+                return Ok(crate::generated::AppendOutcome::NoParent);
+            };
+            // Each input is either a retry's stored (or archived) row or the next new row (new
+            // rows come back in the order they were numbered, which is the given order).
+            let mut slots = Vec::with_capacity(rows.len());
             let mut pending = 0usize;
             for new in rows {
                 let found = #find_stored;
                 pending += usize::from(found.is_none());
                 slots.push(found);
             }
-            #moved
-            let mut fresh = fresh.into_iter();
-            let mut out = Vec::with_capacity(rows.len());
-            for (slot, new) in slots.into_iter().zip(rows) {
-                match slot {
-                    Some(row) => out.push(row),
-                    None => {
-                        let Some(a) = fresh.next() else {
-                            return Err(::sqlx::Error::Protocol(
-                                "APPEND returned fewer rows than it was given".into(),
-                            ));
-                        };
-                        out.push(super::#row { #(#new_fields)* });
-                    }
+            if let Some(last) = moved {
+                if pending > 0 {
+                    return Ok(crate::generated::AppendOutcome::Moved { last });
                 }
             }
-            Ok(crate::generated::AppendOutcome::Appended(out))
+            let mut fresh = fresh.into_iter();
+            let mut out = Vec::with_capacity(rows.len());
+            for slot in slots {
+                match slot {
+                    Some(found) => out.push(found),
+                    None => match fresh.next() {
+                        Some(row) => out.push(crate::generated::Stored::Live(row)),
+                        None => {
+                            return Err(::sqlx::Error::Protocol(
+                                "APPEND returned fewer rows than it was given".into(),
+                            ))
+                        }
+                    },
+                }
+            }
+            Ok(crate::generated::AppendOutcome::Appended { rows: out, last, total })
         }
-    }
+
+        /// Runs [`APPEND`] (or [`APPEND_RETRYABLE`]): `rows` appended under `arg` in one
+        /// statement. When a retry's statement finds the parent locked by another transaction
+        /// or changed after its snapshot was taken, it has written nothing; the parent is then
+        /// locked first ([`LOCK_PARENT`], in a transaction of its own or a savepoint inside
+        /// the caller's) and the statement runs again on a snapshot taken after the lock.
+        pub async fn append<'a>(
+            conn: &mut ::sqlx::PgConnection,
+            arg: &super::#parent_ty,
+            expected_last: Option<Option<#last_ty>>,
+            rows: &[super::#insert],
+        ) -> Result<crate::generated::AppendOutcome<super::#row, #last_ty, #total_ty, #by_ty>, ::sqlx::Error> {
+            let sql = #choose;
+            let answer: Vec<AppendAnswer> = #first.fetch_all(&mut *conn).await?;
+            if !answer.iter().any(|a| a.kind == #busy) {
+                return decide(answer, rows);
+            }
+            let mut tx = ::sqlx::Connection::begin(&mut *conn).await?;
+            ::sqlx::query(LOCK_PARENT) #(.bind(#lock_binds))* .execute(&mut *tx).await?;
+            let answer: Vec<AppendAnswer> = #again.fetch_all(&mut *tx).await?;
+            if answer.iter().any(|a| a.kind == #busy) {
+                return Err(::sqlx::Error::Protocol(
+                    "APPEND found its parent busy after locking it".into(),
+                ));
+            }
+            let outcome = decide(answer, rows)?;
+            tx.commit().await?;
+            Ok(outcome)
+        }
+    })
+}
+
+/// The doc comment of `APPEND`, in words.
+fn statement_doc(shape: &Shape) -> String {
+    let append = shape.append;
+    format!(
+        "Appends any number of `{table}` rows under one `{parent}` row in one statement, in the given order: the parent row is locked (appends under one parent never interleave), the rows' `{order}` values follow the parent's `{last}` in the given order, their foreign-key columns are the parent's (the rows' own values of those columns are not read){total}. Every row comes back as stored. A row whose key is already stored (or archived{archive}) with the same values is not appended again and comes back as stored; one stored with other values, or under another parent, is a clash and nothing is written. With `expected_last`, nothing is appended unless the parent's `{last}` is that value (`Some(None)`: nothing appended yet), except that a full retry of a stored batch still returns it.",
+        table = shape.ctx.table.name,
+        parent = append.foreign_key,
+        order = append.order_by,
+        last = append.last,
+        total = match (append.total, append.touched) {
+            (Some((t, c)), Some(touched)) => format!("; the parent's `{t}` grows by the new rows' `{c}` and its `{touched}` is set"),
+            (Some((t, c)), None) => format!("; the parent's `{t}` grows by the new rows' `{c}`"),
+            (None, Some(touched)) => format!("; the parent's `{touched}` is set"),
+            (None, None) => String::new(),
+        },
+        archive = append
+            .archive
+            .as_ref()
+            .map_or(String::new(), |a| format!(" in `{}`", a.table)),
+    )
 }

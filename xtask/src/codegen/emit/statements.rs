@@ -663,24 +663,113 @@ pub(crate) fn foreign_key<'s>(
     Ok((fk, parent, referred))
 }
 
+/// How the rows a declared [`Archive`] holds read as the table's rows of today: over the
+/// archive row `"a"` and the record `"r"` populated from its JSON, each column from its key in
+/// the JSON, or its default when the row was archived before the column existed.
+pub(crate) struct ArchiveView<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    /// The declaration.
+    pub(crate) archive: &'c Archive,
+    /// The archive table.
+    pub(crate) table: &'a Table,
+    json_ref: String,
+}
+
+impl<'c, 'a> ArchiveView<'c, 'a> {
+    pub(crate) fn new(ctx: &'c Ctx<'a>, archive: &'c Archive) -> Result<Self> {
+        let table = ctx.schema.table(archive.archive).with_context(|| {
+            format!("archive table {} is not in the migrations", archive.archive)
+        })?;
+        let json = table.column(archive.json_column).with_context(|| {
+            format!("{} has no column {}", archive.archive, archive.json_column)
+        })?;
+        if !matches!(json.ty, SqlType::Json | SqlType::Jsonb) {
+            bail!(
+                "{}.{} holds archived rows, so it must be json or jsonb",
+                archive.archive,
+                archive.json_column
+            );
+        }
+        ctx.field(archive.order_by)?;
+        Ok(ArchiveView {
+            ctx,
+            archive,
+            table,
+            json_ref: format!("\"a\".{}", sql::ident(archive.json_column)),
+        })
+    }
+
+    /// `CROSS JOIN LATERAL jsonb_populate_record(NULL::table, "a".json) AS "r"`.
+    pub(crate) fn populate(&self) -> String {
+        format!(
+            "CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, {}) AS \"r\"",
+            sql::ident(&self.ctx.table.name),
+            self.json_ref
+        )
+    }
+
+    /// Every column an INSERT may write: all but generated ones (recomputed on insert),
+    /// identity columns included.
+    pub(crate) fn writable(&self) -> Vec<&'c Field<'a>> {
+        self.ctx
+            .fields
+            .iter()
+            .filter(|f| f.column.generated.is_none())
+            .collect()
+    }
+
+    /// The value of writable column `f` of an archived row.
+    pub(crate) fn restored(&self, f: &Field) -> String {
+        let column = f.column;
+        let value = format!("\"r\".{}", sql::ident(&column.name));
+        let fallback = match column.identity {
+            // An ALWAYS identity column the archive predates: its next value, as for BY DEFAULT.
+            Some(_) => Some(format!(
+                "nextval(pg_get_serial_sequence('{}', '{}')::regclass)",
+                sql::ident(&self.ctx.table.name).replace('\'', "''"),
+                column.name.replace('\'', "''")
+            )),
+            None => f.default.clone(),
+        };
+        match fallback {
+            Some(fallback) => format!(
+                "CASE WHEN {} ? '{}' THEN {value} ELSE {fallback} END",
+                self.json_ref,
+                column.name.replace('\'', "''")
+            ),
+            None => value,
+        }
+    }
+
+    /// `restored AS "column", …` for every writable column (the inner select of a read).
+    pub(crate) fn inner_columns(&self) -> String {
+        self.writable()
+            .iter()
+            .map(|f| format!("{} AS {}", self.restored(f), sql::ident(&f.column.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every column of the table over the inner select `"x"`: writable ones as restored,
+    /// generated ones computed from them as the table would.
+    pub(crate) fn outer_columns(&self) -> String {
+        self.ctx
+            .fields
+            .iter()
+            .map(|f| match &f.column.generated {
+                Some(expr) => format!("({expr})::{} AS {}", f.cast(), sql::ident(&f.column.name)),
+                None => format!("\"x\".{}", sql::ident(&f.column.name)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// `ARCHIVED` (read archived rows as the table is now) and `RESTORE` (insert them back), both
 /// selecting the archive rows by the columns of the archive's foreign key `archive.by`.
 fn archive_statements(ctx: &Ctx, archive: &Archive) -> Result<(TokenStream, TokenStream)> {
-    let archive_table = ctx
-        .schema
-        .table(archive.archive)
-        .with_context(|| format!("archive table {} is not in the migrations", archive.archive))?;
-    let json = archive_table
-        .column(archive.json_column)
-        .with_context(|| format!("{} has no column {}", archive.archive, archive.json_column))?;
-    if !matches!(json.ty, SqlType::Json | SqlType::Jsonb) {
-        bail!(
-            "{}.{} holds archived rows, so it must be json or jsonb",
-            archive.archive,
-            archive.json_column
-        );
-    }
-    ctx.field(archive.order_by)?;
+    let view = ArchiveView::new(ctx, archive)?;
+    let archive_table = view.table;
     let (fk, _, _) = foreign_key(ctx.schema, archive_table, archive.by)?;
     let args_name = format_ident!("{}Archived", ctx.names.row);
     // The argument fields are columns of the archive table.
@@ -738,60 +827,20 @@ fn archive_statements(ctx: &Ctx, archive: &Archive) -> Result<(TokenStream, Toke
             .collect::<Vec<_>>()
             .join(" AND ");
         format!(
-            "FROM {} AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, \"a\".{}) AS \"r\" WHERE {conds}",
+            "FROM {} AS \"a\" {} WHERE {conds}",
             sql::ident(archive.archive),
-            sql::ident(&ctx.table.name),
-            sql::ident(archive.json_column),
+            view.populate(),
         )
     };
-    // Each column an INSERT may write, from its key in the archived JSON or, when the row was
-    // archived before the column existed, from its default.
-    let json_ref = format!("\"a\".{}", sql::ident(archive.json_column));
-    // Every column but generated ones (recomputed on insert), identity columns included.
-    let writable: Vec<&Field> = ctx
-        .fields
-        .iter()
-        .filter(|f| f.column.generated.is_none())
-        .collect();
-    let restored = |f: &Field| -> String {
-        let column = f.column;
-        let value = format!("\"r\".{}", sql::ident(&column.name));
-        let fallback = match column.identity {
-            // An ALWAYS identity column the archive predates: its next value, as for BY DEFAULT.
-            Some(_) => Some(format!(
-                "nextval((SELECT pg_get_serial_sequence('{}', '{}'))::regclass)",
-                sql::ident(&ctx.table.name).replace('\'', "''"),
-                column.name.replace('\'', "''")
-            )),
-            None => f.default.clone(),
-        };
-        match fallback {
-            Some(fallback) => format!(
-                "CASE WHEN {json_ref} ? '{}' THEN {value} ELSE {fallback} END",
-                column.name.replace('\'', "''")
-            ),
-            None => value,
-        }
-    };
+    let writable = view.writable();
+    let restored = |f: &Field| view.restored(f);
     let order = ctx.field(archive.order_by)?;
 
     // ARCHIVED: the restored values, and generated columns computed from them as the table
     // would.
     let mut stmt = Statement::new();
-    let inner_select = writable
-        .iter()
-        .map(|f| format!("{} AS {}", restored(f), sql::ident(&f.column.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let outer_select = ctx
-        .fields
-        .iter()
-        .map(|f| match &f.column.generated {
-            Some(expr) => format!("({expr})::{} AS {}", f.cast(), sql::ident(&f.column.name)),
-            None => format!("\"x\".{}", sql::ident(&f.column.name)),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let inner_select = view.inner_columns();
+    let outer_select = view.outer_columns();
     let sql = format!(
         "SELECT {outer_select} FROM (SELECT {inner_select} {}) AS \"x\" ORDER BY \"x\".{}",
         source(&mut stmt),

@@ -145,9 +145,10 @@ fn default_sql(table: &str, column: &Column) -> Option<String> {
     let cast = sql::cast_type(&column.ty);
     match (&column.default, column.identity) {
         (Some(d), _) => Some(format!("({d})::{cast}")),
-        // The sequence is looked up once per statement (an uncorrelated subquery), not per row.
+        // The sequence is looked up by name where it is used (no subquery: Citus refuses a
+        // subquery in an INSERT's values).
         (None, Some(Identity::ByDefault)) => Some(format!(
-            "nextval((SELECT pg_get_serial_sequence('{}', '{}'))::regclass)::{cast}",
+            "nextval(pg_get_serial_sequence('{}', '{}')::regclass)::{cast}",
             sql::ident(table).replace('\'', "''"),
             column.name.replace('\'', "''")
         )),
