@@ -556,14 +556,10 @@ async fn revert_in(
 fn restore_error(e: sqlx::Error) -> Error {
     if let Some(db) = e.as_database_error() {
         if db.kind() == sqlx::error::ErrorKind::NotNullViolation {
-            let column = db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .and_then(|pg| pg.column())
-                .unwrap_or("(unnamed)")
-                .to_owned();
+            let column = crate::error::column_of(db);
             return Error::Conflict {
                 reason: format!(
-                    "an archived message cannot be restored: column {column} has no archived value and no default"
+                    "an archived message cannot be restored: {column} has no archived value and no default"
                 ),
                 source: Some(e),
             };

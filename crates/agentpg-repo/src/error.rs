@@ -78,8 +78,20 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// Any other database or connection error.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+}
+
+/// `column c` for the column a NOT NULL violation names; where the database does not say
+/// (Citus relays a worker's error without it), what its message says.
+pub(crate) fn column_of(db: &dyn sqlx::error::DatabaseError) -> String {
+    match db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.column())
+    {
+        Some(column) => format!("column {column}"),
+        None => format!("the column ({})", db.message()),
+    }
 }
 
 /// Result with [`Error`].
@@ -126,12 +138,16 @@ impl From<sqlx::Error> for Error {
         };
         let constraint = db.constraint().map(str::to_owned);
         let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        // What the database said, for the reason when it names no constraint: a distributed
+        // database (Citus) relays a worker's error without its constraint field, and its message
+        // names the constraint of the shard (the constraint's name and the shard's number).
+        let said = db.message().to_owned();
         match db.kind() {
             sqlx::error::ErrorKind::UniqueViolation => Error::Conflict {
-                reason: format!(
-                    "unique constraint {} violated",
-                    constraint.as_deref().unwrap_or("(unnamed)")
-                ),
+                reason: match &constraint {
+                    Some(c) => format!("unique constraint {c} violated"),
+                    None => said,
+                },
                 source: Some(e),
             },
             sqlx::error::ErrorKind::ForeignKeyViolation => match constraint.as_deref() {
@@ -140,26 +156,22 @@ impl From<sqlx::Error> for Error {
                     Error::NotFound(Entity::ParentSession)
                 }
                 _ => Error::ForeignKey {
-                    constraint: constraint.unwrap_or_default(),
+                    constraint: constraint.unwrap_or(said),
                     source: e,
                 },
             },
             sqlx::error::ErrorKind::NotNullViolation => {
-                let column = db
-                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                    .and_then(|pg| pg.column())
-                    .unwrap_or("(unnamed)")
-                    .to_owned();
+                let column = column_of(db);
                 Error::InvalidInput {
-                    reason: format!("column {column} must not be NULL"),
+                    reason: format!("{column} must not be NULL"),
                     source: Some(e),
                 }
             }
             sqlx::error::ErrorKind::CheckViolation => Error::InvalidInput {
-                reason: format!(
-                    "constraint {} violated",
-                    constraint.as_deref().unwrap_or("(unnamed)")
-                ),
+                reason: match &constraint {
+                    Some(c) => format!("constraint {c} violated"),
+                    None => said,
+                },
                 source: Some(e),
             },
             _ if code == "42501" => Error::Forbidden {

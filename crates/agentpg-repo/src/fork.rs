@@ -54,7 +54,10 @@ pub async fn fork_session<'c>(
         forked_from_message_id: Some(at_message),
         ..new.clone()
     };
-    let created = sessions::stmt::insert(&fork).fetch_one(&mut *tx).await?;
+    let created = sessions::stmt::insert(&fork)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(crate::sessions::parent_missing)?;
 
     let (sql, values) = crate::built(&copy(tenant, source, at_message, created.id));
     let forked: Option<Session> = sqlx::query_as_with(sql, values)

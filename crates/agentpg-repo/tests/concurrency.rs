@@ -222,11 +222,13 @@ async fn a_compaction_killed_midway_leaves_the_session_as_it_was(pool: PgPool) {
     }
     // Midway: it holds the session row lock.
     let mut probe = pool.begin().await.unwrap();
-    let err = sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE NOWAIT")
-        .bind(s.id)
-        .execute(&mut *probe)
-        .await
-        .unwrap_err();
+    let err =
+        sqlx::query("SELECT 1 FROM sessions WHERE tenant_id = $1 AND id = $2 FOR UPDATE NOWAIT")
+            .bind(TENANT)
+            .bind(s.id)
+            .execute(&mut *probe)
+            .await
+            .unwrap_err();
     assert_eq!(
         err.as_database_error().unwrap().code().as_deref(),
         Some("55P03")

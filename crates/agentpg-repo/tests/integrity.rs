@@ -4,36 +4,19 @@
 
 mod common;
 
-use std::time::Duration;
-
 use agentpg_repo::{
     append_messages, append_messages_after, compact, delete_messages, list_messages, set_preserved,
     Error, LastSeen, MessageRange, ToolPairs,
 };
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage};
-use common::{all_messages, conversation, dump, plan, session, session_row, text, usage, TENANT};
+use common::{
+    all_messages, conversation, dump, plan, session, session_row, text, until_someone_waits, usage,
+    TENANT,
+};
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Waits until some backend of this database waits on a lock (the other side is blocked).
-async fn until_someone_waits(pool: &PgPool) {
-    for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("nobody started waiting on a lock");
-}
 
 fn message(session_id: Uuid, role: MessageRole, blocks: Vec<ContentBlock>) -> NewMessage {
     NewMessage {

@@ -290,8 +290,10 @@ async fn all_pages(
         seen.extend(page.items.iter().map(|s| s.id));
         if write_between {
             session(pool, TENANT, &format!("new-{order:?}-{page_number}")).await;
-            sqlx::query("UPDATE sessions SET updated_at = clock_timestamp() WHERE tenant_id = $1")
+            // (A bound instant: Citus refuses a volatile function in an UPDATE's values.)
+            sqlx::query("UPDATE sessions SET updated_at = $2 WHERE tenant_id = $1")
                 .bind(TENANT)
+                .bind(chrono::Utc::now())
                 .execute(pool)
                 .await
                 .unwrap();

@@ -120,3 +120,37 @@ pub fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
         duration_ms: None,
     }
 }
+
+/// True if the database runs Citus (the suite runs there too: `cargo xtask test --citus`).
+pub async fn is_citus(pool: &PgPool) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until some backend of this database waits on a lock (the other side is blocked). On
+/// Citus the wait happens where the rows are, on a worker: `citus_stat_activity` shows every
+/// node's backends.
+pub async fn until_someone_waits(pool: &PgPool) {
+    let activity = if is_citus(pool).await {
+        "citus_stat_activity"
+    } else {
+        "pg_stat_activity"
+    };
+    let query = format!(
+        "SELECT count(*) FROM {activity}
+          WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    );
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nobody started waiting on a lock");
+}
