@@ -60,7 +60,9 @@ pub enum Error {
     /// A foreign key was violated.
     #[error("foreign key violation ({constraint})")]
     ForeignKey {
-        /// The constraint's name.
+        /// The constraint's name; where the database does not report it (Citus relays a
+        /// worker's error without it), what the database's message says, which names the
+        /// constraint of the shard.
         constraint: String,
         /// The database error.
         #[source]

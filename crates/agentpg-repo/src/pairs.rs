@@ -244,7 +244,8 @@ mod tests {
                 split, None,
                 "the other sessions' results are not this session's"
             );
-            let used = crate::test_support::indexes_read(&mut conn, &sql.0, values).await;
+            let used =
+                crate::test_support::indexes_read(&mut conn, "t", "messages", &sql.0, values).await;
             assert!(
                 used.iter().any(|i| i == "messages_tool_result_ids_idx"),
                 "run {run}: the results are found through the GIN index: {used:?}"

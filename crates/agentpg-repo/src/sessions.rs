@@ -481,7 +481,10 @@ mod tests {
             let query = list_query("tenant-3", &filter, order, None, 51).unwrap();
             let (sql, values) = crate::built(&query);
             let mut conn = pool.acquire().await.unwrap();
-            let used = crate::test_support::indexes_read(&mut conn, &sql.0, values).await;
+            let used = crate::test_support::indexes_read(
+                &mut conn, "tenant-3", "sessions", &sql.0, values,
+            )
+            .await;
             assert!(
                 used.iter().any(|i| i == "sessions_tenant_id_metadata_idx"),
                 "{order:?}: the plan does not use the GIN index: {used:?}"
