@@ -456,6 +456,7 @@ fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
         strategy: "bench".into(),
         model_used: None,
         duration_ms: None,
+        pending_tool_calls: Default::default(),
     }
 }
 

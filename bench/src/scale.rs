@@ -62,6 +62,7 @@ async fn oldest_100(pool: &PgPool, session: &Session) -> CompactionPlan {
         strategy: "scale".into(),
         model_used: None,
         duration_ms: None,
+        pending_tool_calls: Default::default(),
     }
 }
 

@@ -264,6 +264,7 @@ async fn compactor(
             strategy: "soak".into(),
             model_used: None,
             duration_ms: Some(1),
+            pending_tool_calls: Default::default(),
         };
         let result = compact(&pool, tenant, &plan).await;
         if let Ok(event) = &result {

@@ -27,6 +27,7 @@ fn plan(session_id: uuid::Uuid, remove: Vec<uuid::Uuid>) -> CompactionPlan {
         strategy: "drill".into(),
         model_used: None,
         duration_ms: None,
+        pending_tool_calls: Default::default(),
     }
 }
 

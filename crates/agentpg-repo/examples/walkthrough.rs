@@ -116,6 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             strategy: "summarization".into(),
             model_used: Some("example-model".into()),
             duration_ms: Some(42),
+            pending_tool_calls: Default::default(),
         },
     )
     .await?;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use agentpg_schema::compaction_events::{self, CompactionEventKey};
-use agentpg_schema::messages::{self, MessageArchived, MessageKey};
+use agentpg_schema::messages::{self, MessageArchived};
 use agentpg_schema::sessions::{self, SessionKey};
 use agentpg_schema::{
     CompactionEvent, CompactionEventIden, CompactionEventPatch, ContentBlocks, Message,
@@ -52,6 +52,22 @@ pub struct CompactionPlan {
     pub model_used: Option<String>,
     /// How long the compaction took, as the caller measured it.
     pub duration_ms: Option<i64>,
+    /// Whether the plan may remove a tool call whose result has not arrived yet (the tool is
+    /// still running): by default it may not, since the result appended later would answer a
+    /// call the session no longer holds.
+    pub pending_tool_calls: PendingToolCalls,
+}
+
+/// What a compaction may do with a tool call (`tool_use`) whose result (`tool_result`) is not
+/// in the session yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PendingToolCalls {
+    /// Keep it: a plan that removes it is refused, and the planner never proposes it.
+    #[default]
+    Keep,
+    /// Remove it anyway: its result, when it arrives, answers a call the session no longer
+    /// holds (the archive keeps the call until retention finalizes the compaction).
+    Remove,
 }
 
 fn check_plan(plan: &CompactionPlan) -> Result<()> {
@@ -164,6 +180,10 @@ async fn compact_in(
             session.id,
             &plan.remove,
         )))
+        .expr(Expr::from(match plan.pending_tool_calls {
+            PendingToolCalls::Keep => crate::pairs::first_pending(tenant, session.id, &plan.remove),
+            PendingToolCalls::Remove => crate::pairs::no_split(),
+        }))
         .from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
@@ -175,13 +195,14 @@ async fn compact_in(
         .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    let found: Vec<(Uuid, bool, bool, Option<String>)> = sqlx::query_as_with(sql, values)
+    type Found = (Uuid, bool, bool, Option<String>, Option<String>);
+    let found: Vec<Found> = sqlx::query_as_with(sql, values)
         .persistent(false)
         .fetch_all(&mut *conn)
         .await?;
     let mut in_plan = HashSet::with_capacity(plan.remove.len());
     let mut preserved_ids = Vec::new();
-    for (id, is_preserved, planned, _) in &found {
+    for (id, is_preserved, planned, _, _) in &found {
         if *planned {
             if *is_preserved {
                 return Err(Error::invalid(format!("message {id} is preserved")));
@@ -200,6 +221,12 @@ async fn compact_in(
     // session lock).
     if let Some(tool_id) = found.first().and_then(|f| f.3.as_deref()) {
         return Err(crate::pairs::split_error(tool_id));
+    }
+    if let Some(tool_id) = found.first().and_then(|f| f.4.as_deref()) {
+        return Err(crate::pairs::pending_error(
+            tool_id,
+            "PendingToolCalls::Remove in the plan",
+        ));
     }
 
     // 3. One statement does the rest, so a compaction of any size costs the same round trips.
@@ -483,15 +510,25 @@ async fn revert_in(
         )));
     }
 
-    // 3. Remove the summary (its position goes back to the first restored message).
+    // 3. Remove the summary (its position goes back to the first restored message): the row
+    //    of this session that this compaction wrote, identified by tenant, session and id, so
+    //    that an id reused elsewhere after the summary was deleted is never touched.
     let summary_tokens = match event.summary_message_id {
-        Some(id) => messages::stmt::delete_by_pk(&MessageKey {
-            tenant_id: tenant,
-            id,
-        })
-        .fetch_optional(&mut *conn)
-        .await?
-        .map_or(0, |m| m.tokens),
+        Some(id) => {
+            let mut delete = Query::delete();
+            delete
+                .from_table(MessageIden::Table)
+                .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+                .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
+                .and_where(Expr::col(MessageIden::Id).eq(id))
+                .and_where(Expr::col(MessageIden::IsSummary))
+                .returning_col(MessageIden::Tokens);
+            let (sql, values) = crate::built(&delete);
+            sqlx::query_scalar_with::<_, i64, _>(sql, values)
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or(0)
+        }
         None => 0,
     };
 

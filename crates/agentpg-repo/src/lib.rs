@@ -53,7 +53,8 @@ mod test_support;
 mod validate;
 
 pub use compaction::{
-    archived_messages, compact, list_compactions, revert_compaction, CompactionPlan, Summary,
+    archived_messages, compact, list_compactions, revert_compaction, CompactionPlan,
+    PendingToolCalls, Summary,
 };
 pub use error::{Entity, Error, Result};
 pub use fork::fork_session;

@@ -290,6 +290,14 @@ pub async fn list_messages<'c>(
     if let Some(after) = range.after_position {
         query.and_where(Expr::col(MessageIden::Position).gt(after));
     }
+    for (name, n) in [("limit", range.limit), ("last", range.last)] {
+        if n.is_some_and(|n| i64::try_from(n).is_err()) {
+            return Err(Error::invalid(format!(
+                "a message range's {name} is at most {}",
+                i64::MAX
+            )));
+        }
+    }
     match (range.limit, range.last) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid(
@@ -401,11 +409,14 @@ pub async fn get_message(
     Ok(message.filter(|m| m.session_id == session_id))
 }
 
-/// Marks message `id` preserved (never compacted away) or not; returns the message.
+/// Marks message `id` preserved (never compacted away) or not; returns the message as stored.
 ///
-/// A compaction running at the same time either sees the flag (and is refused) or removed the
-/// message before it was set (and this call then finds no message): the compaction re-checks
-/// the flag in the statement that removes the rows.
+/// One statement: it locks the session row first, as every write to a session's messages does,
+/// then sets the flag and the session's `updated_at` (preserving a message is activity: the
+/// session is no longer idle for retention). A compaction running at the same time either
+/// sees the flag (and is refused) or removed the message before it was set (and this call then
+/// finds no message): the compaction re-checks the flag in the statement that removes the
+/// rows. Retention skips a session this call holds, and never waits for it.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the message is not in session `session_id` of `tenant`.
@@ -418,15 +429,48 @@ pub async fn set_preserved(
     preserved: bool,
 ) -> Result<Message> {
     validate::tenant(tenant)?;
-    let mut query = Query::update();
-    query
+    let (parent, updated) = (Alias::new("parent"), Alias::new("updated"));
+    let exists_in = |name: &Alias| {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(name.clone())
+                .to_owned(),
+        )
+    };
+    let mut lock = Query::select();
+    lock.column(SessionIden::Id)
+        .from(SessionIden::Table)
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::Id).eq(session_id))
+        .lock(LockType::NoKeyUpdate);
+    let mut update = Query::update();
+    update
         .table(MessageIden::Table)
         .value(MessageIden::IsPreserved, preserved)
         .value(MessageIden::UpdatedAt, Expr::current_timestamp())
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
-        .and_where(Expr::col(MessageIden::Id).eq(id))
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
+        .and_where(Expr::col(MessageIden::Id).eq(id))
+        .and_where(exists_in(&parent))
         .returning(Query::returning().columns(MessageIden::COLUMNS));
+    let mut touch = Query::update();
+    touch
+        .table(SessionIden::Table)
+        .value(SessionIden::UpdatedAt, Expr::current_timestamp())
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::Id).eq(session_id))
+        .and_where(exists_in(&updated));
+    let with = Query::with()
+        .cte(crate::cte(&parent, lock))
+        .cte(crate::cte(&updated, update))
+        .cte(crate::cte(&Alias::new("touched"), touch))
+        .to_owned();
+    let query = Query::select()
+        .columns(MessageIden::COLUMNS)
+        .from(updated)
+        .to_owned()
+        .with(with);
     let (sql, values) = crate::built(&query);
     sqlx::query_as_with(sql, values)
         .fetch_optional(executor)
@@ -471,12 +515,16 @@ pub async fn delete_messages<'c>(
     }
     let (sql, values) = crate::built(&delete_statement(tenant, session_id, ids, pairs));
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    let (split, deleted): (Option<String>, i64) = sqlx::query_as_with(sql, values)
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (split, pending, deleted): (Option<String>, Option<String>, i64) =
+        sqlx::query_as_with(sql, values)
+            .persistent(false)
+            .fetch_one(&mut *tx)
+            .await?;
     if let Some(tool_id) = split {
         return Err(pairs::split_error(&tool_id));
+    }
+    if let Some(tool_id) = pending {
+        return Err(pairs::pending_error(&tool_id, "ToolPairs::AllowSplit"));
     }
     tx.commit().await?;
     tracing::Span::current().record("deleted", deleted);
@@ -492,26 +540,45 @@ fn delete_statement(
     ids: &[Uuid],
     pairs: ToolPairs,
 ) -> sea_query::WithQuery {
-    let (split, gone) = (Alias::new("split"), Alias::new("gone"));
-    let mut check = pairs::first_split(tenant, session_id, ids);
-    if pairs == ToolPairs::AllowSplit {
-        check.and_where(Expr::val(false));
-    }
+    let (split, pending, gone) = (
+        Alias::new("split"),
+        Alias::new("pending"),
+        Alias::new("gone"),
+    );
+    // With AllowSplit there is nothing to check: no pair check at all (a condition added to
+    // the check would reach only one branch of its UNION).
+    let (check, calls) = match pairs {
+        ToolPairs::Keep => (
+            pairs::first_split(tenant, session_id, ids),
+            pairs::first_pending(tenant, session_id, ids),
+        ),
+        ToolPairs::AllowSplit => (pairs::no_split(), pairs::no_split()),
+    };
+    let none_in = |name: &Alias| {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(name.clone())
+                .to_owned(),
+        )
+        .not()
+    };
+    let first_of = |name: &Alias| {
+        Expr::from(
+            Query::select()
+                .column(Alias::new("tool_id"))
+                .from(name.clone())
+                .to_owned(),
+        )
+    };
     let mut delete = Query::delete();
     delete
         .from_table(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
         .and_where(Expr::col(MessageIden::Id).eq(sea_query::PgFunc::any(Expr::val(ids.to_vec()))))
-        .and_where(
-            Expr::exists(
-                Query::select()
-                    .expr(Expr::val(1))
-                    .from(split.clone())
-                    .to_owned(),
-            )
-            .not(),
-        )
+        .and_where(none_in(&split))
+        .and_where(none_in(&pending))
         .returning_col(MessageIden::Tokens);
     let removed_tokens = crate::sum_of(MessageIden::Tokens, &gone);
     let mut update = Query::update();
@@ -527,16 +594,13 @@ fn delete_statement(
         .and_where(crate::count_of(&gone).gt(0));
     let with = Query::with()
         .cte(crate::cte(&split, check))
+        .cte(crate::cte(&pending, calls))
         .cte(crate::cte(&gone, delete))
         .cte(crate::cte(&Alias::new("updated"), update))
         .to_owned();
     Query::select()
-        .expr(Expr::from(
-            Query::select()
-                .column(Alias::new("tool_id"))
-                .from(split)
-                .to_owned(),
-        ))
+        .expr(first_of(&split))
+        .expr(first_of(&pending))
         .expr(crate::count_of(&gone))
         .to_owned()
         .with(with)

@@ -165,6 +165,54 @@ fn ids_in(
     q
 }
 
+/// `SELECT …`: a tool-use id that one of the messages `removed` of the session calls and that
+/// no message of the session answers yet (the tool is still running), if there is one: removing
+/// the call would leave its result, when it arrives, answering nothing.
+///
+/// ```text
+/// SELECT e.value FROM messages u, jsonb_array_elements_text(u.tool_use_ids) e
+///  WHERE u is the session's, holds tool uses, and is removed
+///    AND NOT EXISTS (a message of the session whose tool_result_ids ? e.value)
+/// LIMIT 1
+/// ```
+///
+/// Each call is looked up in the partial GIN index on `tool_result_ids` (one key, `?`): the
+/// cost follows the calls the removed messages hold, not the session's length.
+pub(crate) fn first_pending(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStatement {
+    let (u, e, r) = (Alias::new("u"), Alias::new("e"), Alias::new("r"));
+    let mut answered = Query::select();
+    answered
+        .expr(Expr::val(1))
+        .from_as(MessageIden::Table, r.clone())
+        .and_where(Expr::col((r.clone(), MessageIden::TenantId)).eq(tenant))
+        .and_where(Expr::col((r.clone(), MessageIden::SessionId)).eq(session_id))
+        .and_where(Expr::col((r.clone(), MessageIden::ToolResultIds)).ne(Expr::val(json!([]))))
+        .and_where(
+            Expr::col((r, MessageIden::ToolResultIds)).binary(BinOper::Custom("?"), element(&e)),
+        );
+    let mut q = ids_in(tenant, session_id, MessageIden::ToolUseIds, &u, &e);
+    q.expr_as(element(&e), Alias::new("tool_id"))
+        .and_where(crate::in_set((u, MessageIden::Id), removed))
+        .and_where(Expr::exists(answered).not())
+        .limit(1);
+    q
+}
+
+/// The error for a pending tool call a removal would take away.
+pub(crate) fn pending_error(tool_id: &str, opt_out: &str) -> crate::Error {
+    crate::Error::invalid(format!(
+        "tool use {tool_id:?} has no result yet (the tool is still running): removing it would leave its result answering nothing; remove it once its result is in, or pass {opt_out}"
+    ))
+}
+
+/// A check that finds no split: the `tool_id` column of [`first_split`], and no row.
+pub(crate) fn no_split() -> SelectStatement {
+    Query::select()
+        .expr_as(Expr::cust("NULL::text"), Alias::new("tool_id"))
+        .and_where(Expr::val(false))
+        .to_owned()
+}
+
 /// The id an [`ids_in`] row stands for.
 fn element(element: &Alias) -> Expr {
     Expr::col((element.clone(), Alias::new("value")))

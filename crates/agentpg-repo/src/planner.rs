@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::compaction::CompactionPlan;
+use crate::compaction::{CompactionPlan, PendingToolCalls};
 use crate::error::{Entity, Error, Result};
 use crate::validate;
 
@@ -30,6 +30,10 @@ pub struct CompactionPolicy {
     pub include_summaries: bool,
     /// The strategy name the plan carries (written on the compaction event).
     pub strategy: String,
+    /// Whether a tool call whose result has not arrived yet may be removed (by default it is
+    /// kept, with everything its pair would take along); the plan carries it to
+    /// [`compact`](crate::compact).
+    pub pending_tool_calls: PendingToolCalls,
 }
 
 impl CompactionPolicy {
@@ -43,6 +47,7 @@ impl CompactionPolicy {
             keep_last_tokens: 0,
             include_summaries: false,
             strategy: strategy.into(),
+            pending_tool_calls: PendingToolCalls::Keep,
         }
     }
 
@@ -108,6 +113,8 @@ pub(crate) struct Candidate {
     pub(crate) is_preserved: bool,
     pub(crate) is_summary: bool,
     pub(crate) tool_ids: Vec<String>,
+    /// It calls a tool whose result is not in the session yet.
+    pub(crate) pending: bool,
 }
 
 /// The planner's choice over `messages` (in order): indexes to remove, oldest first, and the
@@ -135,7 +142,10 @@ pub(crate) fn choose(
     }
     let removable = |i: usize| {
         let m = &messages[i];
-        !protected[i] && !m.is_preserved && (policy.include_summaries || !m.is_summary)
+        !protected[i]
+            && !m.is_preserved
+            && (policy.include_summaries || !m.is_summary)
+            && (!m.pending || policy.pending_tool_calls == PendingToolCalls::Remove)
     };
     // Messages that share a tool id go together: one group per connected set.
     let mut group: Vec<usize> = (0..n).collect();
@@ -190,21 +200,18 @@ pub(crate) fn choose(
     (chosen, outcome, removed)
 }
 
-/// The tool ids of a message's `tool_use_ids` and `tool_result_ids` (JSON arrays of strings).
-fn tool_ids(uses: Option<Value>, results: Option<Value>) -> Vec<String> {
-    [uses, results]
-        .into_iter()
-        .flatten()
-        .filter_map(|v| match v {
-            Value::Array(items) => Some(items),
-            _ => None,
-        })
-        .flatten()
-        .filter_map(|v| match v {
-            Value::String(s) => Some(s),
-            _ => None,
-        })
-        .collect()
+/// The strings of a JSON array of strings (`tool_use_ids`, `tool_result_ids`).
+fn strings(value: Option<Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Proposes a compaction of session `session_id` of `tenant` under `policy`: the oldest
@@ -274,17 +281,36 @@ pub async fn plan_compaction(
     if rows.is_empty() {
         return Err(Error::NotFound(Entity::Session));
     }
-    let messages: Vec<Candidate> = rows
+    let rows: Vec<_> = rows
         .into_iter()
         .filter_map(|(_, id, tokens, preserved, summary, uses, results)| {
-            Some(Candidate {
-                id: id?,
+            Some((
+                id?,
+                tokens,
+                preserved,
+                summary,
+                strings(uses),
+                strings(results),
+            ))
+        })
+        .collect();
+    // Calls the session answers somewhere; the others are still running.
+    let answered: std::collections::HashSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.5.iter().map(String::as_str))
+        .collect();
+    let messages: Vec<Candidate> = rows
+        .iter()
+        .map(
+            |(id, tokens, preserved, summary, uses, results)| Candidate {
+                id: *id,
                 tokens: tokens.unwrap_or(0),
                 is_preserved: preserved.unwrap_or(false),
                 is_summary: summary.unwrap_or(false),
-                tool_ids: tool_ids(uses, results),
-            })
-        })
+                pending: uses.iter().any(|u| !answered.contains(u.as_str())),
+                tool_ids: uses.iter().chain(results).cloned().collect(),
+            },
+        )
         .collect();
     let before: i64 = messages.iter().map(|m| m.tokens).sum();
     let (chosen, outcome, removed) = choose(&messages, policy);
@@ -295,6 +321,7 @@ pub async fn plan_compaction(
         strategy: policy.strategy.clone(),
         model_used: None,
         duration_ms: None,
+        pending_tool_calls: policy.pending_tool_calls,
     });
     let tokens_after = match &plan {
         Some(_) => before - removed + policy.summary_tokens,
@@ -341,6 +368,7 @@ mod tests {
                         is_preserved,
                         is_summary,
                         tool_ids: Vec::new(),
+                        pending: false,
                     })
                     .collect();
                 let mut pairs_out = Vec::new();
@@ -374,6 +402,7 @@ mod tests {
                     keep_last_tokens: keep_k,
                     include_summaries,
                     strategy: "test".into(),
+                    pending_tool_calls: PendingToolCalls::Keep,
                 }
             })
     }
@@ -440,6 +469,33 @@ mod tests {
     }
 
     #[test]
+    fn a_call_still_running_is_kept_unless_the_policy_removes_it() {
+        let m = |tokens, pending| Candidate {
+            id: Uuid::new_v4(),
+            tokens,
+            is_preserved: false,
+            is_summary: false,
+            tool_ids: if pending {
+                vec!["running".into()]
+            } else {
+                Vec::new()
+            },
+            pending,
+        };
+        // 0 plain, 1 calls a tool that has not answered, 2 plain.
+        let messages = vec![m(10, false), m(10, true), m(10, false)];
+        let mut policy = CompactionPolicy::new(0, "t");
+        let (chosen, outcome, _) = choose(&messages, &policy);
+        assert_eq!((chosen, outcome), (vec![0, 2], PlanOutcome::FallsShort));
+        policy.pending_tool_calls = PendingToolCalls::Remove;
+        let (chosen, outcome, _) = choose(&messages, &policy);
+        assert_eq!(
+            (chosen, outcome),
+            (vec![0, 1, 2], PlanOutcome::ReachesTarget)
+        );
+    }
+
+    #[test]
     fn a_pair_reaching_into_the_tail_is_kept_whole() {
         let m = |tokens, tool: Option<&str>| Candidate {
             id: Uuid::new_v4(),
@@ -447,6 +503,7 @@ mod tests {
             is_preserved: false,
             is_summary: false,
             tool_ids: tool.map(|t| vec![t.to_string()]).unwrap_or_default(),
+            pending: false,
         };
         // 0 and 1 plain, 2 calls "a", 3 answers "a" (in the tail of 1 message).
         let messages = vec![m(10, None), m(10, None), m(10, Some("a")), m(10, Some("a"))];

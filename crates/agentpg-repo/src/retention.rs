@@ -40,16 +40,35 @@ impl From<std::time::Duration> for Cutoff {
     }
 }
 
+/// The earliest instant PostgreSQL's `timestamptz` holds (4714-11-24 BC, proleptic
+/// Gregorian, which chrono numbers as year -4713): a cut-off before it selects nothing, since
+/// no row can be older.
+fn earliest_timestamptz() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MIN_UTC, |t| t.and_utc())
+}
+
+/// The oldest age computed as `now() - age` (about 6,000 years: `now()` minus it stays inside
+/// PostgreSQL's range); an older age selects nothing, as no row can be that old.
+const MAX_AGE_DAYS: i64 = 6_000 * 365;
+
 impl Cutoff {
-    /// The cut-off as a SQL expression, and a check that it is not in the future.
+    /// The cut-off as a SQL expression, and a check that it is not in the future. A cut-off
+    /// older than any instant PostgreSQL can hold is `-infinity`: it selects nothing.
     fn expr(self) -> Result<Expr> {
+        let nothing = || Expr::cust("'-infinity'::timestamptz");
         Ok(match self {
+            Cutoff::Before(at) if at < earliest_timestamptz() => nothing(),
             Cutoff::Before(at) => Expr::val(at).cast_as(Alias::new("timestamptz")),
             Cutoff::Age(age) => {
                 if age < TimeDelta::zero() {
                     return Err(Error::invalid(format!(
                         "the cut-off is in the future (a negative age, {age})"
                     )));
+                }
+                if age.num_days() > MAX_AGE_DAYS {
+                    return Ok(nothing());
                 }
                 // now() - µs * interval '1 microsecond': exact to the microsecond.
                 let micros = age.num_microseconds().unwrap_or(i64::MAX);

@@ -118,9 +118,9 @@ pub(crate) fn check_new(new: &NewSession) -> Result<()> {
     if let Some(metadata) = &new.metadata {
         validate::json_object("metadata", metadata)?;
     }
-    if new.total_tokens.is_some() || new.compaction_count.is_some() {
+    if new.total_tokens.is_some() || new.compaction_count.is_some() || new.last_position.is_some() {
         return Err(Error::invalid(
-            "total_tokens and compaction_count are kept by agentpg-repo; leave them None",
+            "total_tokens, compaction_count and last_position are kept by agentpg-repo; leave them None",
         ));
     }
     if new.forked_from_session_id.is_some() || new.forked_from_message_id.is_some() {

@@ -43,14 +43,13 @@ pub(crate) async fn indexes_read(
             .expect("extensions");
     let mut read = Vec::new();
     if citus {
-        let shard: i64 = sqlx::query_scalar(
-            "SELECT get_shard_id_for_distribution_column($1::regclass, $2)",
-        )
-        .bind(table)
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await
-        .expect("the tenant's shard");
+        let shard: i64 =
+            sqlx::query_scalar("SELECT get_shard_id_for_distribution_column($1::regclass, $2)")
+                .bind(table)
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .expect("the tenant's shard");
         let declared: Vec<String> = sqlx::query_scalar(
             "SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
               WHERE x.indrelid = $1::regclass ORDER BY 1",

@@ -86,7 +86,10 @@ pub(crate) fn json_object(field: &str, value: &Value) -> Result<()> {
 /// array is depth 0, each block depth 1, its fields' values depth 2.
 pub(crate) fn content(field: &str, blocks: &[ContentBlock]) -> Result<()> {
     const FIELDS: usize = 2;
-    for block in blocks {
+    for (i, block) in blocks.iter().enumerate() {
+        if let Some(conflict) = block.storage_conflict() {
+            return Err(Error::invalid(format!("{field}[{i}]: {conflict}")));
+        }
         match block {
             ContentBlock::Text(b) => {
                 text(field, &b.text)?;
@@ -152,6 +155,9 @@ pub(crate) fn usage(field: &str, usage: &Usage) -> Result<()> {
         ),
         ("cache_read_input_tokens", usage.cache_read_input_tokens),
     ];
+    if let Some(conflict) = usage.storage_conflict() {
+        return Err(Error::invalid(format!("{field}: {conflict}")));
+    }
     for (name, count) in counts {
         if count.is_some_and(|c| c < 0) {
             return Err(Error::invalid(format!("{field}.{name} is negative")));

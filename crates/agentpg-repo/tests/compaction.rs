@@ -20,6 +20,7 @@ fn plan(session_id: Uuid, remove: Vec<Uuid>, summary: Option<Summary>) -> Compac
         strategy: "summarization".into(),
         model_used: Some("model-x".into()),
         duration_ms: Some(1234),
+        pending_tool_calls: Default::default(),
     }
 }
 
@@ -243,6 +244,7 @@ async fn refused_plans_change_nothing(pool: PgPool) {
             "negative duration",
             CompactionPlan {
                 duration_ms: Some(-1),
+                pending_tool_calls: Default::default(),
                 ..plan(s.id, vec![all[0].id], None)
             },
         ),

@@ -107,6 +107,7 @@ async fn concurrent_compactions_of_one_session_serialize(pool: PgPool) {
                     strategy: "race".into(),
                     model_used: None,
                     duration_ms: None,
+                    pending_tool_calls: Default::default(),
                 },
             )
             .await
@@ -194,6 +195,7 @@ async fn a_compaction_killed_midway_leaves_the_session_as_it_was(pool: PgPool) {
                 strategy: "killed".into(),
                 model_used: None,
                 duration_ms: None,
+                pending_tool_calls: Default::default(),
             },
         )
         .await;
@@ -259,6 +261,7 @@ async fn a_compaction_killed_midway_leaves_the_session_as_it_was(pool: PgPool) {
             strategy: "retry".into(),
             model_used: None,
             duration_ms: None,
+            pending_tool_calls: Default::default(),
         },
     )
     .await

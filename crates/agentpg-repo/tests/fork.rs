@@ -139,6 +139,7 @@ async fn a_fork_of_a_compacted_session_copies_the_summary_and_the_fork_outlives_
             strategy: "summarization".into(),
             model_used: None,
             duration_ms: None,
+            pending_tool_calls: Default::default(),
         },
     )
     .await

@@ -165,6 +165,7 @@ async fn deep_json_up_to_the_limit_round_trips_and_beyond_is_refused(pool: PgPoo
         strategy: "deep".into(),
         model_used: None,
         duration_ms: None,
+        pending_tool_calls: Default::default(),
     };
     let event = compact(&pool, TENANT, &plan).await.unwrap();
     assert_eq!(
@@ -378,6 +379,7 @@ async fn texts_that_go_into_an_index_have_limits(pool: PgPool) {
         strategy,
         model_used: Some(model),
         duration_ms: None,
+        pending_tool_calls: Default::default(),
     };
     refused_naming(
         compact(

@@ -63,8 +63,10 @@ async fn tool_conversation(pool: &PgPool, session_id: Uuid) -> Vec<Message> {
     .into_rows()
 }
 
-/// Transaction A marks M preserved and has not committed; a compaction removing M reads M as
-/// not preserved and blocks on A's row lock; A commits. The compaction must then refuse.
+/// Transaction A marks M preserved and has not committed; a compaction removing M blocks on the
+/// session row A's `set_preserved` locked; A commits. The compaction then reads M preserved
+/// and refuses. (The compaction's removal re-checks the flag as well, for writers that set it
+/// without the session lock.)
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
 async fn a_message_preserved_while_a_compaction_waits_is_not_compacted_away(pool: PgPool) {
     let s = session(&pool, TENANT, "s").await;
@@ -80,7 +82,10 @@ async fn a_message_preserved_while_a_compaction_waits_is_not_compacted_away(pool
     until_someone_waits(&pool).await;
     a.commit().await.unwrap();
     let err = compaction.await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::InvalidInput { reason, .. } if reason.contains("is preserved")),
+        "{err:?}"
+    );
 
     let stored = all_messages(&pool, s.id).await;
     assert_eq!(stored.len(), 4, "nothing removed");

@@ -152,6 +152,57 @@ impl ContentBlock {
         })
     }
 
+    /// The keys a block of this kind names itself (`type` included); `extra` must hold none of
+    /// them. `None` for [`ContentBlock::Unknown`].
+    pub fn own_keys(&self) -> Option<&'static [&'static str]> {
+        Some(match self {
+            ContentBlock::Text(_) => &["type", "text"],
+            ContentBlock::ToolUse(_) => &["type", "id", "name", "input"],
+            ContentBlock::ToolResult(_) => &["type", "tool_use_id", "content", "is_error"],
+            ContentBlock::Image(_) | ContentBlock::Document(_) => &["type", "source"],
+            ContentBlock::Thinking(_) => &["type", "thinking", "signature"],
+            ContentBlock::RedactedThinking(_) => &["type", "data"],
+            ContentBlock::Unknown(_) => return None,
+        })
+    }
+
+    /// The fields this crate does not name, kept as sent (a map of its own for
+    /// [`ContentBlock::Unknown`]).
+    pub fn extra(&self) -> &Extra {
+        match self {
+            ContentBlock::Text(b) => &b.extra,
+            ContentBlock::ToolUse(b) => &b.extra,
+            ContentBlock::ToolResult(b) => &b.extra,
+            ContentBlock::Image(b) => &b.extra,
+            ContentBlock::Document(b) => &b.extra,
+            ContentBlock::Thinking(b) => &b.extra,
+            ContentBlock::RedactedThinking(b) => &b.extra,
+            ContentBlock::Unknown(map) => map,
+        }
+    }
+
+    /// Why the block cannot be stored as what it says it is, if it cannot: an `extra` key that
+    /// names one of the block's own fields (serialized, it would be a second key of that name,
+    /// and PostgreSQL's jsonb keeps the last one, so the stored block would not be the block
+    /// that was checked), or an [`ContentBlock::Unknown`] block whose `type` is one this crate
+    /// knows (it would be read back as another kind of block, or not at all). Nothing that
+    /// fails this check is serialized: [`Serialize`] refuses it too.
+    pub fn storage_conflict(&self) -> Option<String> {
+        match self.own_keys() {
+            Some(own) => self
+                .extra()
+                .keys()
+                .find(|k| own.contains(&k.as_str()))
+                .map(|k| format!("the extra field `{k}` would replace the block's own `{k}`")),
+            None => match self.block_type() {
+                Some(kind) if KNOWN_TYPES.contains(&kind) => Some(format!(
+                    "a block of type `{kind}` must be a ContentBlock of that kind, not Unknown"
+                )),
+                _ => None,
+            },
+        }
+    }
+
     /// The text of a text block.
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -160,6 +211,17 @@ impl ContentBlock {
         }
     }
 }
+
+/// The block types this crate reads into a typed [`ContentBlock`].
+const KNOWN_TYPES: [&str; 7] = [
+    "text",
+    "tool_use",
+    "tool_result",
+    "image",
+    "document",
+    "thinking",
+    "redacted_thinking",
+];
 
 fn take<E: de::Error>(
     map: &mut Map<String, Value>,
@@ -204,17 +266,7 @@ impl<'de> Deserialize<'de> for ContentBlock {
             Some(Value::String(kind)) => kind.clone(),
             _ => return Ok(ContentBlock::Unknown(map)),
         };
-        let known = matches!(
-            kind.as_str(),
-            "text"
-                | "tool_use"
-                | "tool_result"
-                | "image"
-                | "document"
-                | "thinking"
-                | "redacted_thinking"
-        );
-        if !known {
+        if !KNOWN_TYPES.contains(&kind.as_str()) {
             return Ok(ContentBlock::Unknown(map));
         }
         map.remove("type");
@@ -267,6 +319,9 @@ impl<'de> Deserialize<'de> for ContentBlock {
 
 impl Serialize for ContentBlock {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let Some(conflict) = self.storage_conflict() {
+            return Err(serde::ser::Error::custom(conflict));
+        }
         /// Opens the map with `type` first; the caller adds the block's own fields.
         fn open<S: Serializer>(
             serializer: S,
@@ -347,7 +402,7 @@ impl Serialize for ContentBlock {
 /// Token usage reported for a message. What a message counts toward its session's total is the
 /// `messages.tokens` column, which the database computes from this (the rule is written once,
 /// in the migration).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct Usage {
     /// Input (prompt) tokens.
     #[serde(default)]
@@ -361,9 +416,54 @@ pub struct Usage {
     /// Input tokens read from the prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_input_tokens: Option<i64>,
-    /// Other fields, kept as sent.
+    /// Other fields, kept as sent. None of them may be named like a field above (see
+    /// [`Usage::storage_conflict`]).
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl Usage {
+    /// The keys `Usage` names itself.
+    pub const OWN_KEYS: [&'static str; 4] = [
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ];
+
+    /// Why the usage cannot be stored as it is, if it cannot: an `extra` key named like one of
+    /// its own fields would be a second key of that name, and PostgreSQL's jsonb keeps the last
+    /// one (an `extra["input_tokens"]` of -1,499 would be what the database counts). Nothing that
+    /// fails this check is serialized.
+    pub fn storage_conflict(&self) -> Option<String> {
+        self.extra
+            .keys()
+            .find(|k| Self::OWN_KEYS.contains(&k.as_str()))
+            .map(|k| format!("the extra field `{k}` would replace the usage's own `{k}`"))
+    }
+}
+
+impl Serialize for Usage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let Some(conflict) = self.storage_conflict() {
+            return Err(serde::ser::Error::custom(conflict));
+        }
+        let optional = usize::from(self.cache_creation_input_tokens.is_some())
+            + usize::from(self.cache_read_input_tokens.is_some());
+        let mut map = serializer.serialize_map(Some(2 + optional + self.extra.len()))?;
+        map.serialize_entry("input_tokens", &self.input_tokens)?;
+        map.serialize_entry("output_tokens", &self.output_tokens)?;
+        if let Some(n) = self.cache_creation_input_tokens {
+            map.serialize_entry("cache_creation_input_tokens", &n)?;
+        }
+        if let Some(n) = self.cache_read_input_tokens {
+            map.serialize_entry("cache_read_input_tokens", &n)?;
+        }
+        for (k, v) in &self.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -439,6 +539,45 @@ mod tests {
             serde_json::from_value::<ContentBlock>(json!({"type": "text", "text": 1})).unwrap_err();
         assert!(err.to_string().contains("must be a string"), "{err}");
         assert!(serde_json::from_value::<ContentBlock>(json!("text")).is_err());
+    }
+
+    #[test]
+    fn extra_fields_cannot_shadow_a_field_of_their_own_and_nothing_serializes_twice() {
+        let mut text = ContentBlock::text("hello");
+        if let ContentBlock::Text(b) = &mut text {
+            b.extra.insert("type".into(), json!("tool_use"));
+        }
+        assert!(text.storage_conflict().unwrap().contains("`type`"));
+        assert!(serde_json::to_string(&text).is_err());
+        let mut tool = ContentBlock::tool_use("short", "f", json!({}));
+        if let ContentBlock::ToolUse(b) = &mut tool {
+            b.extra.insert("id".into(), json!("x".repeat(300)));
+        }
+        assert!(tool.storage_conflict().is_some());
+        assert!(serde_json::to_value(&tool).is_err());
+        let disguised: ContentBlock = ContentBlock::Unknown(
+            json!({"type": "tool_use", "id": "x", "name": "f", "input": {}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert!(disguised.storage_conflict().is_some());
+        assert!(serde_json::to_value(&disguised).is_err());
+        let mut usage = Usage {
+            input_tokens: 1,
+            output_tokens: 500,
+            ..Usage::default()
+        };
+        usage.extra.insert("input_tokens".into(), json!(-1999));
+        assert!(usage.storage_conflict().is_some());
+        assert!(serde_json::to_value(&usage).is_err());
+        // What is not a conflict serializes each key once.
+        let fine = ContentBlock::text("x");
+        assert_eq!(fine.storage_conflict(), None);
+        assert_eq!(
+            serde_json::to_string(&fine).unwrap(),
+            r#"{"type":"text","text":"x"}"#
+        );
     }
 
     #[test]

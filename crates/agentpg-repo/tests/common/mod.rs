@@ -118,6 +118,7 @@ pub fn plan(session_id: Uuid, remove: Vec<Uuid>) -> CompactionPlan {
         strategy: "test".into(),
         model_used: None,
         duration_ms: None,
+        pending_tool_calls: Default::default(),
     }
 }
 
