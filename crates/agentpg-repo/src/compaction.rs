@@ -229,6 +229,16 @@ async fn compact_in(
         ));
     }
 
+    // A summary id the caller gives must be new to the tenant: not a message of any session,
+    //    and not archived (an id is an identity forever; a revert brings the archived one back).
+    if let Some(id) = plan.summary.as_ref().and_then(|s| s.id) {
+        if summary_id_taken(conn, tenant, id).await? {
+            return Err(Error::conflict(format!(
+                "the summary's id {id} is taken: a message of the tenant has it, or had it and a compaction archived it"
+            )));
+        }
+    }
+
     // 3. One statement does the rest, so a compaction of any size costs the same round trips.
     let (sql, values) = crate::built(&apply_statement(tenant, session, plan, preserved_ids));
     let row = sqlx::query_with(sql, values).fetch_one(&mut *conn).await?;
@@ -241,6 +251,30 @@ async fn compact_in(
     let event = CompactionEvent::from_row(&row)?;
     tracing::Span::current().record("event", tracing::field::display(event.id));
     Ok(event)
+}
+
+/// Whether a message or an archived message of `tenant` has id `id` (read under the session
+/// lock; the primary key of `messages` refuses a live duplicate in any case).
+async fn summary_id_taken(conn: &mut PgConnection, tenant: &str, id: Uuid) -> Result<bool> {
+    let live = Query::select()
+        .expr(Expr::val(1))
+        .from(MessageIden::Table)
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::Id).eq(id))
+        .to_owned();
+    let archived = Query::select()
+        .expr(Expr::val(1))
+        .from(MessageArchiveIden::Table)
+        .and_where(Expr::col(MessageArchiveIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageArchiveIden::Id).eq(id))
+        .to_owned();
+    let query = Query::select()
+        .expr(Expr::exists(live).or(Expr::exists(archived)))
+        .to_owned();
+    let (sql, values) = crate::built(&query);
+    Ok(sqlx::query_scalar_with(sql, values)
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 /// ```text
