@@ -1,9 +1,13 @@
-//! Row-level security: as agentpg_app, raw SQL sees and changes only the tenant set; with no
-//! tenant, nothing; the policies are what enforce it; agentpg-repo runs under them.
+//! Row-level security: as a tenant's role, raw SQL sees and changes only that tenant's rows,
+//! whatever it sets or whichever role it switches to; as agentpg_app alone, nothing; the
+//! policies are what enforce it; agentpg-repo runs under them, per connection and per
+//! transaction (nested too).
 
 mod common;
 
-use agentpg_repo::rls::{begin_as_tenant, tenant_connect_options, APP_ROLE};
+use agentpg_repo::rls::{
+    begin_as_tenant, create_tenant_role, tenant_connect_options, tenant_role, APP_ROLE,
+};
 use agentpg_repo::*;
 use agentpg_schema::{MessageRole, NewSession};
 use common::*;
@@ -17,9 +21,11 @@ const TABLES: [&str; 4] = [
     "message_archive",
 ];
 
-/// Both tenants with a session, messages, a compaction (so every table holds rows of each).
+/// Both tenants with a session, messages, a compaction (so every table holds rows of each), and
+/// both tenants' roles.
 async fn two_tenants(pool: &PgPool) {
     for tenant in [TENANT, OTHER] {
+        create_tenant_role(pool, tenant, None).await.unwrap();
         let s = create_session(pool, NewSession::new(tenant.into(), "s".into()))
             .await
             .unwrap();
@@ -43,18 +49,35 @@ fn options(pool: &PgPool) -> PgConnectOptions {
     (*pool.connect_options()).clone()
 }
 
-/// A connection as agentpg_app, with `tenant` set when given.
+/// A connection that logs in as the role of `tenant`, or (`None`) as a login that is only a
+/// member of agentpg_app.
 async fn app_connection(pool: &PgPool, tenant: Option<&str>) -> PgConnection {
-    let options = match tenant {
-        Some(t) => tenant_connect_options(options(pool), t).unwrap(),
-        None => options(pool).options([("role", APP_ROLE)]),
+    let (options, expected) = match tenant {
+        Some(t) => (
+            tenant_connect_options(options(pool), t).unwrap(),
+            tenant_role(t).unwrap(),
+        ),
+        None => {
+            sqlx::raw_sql(
+                "DO $$ BEGIN
+                   CREATE ROLE agentpg_test_member LOGIN IN ROLE agentpg_app;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+            (
+                options(pool).username("agentpg_test_member"),
+                "agentpg_test_member".to_string(),
+            )
+        }
     };
     let mut conn = PgConnection::connect_with(&options).await.unwrap();
     let role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(role, APP_ROLE);
+    assert_eq!(role, expected);
     conn
 }
 
@@ -69,7 +92,7 @@ async fn count(conn: &mut PgConnection, table: &str, tenant: &str) -> i64 {
 }
 
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
-async fn as_the_app_role_raw_sql_reaches_only_the_tenant_set(pool: PgPool) {
+async fn as_a_tenants_role_raw_sql_reaches_only_that_tenant(pool: PgPool) {
     two_tenants(&pool).await;
     let before = dump(&pool).await;
     let mut conn = app_connection(&pool, Some(TENANT)).await;
@@ -127,7 +150,7 @@ async fn as_the_app_role_raw_sql_reaches_only_the_tenant_set(pool: PgPool) {
         "nothing of either tenant changed"
     );
 
-    // With no tenant set, nothing is visible and nothing can be written.
+    // As agentpg_app without a tenant's role, nothing is visible and nothing can be written.
     let mut conn = app_connection(&pool, None).await;
     for table in TABLES {
         let n: i64 =
@@ -163,16 +186,22 @@ async fn without_the_policies_the_same_sql_would_see_the_other_tenant(pool: PgPo
             count(&mut conn, table, OTHER).await > 0,
             "{table}: visible without RLS"
         );
-        // Dropping only the tenant policy (RLS still on) opens the table as well.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; DROP POLICY {table}_tenant ON {table}"
-        )))
-        .execute(&pool)
-        .await
-        .unwrap();
+        // With RLS back on and the tenant policy's condition replaced by one that admits every
+        // row, the table is open as well: the condition is what keeps the tenant out. (One
+        // statement each: Citus propagates DDL by its text.)
+        for ddl in [
+            format!("ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"),
+            format!("DROP POLICY {table}_tenant ON {table}"),
+            format!("CREATE POLICY {table}_tenant ON {table} TO agentpg_app USING (true)"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         assert!(
             count(&mut conn, table, OTHER).await > 0,
-            "{table}: visible without the policy"
+            "{table}: visible without the tenant condition"
         );
     }
 }
@@ -284,6 +313,7 @@ async fn the_repo_runs_under_the_policies_per_connection_and_per_transaction(poo
         .fetch_one(&pool)
         .await
         .unwrap();
+    assert_ne!(role, tenant_role(TENANT).unwrap());
     assert_ne!(role, APP_ROLE);
     assert!(get_session(&pool, OTHER, theirs.id)
         .await
@@ -298,5 +328,97 @@ async fn the_repo_runs_under_the_policies_per_connection_and_per_transaction(poo
             tenant_connect_options(options(&pool), tenant),
             Err(Error::InvalidInput { .. })
         ));
+    }
+}
+
+/// The attacks a connection of one tenant can try: change the setting 005 trusted, switch to
+/// agentpg_app or back to its login, become the other tenant's role, rename its own settings.
+/// None of them reaches the other tenant's rows.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn a_tenants_connection_cannot_switch_to_another_tenant(pool: PgPool) {
+    two_tenants(&pool).await;
+    let mut conn = app_connection(&pool, Some(TENANT)).await;
+    let other_role = tenant_role(OTHER).unwrap();
+    let attempts = [
+        "SELECT set_config('agentpg.tenant', 'globex', false)".to_string(),
+        "SET agentpg.tenant = 'globex'".to_string(),
+        "SET ROLE agentpg_app".to_string(),
+        "RESET ROLE".to_string(),
+        format!("SET ROLE {other_role}"),
+        format!("SET SESSION AUTHORIZATION {other_role}"),
+        "ALTER ROLE CURRENT_USER SET agentpg.tenant = 'globex'".to_string(),
+    ];
+    for attempt in attempts {
+        // Whether the database refuses it or takes it, the other tenant stays out of reach.
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(attempt.clone()))
+            .execute(&mut conn)
+            .await;
+        for table in TABLES {
+            let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+            )))
+            .bind(OTHER)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(seen, 0, "after {attempt:?}: {table} shows the other tenant");
+        }
+    }
+    // And a fresh connection after the attempts is still only this tenant's.
+    conn.close().await.unwrap();
+    let mut conn = app_connection(&pool, Some(TENANT)).await;
+    assert!(count(&mut conn, "sessions", TENANT).await > 0);
+    assert_eq!(count(&mut conn, "sessions", OTHER).await, 0);
+}
+
+/// Inside the caller's transaction, `begin_as_tenant` is a savepoint: once it commits, the
+/// caller's transaction runs as the caller again (a role set in a savepoint would otherwise last
+/// until the outer transaction ends).
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn a_nested_tenant_transaction_gives_the_callers_role_back(pool: PgPool) {
+    two_tenants(&pool).await;
+    let mut outer = pool.begin().await.unwrap();
+    let caller: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut *outer)
+        .await
+        .unwrap();
+    let mut inner = begin_as_tenant(&mut *outer, TENANT).await.unwrap();
+    let inside: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut *inner)
+        .await
+        .unwrap();
+    assert_eq!(inside, tenant_role(TENANT).unwrap());
+    inner.commit().await.unwrap();
+    let after: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut *outer)
+        .await
+        .unwrap();
+    assert_eq!(after, caller, "the savepoint's role ended with it");
+    let theirs: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE tenant_id = $1")
+        .bind(OTHER)
+        .fetch_one(&mut *outer)
+        .await
+        .unwrap();
+    assert_eq!(theirs, 1, "the caller sees what it saw before");
+    outer.commit().await.unwrap();
+}
+
+/// The role name agentpg-repo computes is the one the migrations compute, for any tenant id.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn the_tenant_role_name_is_the_one_the_database_computes(pool: PgPool) {
+    for tenant in [
+        "acme",
+        "Globex Corporation",
+        "ünïcödé-テナント",
+        &"x".repeat(255),
+        "a'b\\c\"d",
+    ] {
+        let theirs: String = sqlx::query_scalar("SELECT agentpg_tenant_role($1)::text")
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(tenant_role(tenant).unwrap(), theirs, "{tenant:?}");
+        assert!(theirs.len() <= 63);
     }
 }

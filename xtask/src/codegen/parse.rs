@@ -40,6 +40,7 @@ pub const SKIPPED_STATEMENTS: &[&[&str]] = &[
     &["ALTER", "POLICY"],
     &["DROP", "POLICY"],
     &["COMMENT", "ON", "POLICY"],
+    &["COMMENT", "ON", "FUNCTION"],
     &["GRANT"],
     &["REVOKE"],
     &["DO"],
