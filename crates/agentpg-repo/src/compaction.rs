@@ -425,7 +425,10 @@ fn apply_statement(
             MessageArchiveIden::OriginalMessage,
         ])
         .select_from(rows)
-        .expect("five columns, five values");
+        .expect("five columns, five values")
+        // Returning something makes Citus write the rows with INSERT, not COPY (which
+        // PostgreSQL refuses under row-level security).
+        .returning_col(MessageArchiveIden::Id);
     with.cte(crate::cte(&Alias::new("archived"), archive));
 
     let mut counters = Query::update();

@@ -79,6 +79,18 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The database cannot run the statement in this setup (SQLSTATE 0A000, feature not
+    /// supported). On Citus: an insert under row-level security (Citus writes rows to its
+    /// shards with `COPY`, which PostgreSQL refuses under row-level security; see SCALING.md),
+    /// or SQL of your own that Citus cannot distribute. Nothing was written.
+    #[error("not supported here: {reason}")]
+    Unsupported {
+        /// What the database said, with its hint.
+        reason: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// Any other database or connection error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -180,6 +192,14 @@ impl From<sqlx::Error> for Error {
                 reason: db.message().to_owned(),
                 source: e,
             },
+            _ if code == "0A000" => {
+                let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+                let reason = match pg.and_then(|pg| pg.hint()) {
+                    Some(hint) => format!("{said} ({hint})"),
+                    None => said,
+                };
+                Error::Unsupported { reason, source: e }
+            }
             // Class 54: a program limit (an index entry or a value too large for PostgreSQL).
             _ if code.starts_with("54") => Error::InvalidInput {
                 reason: format!("the value exceeds a PostgreSQL limit (SQLSTATE {code})"),
@@ -187,7 +207,7 @@ impl From<sqlx::Error> for Error {
             },
             // Class 22: data exceptions (bad JSON, NUL in text, out-of-range numbers, …).
             _ if code.starts_with("22") => Error::InvalidInput {
-                reason: format!("the database refused the data (SQLSTATE {code})"),
+                reason: format!("the database refused the data (SQLSTATE {code}: {said})"),
                 source: Some(e),
             },
             _ => Error::Database(e),

@@ -133,9 +133,12 @@ async fn as_a_tenants_role_raw_sql_reaches_only_that_tenant(pool: PgPool) {
         .execute(&mut conn)
         .await
         .unwrap_err();
+    // (Citus refuses it before the policies are asked: a row's distribution value never
+    // changes there.)
+    let moved = Error::from(moved);
     assert!(
-        matches!(Error::from(moved), Error::Forbidden { .. }),
-        "moving a row across tenants"
+        matches!(moved, Error::Forbidden { .. } | Error::Unsupported { .. }),
+        "moving a row across tenants: {moved:?}"
     );
     let inserted = sqlx::query("INSERT INTO sessions (tenant_id, identifier) VALUES ($1, 'x')")
         .bind(OTHER)
@@ -349,19 +352,23 @@ async fn a_tenants_connection_cannot_switch_to_another_tenant(pool: PgPool) {
         "ALTER ROLE CURRENT_USER SET agentpg.tenant = 'globex'".to_string(),
     ];
     for attempt in attempts {
-        // Whether the database refuses it or takes it, the other tenant stays out of reach.
+        // Whether the database refuses it or takes it, the other tenant stays out of reach: a
+        // count of 0, or no answer at all (on Citus, a role that cannot log in cannot read:
+        // the coordinator reaches the workers as the current role).
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(attempt.clone()))
             .execute(&mut conn)
             .await;
         for table in TABLES {
-            let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            let seen: Result<i64, sqlx::Error> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*) FROM {table} WHERE tenant_id = $1"
             )))
             .bind(OTHER)
             .fetch_one(&mut conn)
-            .await
-            .unwrap();
-            assert_eq!(seen, 0, "after {attempt:?}: {table} shows the other tenant");
+            .await;
+            assert!(
+                matches!(seen, Ok(0) | Err(sqlx::Error::Database(_))),
+                "after {attempt:?}: {table} shows the other tenant: {seen:?}"
+            );
         }
     }
     // And a fresh connection after the attempts is still only this tenant's.
