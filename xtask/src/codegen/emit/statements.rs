@@ -721,9 +721,23 @@ impl<'c, 'a> ArchiveView<'c, 'a> {
     /// The value of writable column `f` of an archived row.
     pub(crate) fn restored(&self, f: &Field) -> String {
         let column = f.column;
+        // A column the archive row holds itself (same name and type: its key, its parent)
+        // is read from there: the archive's own constraints tie it to the JSON, and a statement
+        // that takes its key and its distribution column from the archive row is one a
+        // distributed database can run where that row is.
+        if self
+            .table
+            .column(&column.name)
+            .is_some_and(|own| own.ty == column.ty)
+        {
+            return format!("\"a\".{}", sql::ident(&column.name));
+        }
         let value = format!("\"r\".{}", sql::ident(&column.name));
         let fallback = match column.identity {
-            // An ALWAYS identity column the archive predates: its next value, as for BY DEFAULT.
+            // The order of restored rows is theirs as archived: no value is drawn for it (an
+            // archive without it cannot be restored, and says so).
+            Some(_) if column.name == self.archive.order_by => None,
+            // An identity column the archive predates: its next value.
             Some(_) => Some(format!(
                 "nextval(pg_get_serial_sequence('{}', '{}')::regclass)",
                 sql::ident(&self.ctx.table.name).replace('\'', "''"),
@@ -877,12 +891,19 @@ fn archive_statements(ctx: &Ctx, archive: &Archive) -> Result<(TokenStream, Toke
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "INSERT INTO {} ({}){overriding} SELECT {select} {} ORDER BY {} RETURNING {}",
+        // The target has an alias of its own, which RETURNING names: Citus, pushing the
+        // statement down to a shard, names the shard in the INSERT but keeps a bare RETURNING
+        // column's table name.
+        "INSERT INTO {} AS \"t\" ({}){overriding} SELECT {select} {} ORDER BY {} RETURNING {}",
         sql::ident(&ctx.table.name),
         sql::idents(writable.iter().map(|f| f.column.name.as_str())),
         source(&mut stmt),
         restored(order),
-        ctx.all_columns()
+        ctx.fields
+            .iter()
+            .map(|f| format!("\"t\".{}", sql::ident(&f.column.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let (c2, f2) = emit(
         "RESTORE",
