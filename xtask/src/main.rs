@@ -47,14 +47,24 @@ enum Command {
         /// Also restart the local PostgreSQL once, at half time (pg_ctlcluster).
         #[arg(long)]
         restart_server: bool,
+        /// On a throwaway Citus cluster of its own (installed when missing): a worker stopped
+        /// for a while, and a worker added and the shards rebalanced onto it, under the load.
+        #[arg(long)]
+        citus: bool,
     },
 }
 
 /// Runs a binary of the agentpg-bench crate in a release build with `args`.
 fn run_bench_binary(binary: &str, args: &[String]) -> ExitCode {
+    run_bench_binary_with(binary, args, &[])
+}
+
+/// [`run_bench_binary`] with extra environment variables.
+fn run_bench_binary_with(binary: &str, args: &[String], env: &[(&str, &str)]) -> ExitCode {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
     command
+        .envs(env.iter().copied())
         .current_dir(xtask::workspace_root())
         .args([
             "run",
@@ -78,6 +88,32 @@ fn run_bench_binary(binary: &str, args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The soak on a throwaway Citus cluster: two workers, the first stopped for a while, and a
+/// third node (started, not registered) that the soak adds and rebalances onto.
+fn soak_on_citus(mut args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let cluster = xtask::citus::Cluster::start(2)?;
+    let spare = cluster.start_node()?;
+    let down = &cluster.workers[0];
+    args.extend([
+        "--citus-workers".to_string(),
+        cluster.worker_list(),
+        "--down-worker".to_string(),
+        format!("127.0.0.1:{}", down.port),
+        "--stop-worker".to_string(),
+        down.pg_ctl_command("stop"),
+        "--start-worker".to_string(),
+        down.pg_ctl_command("start"),
+        "--add-worker".to_string(),
+        format!("127.0.0.1:{}", spare.port),
+    ]);
+    let url = cluster.url(xtask::citus::DATABASE);
+    Ok(run_bench_binary_with(
+        "agentpg-soak",
+        &args,
+        &[("DATABASE_URL", url.as_str())],
+    ))
 }
 
 #[derive(Subcommand)]
@@ -150,8 +186,18 @@ fn main() -> ExitCode {
         Command::Soak {
             duration,
             restart_server,
+            citus,
         } => {
             let mut args = vec!["--duration".to_string(), duration];
+            if citus {
+                return match soak_on_citus(args) {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             if restart_server {
                 args.push("--restart-server".into());
             }

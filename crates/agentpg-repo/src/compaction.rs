@@ -471,8 +471,10 @@ fn json(value: &impl serde::Serialize) -> Value {
 /// # Errors
 /// [`Error::NotFound`] if the event is not in one of `tenant`'s sessions; [`Error::Conflict`] if
 /// it is not the session's latest standing (unreverted) compaction, if retention finalized it
-/// (its archive is gone), or if an archived message cannot be restored (a column added since is
-/// NOT NULL without a default; the error names it). Nothing is written on any error.
+/// (its archive is gone), if its summary was preserved since (unpreserve it first: a revert
+/// never deletes a preserved message), or if an archived message cannot be restored (a column
+/// added since is NOT NULL without a default; the error names it). Nothing is written on any
+/// error.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, event = %event_id, session = tracing::field::Empty, restored = tracing::field::Empty))]
 pub async fn revert_compaction<'c>(
     conn: impl Acquire<'c, Database = Postgres>,
@@ -559,12 +561,25 @@ async fn revert_in(
                 .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
                 .and_where(Expr::col(MessageIden::Id).eq(id))
                 .and_where(Expr::col(MessageIden::IsSummary))
-                .returning_col(MessageIden::Tokens);
+                .returning(
+                    Query::returning().columns([MessageIden::Tokens, MessageIden::IsPreserved]),
+                );
             let (sql, values) = crate::built(&delete);
-            sqlx::query_scalar_with::<_, i64, _>(sql, values)
+            match sqlx::query_as_with::<_, (i64, bool), _>(sql, values)
                 .fetch_optional(&mut *conn)
                 .await?
-                .unwrap_or(0)
+            {
+                // Preserved since the compaction wrote it: the revert would take away what the
+                // caller asked to keep. (Returning the flag from the delete decides it on the
+                // row as deleted; the error rolls the delete back.)
+                Some((_, true)) => {
+                    return Err(Error::conflict(format!(
+                        "the summary {id} of compaction {event_id} is preserved: unpreserve it to revert the compaction"
+                    )))
+                }
+                Some((tokens, false)) => tokens,
+                None => 0,
+            }
         }
         None => 0,
     };

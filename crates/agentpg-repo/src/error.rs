@@ -127,15 +127,39 @@ impl Error {
     }
 
     /// True if retrying the whole operation may succeed (serialization failure, deadlock, lost
-    /// connection, pool timeout).
+    /// connection, a server or a Citus worker shutting down or restarting, pool timeout).
+    ///
+    /// On Citus, an intermediate result lost while a statement ran (SQLSTATE `CIINF`: a part of
+    /// it failed on a worker, or a shard moved) fails the statement whole and is retryable. A
+    /// worker that shuts down in the middle of a statement ends the coordinator's
+    /// connection to it, and the coordinator reports the worker's last words (its own
+    /// connection's end, "terminating connection due to administrator command") as an internal
+    /// error, SQLSTATE `XX000`, from the routines that relay a worker's errors or mark its
+    /// connection failed: such an error is retryable too (a genuine error of the worker keeps
+    /// its own SQLSTATE when relayed).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Database(e) => match e {
                 sqlx::Error::Database(db) => {
-                    matches!(db.code().as_deref(), Some("40001" | "40P01"))
+                    let relayed_by_citus = db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(|pg| pg.routine())
+                        .is_some_and(|r| {
+                            matches!(
+                                r,
+                                "ReportCopyError"
+                                    | "ReportResultError"
+                                    | "ReportConnectionError"
+                                    | "MarkRemoteTransactionFailed"
+                            )
+                        });
+                    // CIINF: Citus lost an intermediate result of the statement (a worker's
+                    // part failed, or a shard moved, while it ran); the statement failed whole.
+                    matches!(db.code().as_deref(), Some("40001" | "40P01" | "CIINF"))
                         || db
                             .code()
                             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+                        || (db.code().as_deref() == Some("XX000") && relayed_by_citus)
                 }
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
                 _ => false,

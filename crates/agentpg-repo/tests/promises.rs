@@ -553,3 +553,38 @@ async fn one_first_message_wins_a_race_of_writers_that_saw_nothing(pool: PgPool)
         assert_eq!(all_messages(&pool, s.id).await.len(), 1);
     }
 }
+
+/// A summary preserved after its compaction is kept: reverting the compaction would delete it,
+/// so the revert is refused until the summary is unpreserved.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn a_revert_never_deletes_a_preserved_summary(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let all = conversation(&pool, s.id, 4).await;
+    let mut p = plan(s.id, vec![all[0].id, all[1].id]);
+    p.summary = Some(Summary {
+        id: None,
+        role: MessageRole::User,
+        content: vec![ContentBlock::text("summary")],
+        usage: None,
+        metadata: None,
+    });
+    let event = compact(&pool, TENANT, &p).await.unwrap();
+    let summary = event.summary_message_id.unwrap();
+    set_preserved(&pool, TENANT, s.id, summary, true)
+        .await
+        .unwrap();
+    let before = dump(&pool).await;
+    let err = revert_compaction(&pool, TENANT, event.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict { reason, .. } if reason.contains("is preserved")),
+        "{err:?}"
+    );
+    assert_eq!(dump(&pool).await, before, "nothing written");
+    set_preserved(&pool, TENANT, s.id, summary, false)
+        .await
+        .unwrap();
+    revert_compaction(&pool, TENANT, event.id).await.unwrap();
+    assert_eq!(all_messages(&pool, s.id).await.len(), 4);
+}

@@ -71,6 +71,9 @@ pub struct Append {
     /// Where rows of `table` go when they are archived: a retry of a row archived since it was
     /// appended finds it there, and nothing is appended again.
     pub archive: Option<AppendArchive>,
+    /// Columns that other operations change after a row is appended: a retry of the append is
+    /// not compared on them (a retry of a message that was preserved since is still a retry).
+    pub changed_later: &'static [&'static str],
 }
 
 /// The archive a retried append looks in: a declared [`Archive`] of the appended table.
@@ -137,6 +140,7 @@ pub const AGENTPG_APPENDS: &[Append] = &[Append {
         table: "message_archive",
         archived_by: "compaction_event_id",
     }),
+    changed_later: &["is_preserved", "updated_at"],
 }];
 
 /// Compactions archive the messages they remove in `message_archive`, and a revert restores the

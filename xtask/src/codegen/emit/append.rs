@@ -89,6 +89,9 @@ impl<'c, 'a> Shape<'c, 'a> {
         let last = parent
             .column(append.last)
             .with_context(|| format!("{} has no column {}", parent.name, append.last))?;
+        for column in append.changed_later {
+            ctx.field(column)?;
+        }
         let mut stmt = Statement::new();
         let keys = fk
             .columns
@@ -273,6 +276,9 @@ impl<'c, 'a> Shape<'c, 'a> {
             let Some(col) = &self.arrays.columns[k] else {
                 continue;
             };
+            if self.append.changed_later.contains(&f.column.name.as_str()) {
+                continue;
+            }
             let cmp = if matches!(f.column.ty, SqlType::Json) {
                 format!("{column}::jsonb IS NOT DISTINCT FROM {}::jsonb", col.input)
             } else {
