@@ -29,6 +29,8 @@ use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
+mod citus;
+mod distribute;
 mod scale;
 mod throughput;
 mod watch;
@@ -574,6 +576,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return scale::read_session_child(options.database("agentpg_bench"), how, session).await;
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--citus-coordinator URL --citus-workers host:port,…`: only the comparison of a Citus
+    // cluster with the DATABASE_URL server.
+    if let Some(at) = args.iter().position(|a| a == "--citus-coordinator") {
+        let coordinator: PgConnectOptions = args.get(at + 1).ok_or("a coordinator URL")?.parse()?;
+        let workers: Vec<String> = args
+            .iter()
+            .position(|a| a == "--citus-workers")
+            .and_then(|w| args.get(w + 1))
+            .ok_or("--citus-workers host:port,…")?
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
+        let plain: PgConnectOptions = url.parse()?;
+        println!(
+            "agentpg on Citus against one server: coordinator {}:{} with {} workers, one server {}:{}",
+            coordinator.get_host(),
+            coordinator.get_port(),
+            workers.len(),
+            plain.get_host(),
+            plain.get_port()
+        );
+        let rows = citus::run(plain, coordinator, workers, quick).await?;
+        print_table(&rows);
+        return Ok(());
+    }
     // `--only-scale`: skip the single-call and batch cases (for working on the scale cases).
     let only_scale = std::env::args().any(|a| a == "--only-scale");
     // `--only-concurrency`: only the agent turn loop against pgbench.

@@ -99,7 +99,12 @@ async fn compaction(pool: &PgPool, session: Uuid) {
 /// Turns per second of our loop: `AGENTS` agents over a pool of `connections`, for `secs`
 /// (after every connection is open); with a compaction every 50th turn of each agent if
 /// `compacting`.
-fn ours(options: &PgConnectOptions, connections: u32, secs: u64, compacting: bool) -> f64 {
+pub(crate) fn ours(
+    options: &PgConnectOptions,
+    connections: u32,
+    secs: u64,
+    compacting: bool,
+) -> f64 {
     let options = options.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -322,16 +327,8 @@ fn median_of(mut rates: Vec<f64>) -> f64 {
     rates[rates.len() / 2]
 }
 
-/// The concurrency case: for each pool size, our loop's turns/s against pgbench's with the same
-/// statements and as many connections, then our loop with a compaction every 50 turns.
-pub(crate) async fn concurrency(
-    pool: &PgPool,
-    options: &PgConnectOptions,
-    quick: bool,
-) -> (Vec<Row>, Vec<String>) {
-    let secs = if quick { 3 } else { 5 };
-    let rounds = if quick { 1 } else { 3 };
-    // The sessions, each with some history.
+/// The agents' sessions, each with some history, and fresh planner statistics.
+pub(crate) async fn agents(pool: &PgPool) {
     for k in 0..AGENTS {
         let s = create_session(
             pool,
@@ -348,6 +345,18 @@ pub(crate) async fn concurrency(
         append_messages(pool, TENANT, s.id, &history).await.unwrap();
     }
     sqlx::raw_sql("VACUUM ANALYZE").execute(pool).await.unwrap();
+}
+
+/// The concurrency case: for each pool size, our loop's turns/s against pgbench's with the same
+/// statements and as many connections, then our loop with a compaction every 50 turns.
+pub(crate) async fn concurrency(
+    pool: &PgPool,
+    options: &PgConnectOptions,
+    quick: bool,
+) -> (Vec<Row>, Vec<String>) {
+    let secs = if quick { 3 } else { 5 };
+    let rounds = if quick { 1 } else { 3 };
+    agents(pool).await;
 
     // The statement texts our turn sends: two appends (the generated APPEND), one read.
     let texts = turn_statements(pool).await;

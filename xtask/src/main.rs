@@ -38,6 +38,9 @@ enum Command {
         /// Fewer rounds and smaller sizes, for a quick look.
         #[arg(long)]
         quick: bool,
+        /// Only agentpg through a throwaway Citus cluster against the DATABASE_URL server.
+        #[arg(long)]
+        citus: bool,
     },
     /// Soak and fault run against a loopback DATABASE_URL; checks every invariant at the end.
     Soak {
@@ -88,6 +91,21 @@ fn run_bench_binary_with(binary: &str, args: &[String], env: &[(&str, &str)]) ->
             ExitCode::FAILURE
         }
     }
+}
+
+/// The Citus bench: a throwaway cluster of two workers against the DATABASE_URL server.
+fn bench_on_citus(quick: bool) -> anyhow::Result<ExitCode> {
+    let cluster = xtask::citus::Cluster::start(2)?;
+    let mut args = vec![
+        "--citus-coordinator".to_string(),
+        cluster.url(xtask::citus::DATABASE),
+        "--citus-workers".to_string(),
+        cluster.worker_list(),
+    ];
+    if quick {
+        args.push("--quick".into());
+    }
+    Ok(run_bench_binary("agentpg-bench", &args))
 }
 
 /// The soak on a throwaway Citus cluster: two workers, the first stopped for a while, and a
@@ -168,7 +186,20 @@ fn main() -> ExitCode {
         },
         // The database benchmark and the soak live in their own crate so xtask stays light;
         // they run in a release build. The generator's own figures follow, from this process.
-        Command::Bench { case: None, quick } => {
+        Command::Bench {
+            case: None,
+            quick,
+            citus: true,
+        } => match bench_on_citus(quick) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            case: None, quick, ..
+        } => {
             let args: Vec<String> = quick.then(|| "--quick".to_string()).into_iter().collect();
             let code = run_bench_binary("agentpg-bench", &args);
             if code != ExitCode::SUCCESS {

@@ -20,6 +20,8 @@
 //! ```
 
 mod check;
+#[path = "../distribute.rs"]
+mod distribute;
 mod faults;
 mod ledger;
 mod workers;
@@ -42,9 +44,6 @@ const TENANTS: usize = 4;
 const SESSIONS_PER_TENANT: usize = 8;
 const APPENDERS: usize = 8;
 const COMPACTORS: usize = 2;
-
-/// The SQL that distributes the tables, as SCALING.md gives it to users.
-const DISTRIBUTE: &str = include_str!("../../../SCALING.md");
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(
@@ -117,66 +116,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// `host:port` as connect options for database `database`, with `base`'s user.
-fn node(
-    base: &PgConnectOptions,
-    hostport: &str,
-    database: &str,
-) -> Result<PgConnectOptions, String> {
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .ok_or(format!("{hostport}: host:port"))?;
-    Ok(base
-        .clone()
-        .host(host)
-        .port(port.parse().map_err(|_| format!("{hostport}: port"))?)
-        .database(database))
-}
-
-/// On a Citus coordinator: the soak database becomes a Citus cluster of its own (the extension
-/// on every node, the workers registered), then the migrations, then the distribution SQL of
-/// SCALING.md.
-async fn make_distributed(
-    pool: &PgPool,
-    admin: &PgConnectOptions,
-    workers: &[String],
-) -> Result<(), Box<dyn std::error::Error>> {
-    for w in workers {
-        let mut conn = node(admin, w, DATABASE)?.connect().await?;
-        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS citus")
-            .execute(&mut conn)
-            .await?;
-        conn.close().await?;
-    }
-    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS citus")
-        .execute(pool)
-        .await?;
-    sqlx::query("SELECT citus_set_coordinator_host($1, $2)")
-        .bind(admin.get_host())
-        .bind(i32::from(admin.get_port()))
-        .execute(pool)
-        .await?;
-    for w in workers {
-        let (host, port) = w.rsplit_once(':').ok_or("host:port")?;
-        sqlx::query("SELECT citus_add_node($1, $2)")
-            .bind(host)
-            .bind(port.parse::<i32>()?)
-            .execute(pool)
-            .await?;
-    }
-    agentpg_repo::migrate(pool).await?;
-    let block = DISTRIBUTE
-        .split_once("<!-- citus:distribute -->")
-        .and_then(|(_, rest)| rest.split_once("```sql\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .ok_or("SCALING.md lost its distribution SQL")?
-        .0;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(block.to_string()))
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// The tenants whose shards are on the worker at `port`.
 async fn tenants_on(
     pool: &PgPool,
@@ -232,7 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect_with(options.clone().application_name(faults::CLIENTS))
         .await?;
     if citus {
-        make_distributed(&pool, &options, &args.workers).await?;
+        distribute::make_distributed(&pool, &options, &args.workers).await?;
     } else {
         agentpg_repo::migrate(&pool).await?;
     }
@@ -371,7 +310,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let rebalance = args.add.clone().map(|hostport| {
         let coordinator = options.clone();
-        let new = node(&admin, &hostport, DATABASE);
+        let new = distribute::node(&admin, &hostport, DATABASE);
         tokio::spawn(async move {
             faults::add_worker_and_rebalance(
                 coordinator,
