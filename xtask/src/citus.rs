@@ -92,6 +92,13 @@ impl Cluster {
         )
     }
 
+    /// Sets `name` to `value` on the coordinator (`ALTER SYSTEM`, then a reload).
+    pub fn set_on_coordinator(&self, name: &str, value: &str) -> Result<()> {
+        let url = self.coordinator.url.clone();
+        self.sql(&url, "postgres", &format!("ALTER SYSTEM SET {name} = '{value}'"))?;
+        self.sql(&url, "postgres", "SELECT pg_reload_conf()")
+    }
+
     /// `host:port` of every worker, comma-separated.
     pub fn worker_list(&self) -> String {
         self.workers
@@ -133,7 +140,7 @@ fn node() -> Result<Throwaway> {
 }
 
 /// Installs Citus into the local PostgreSQL unless the server already has it, with the
-/// `install.sh` of the Citus test dependency ([`install_script`]).
+/// `install.sh` of the Citus test dependency (found next to the checkout, see `install_script`).
 pub fn ensure_installed() -> Result<()> {
     if installed()? {
         return Ok(());

@@ -11,11 +11,11 @@ use agentpg_schema::{
 };
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, Func, IntoIden, LockType, Order, PgFunc, Query,
+    Alias, Expr, ExprTrait, Func, IntoIden, LockType, Order, PgFunc, Query,
     SelectStatement,
 };
 use serde_json::Value;
-use sqlx::{Acquire, FromRow, PgConnection, Postgres, Row};
+use sqlx::{Acquire, FromRow, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
@@ -129,11 +129,13 @@ fn lock_session() -> SelectStatement {
 ///
 /// In one transaction (a savepoint when `conn` is already in one): lock the session row; check
 /// every id is a non-preserved message of the session and that the plan keeps every tool use
-/// with its result (both checked in one query, on the stored rows); then one statement removes the messages
-/// (re-checking that none is preserved, so a flag set meanwhile is honoured), archives each
-/// removed row whole, inserts the summary at the position of the first removed message, writes
-/// the event with its token figures, and updates the session's counters. Three statements (plus
-/// BEGIN and COMMIT) whatever the plan's size.
+/// with its result (both checked in one query, on the stored rows); write the event; archive
+/// each planned row whole, then remove it if it is still what was archived and not preserved
+/// (so a flag set meanwhile is honoured); insert the summary at the position of the
+/// first removed message; set the event's token figures and the session's counters. Each
+/// statement touches the tenant's rows alone, so a distributed database (Citus) runs it on the
+/// tenant's node only. Six statements (seven with a summary, eight when the summary's id is
+/// given, plus BEGIN and COMMIT) whatever the plan's size.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for an
@@ -173,8 +175,13 @@ async fn compact_in(
 
     // 2. The plan's messages and the session's preserved ones, read under the lock.
     let mut read = Query::select();
-    read.columns([MessageIden::Id, MessageIden::IsPreserved])
-        .expr(crate::in_set(MessageIden::Id, &plan.remove))
+    read.columns([
+        MessageIden::Id,
+        MessageIden::IsPreserved,
+        MessageIden::Tokens,
+        MessageIden::Position,
+    ])
+    .expr(crate::in_set(MessageIden::Id, &plan.remove))
         .expr(Expr::from(crate::pairs::first_split(
             tenant,
             session.id,
@@ -195,19 +202,21 @@ async fn compact_in(
         .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    type Found = (Uuid, bool, bool, Option<String>, Option<String>);
+    type Found = (Uuid, bool, i64, i64, bool, Option<String>, Option<String>);
     let found: Vec<Found> = sqlx::query_as_with(sql, values)
         .persistent(false)
         .fetch_all(&mut *conn)
         .await?;
     let mut in_plan = HashSet::with_capacity(plan.remove.len());
     let mut preserved_ids = Vec::new();
-    for (id, is_preserved, planned, _, _) in &found {
+    let mut figures = Removed::default();
+    for (id, is_preserved, tokens, position, planned, _, _) in &found {
         if *planned {
             if *is_preserved {
                 return Err(Error::invalid(format!("message {id} is preserved")));
             }
             in_plan.insert(*id);
+            figures.add(*tokens, *position)?;
         } else {
             preserved_ids.push(*id);
         }
@@ -219,10 +228,10 @@ async fn compact_in(
     }
     // The same query said whether the plan splits a tool pair (on what is stored, under the
     // session lock).
-    if let Some(tool_id) = found.first().and_then(|f| f.3.as_deref()) {
+    if let Some(tool_id) = found.first().and_then(|f| f.5.as_deref()) {
         return Err(crate::pairs::split_error(tool_id));
     }
-    if let Some(tool_id) = found.first().and_then(|f| f.4.as_deref()) {
+    if let Some(tool_id) = found.first().and_then(|f| f.6.as_deref()) {
         return Err(crate::pairs::pending_error(
             tool_id,
             "PendingToolCalls::Remove in the plan",
@@ -239,18 +248,80 @@ async fn compact_in(
         }
     }
 
-    // 3. One statement does the rest, so a compaction of any size costs the same round trips.
-    let (sql, values) = crate::built(&apply_statement(tenant, session, plan, preserved_ids));
-    let row = sqlx::query_with(sql, values).fetch_one(&mut *conn).await?;
-    let removed: i64 = row.try_get("removed")?;
-    if removed != plan.remove.len() as i64 {
+    // 3. The writes, each a statement of the tenant's rows alone (a distributed database
+    //    sends each to the tenant's node, and nowhere else): the event (the archive rows
+    //    refer to it), the messages removed and archived, the summary in the first one's
+    //    place, then the event's figures and the session's counters.
+    let event_id = Uuid::new_v4();
+    let (sql, values) = crate::built(&insert_event(tenant, session, plan, event_id, preserved_ids));
+    sqlx::query_with(sql, values).execute(&mut *conn).await?;
+
+    let (sql, values) = crate::built(&archive(tenant, session.id, plan, event_id));
+    let archived = sqlx::query_with(sql, values)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let (sql, values) = crate::built(&remove(tenant, session.id, plan, event_id));
+    let removed = sqlx::query_with(sql, values)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let planned = plan.remove.len() as u64;
+    if archived != planned || removed != planned {
         return Err(Error::conflict(
-            "a message of the plan was preserved or removed by another transaction during the compaction",
+            "a message of the plan was preserved, changed or removed by another transaction during the compaction",
         ));
     }
-    let event = CompactionEvent::from_row(&row)?;
+
+    let summary = match &plan.summary {
+        None => None,
+        Some(s) => {
+            let position = figures.first.ok_or_else(|| {
+                Error::invalid("the plan removes no message, so the summary has no place")
+            })?;
+            let (sql, values) = crate::built(&insert_summary(tenant, session.id, s, position));
+            let (id, tokens): (Uuid, i64) = sqlx::query_as_with(sql, values)
+                .fetch_one(&mut *conn)
+                .await?;
+            Some((id, tokens))
+        }
+    };
+
+    let compacted = session
+        .total_tokens
+        .checked_sub(figures.tokens)
+        .and_then(|t| t.checked_add(summary.map_or(0, |(_, tokens)| tokens)))
+        .ok_or_else(|| Error::invalid("the session's token total would overflow"))?;
+    let (sql, values) = crate::built(&figures_and_counters(
+        tenant,
+        session.id,
+        event_id,
+        compacted,
+        summary.map(|(id, _)| id),
+    ));
+    let event: CompactionEvent = sqlx::query_as_with(sql, values)
+        .fetch_one(&mut *conn)
+        .await?;
     tracing::Span::current().record("event", tracing::field::display(event.id));
     Ok(event)
+}
+
+/// What the plan removes, as read under the session lock: its tokens and its first position.
+#[derive(Default)]
+struct Removed {
+    tokens: i64,
+    first: Option<i64>,
+}
+
+impl Removed {
+    fn add(&mut self, tokens: i64, position: i64) -> Result<()> {
+        self.tokens = self
+            .tokens
+            .checked_add(tokens)
+            .ok_or_else(|| Error::invalid("the removed messages' tokens overflow a 64-bit sum"))?;
+        self.first = Some(self.first.map_or(position, |p| std::cmp::min(p, position)));
+        Ok(())
+    }
 }
 
 /// Whether a message or an archived message of `tenant` has id `id` (read under the session
@@ -277,101 +348,18 @@ async fn summary_id_taken(conn: &mut PgConnection, tenant: &str, id: Uuid) -> Re
         .await?)
 }
 
-/// ```text
-/// WITH removed  AS (DELETE FROM messages WHERE … AND id = ANY(plan) AND NOT is_preserved RETURNING *),
-///      summary  AS (INSERT INTO messages (…, position, …) SELECT …, min(position), … FROM removed HAVING count(*) > 0 RETURNING id, tokens),
-///      event    AS (INSERT INTO compaction_events (…) SELECT … (token figures from removed and summary) RETURNING *),
-///      archived AS (INSERT INTO message_archive (…) SELECT removed.id, …, to_jsonb(removed) FROM removed),
-///      counters AS (UPDATE sessions SET total_tokens = …, compaction_count = … + 1, updated_at = now() WHERE …)
-/// SELECT event.*, (SELECT count(*) FROM removed) AS removed FROM event
-/// ```
-/// built from the generated names. The DELETE re-checks `is_preserved` on the row it removes,
-/// after waiting for any transaction that holds the row, so a flag committed meanwhile wins.
-fn apply_statement(
+/// `INSERT INTO compaction_events (…) VALUES (…)`: the event with the session's total as both
+/// token figures; [`figures_and_counters`] sets the compacted one (and the summary's id) once
+/// the summary is written.
+fn insert_event(
     tenant: &str,
     session: &Session,
     plan: &CompactionPlan,
+    id: Uuid,
     preserved_ids: Vec<Uuid>,
-) -> sea_query::WithQuery {
-    let removed = Alias::new("removed");
-    let summary = Alias::new("summary");
-    let event = Alias::new("event");
-
-    let mut delete = Query::delete();
-    delete
-        .from_table(MessageIden::Table)
-        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
-        .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
-        .and_where(Expr::col(MessageIden::Id).eq(PgFunc::any(Expr::val(plan.remove.clone()))))
-        .and_where(Expr::col(MessageIden::IsPreserved).not())
-        .returning_all();
-
-    let mut with = Query::with();
-    with.cte(crate::cte(&removed, delete));
-
-    // The summary takes the place of the first removed message.
-    let summary_tokens = if let Some(s) = &plan.summary {
-        let mut columns = vec![
-            MessageIden::TenantId,
-            MessageIden::SessionId,
-            MessageIden::Position,
-            MessageIden::Role,
-            MessageIden::Content,
-            MessageIden::IsSummary,
-        ];
-        let mut select = Query::select();
-        select
-            .expr(Expr::val(tenant))
-            .expr(Expr::val(session.id))
-            .expr(Expr::col((removed.clone(), MessageIden::Position)).min())
-            .expr(Expr::val(s.role))
-            .expr(Expr::val(json(&s.content)))
-            .expr(Expr::val(true));
-        if let Some(id) = s.id {
-            columns.push(MessageIden::Id);
-            select.expr(Expr::val(id));
-        }
-        if let Some(usage) = &s.usage {
-            columns.push(MessageIden::Usage);
-            select.expr(Expr::val(json(usage)));
-        }
-        if let Some(metadata) = &s.metadata {
-            columns.push(MessageIden::Metadata);
-            select.expr(Expr::val(metadata.clone()));
-        }
-        select
-            .from(removed.clone())
-            .and_having(Expr::col(Asterisk).count().gt(0));
-        let mut insert = Query::insert();
-        insert
-            .into_table(MessageIden::Table)
-            .columns(columns)
-            .select_from(select)
-            .expect("as many values as columns")
-            .returning(Query::returning().columns([MessageIden::Id, MessageIden::Tokens]));
-        with.cte(crate::cte(&summary, insert));
-        crate::sum_of(MessageIden::Tokens, &summary)
-    } else {
-        Expr::val(0i64)
-    };
-    let removed_tokens = crate::sum_of(MessageIden::Tokens, &removed);
-
-    let mut values = Query::select();
-    values
-        .expr(Expr::val(tenant))
-        .expr(Expr::val(session.id))
-        .expr(Expr::val(plan.strategy.clone()))
-        .expr(Expr::val(session.total_tokens))
-        .expr(
-            Expr::val(session.total_tokens)
-                .sub(removed_tokens.clone())
-                .add(summary_tokens.clone()),
-        )
-        .expr(crate::count_of(&removed))
-        .expr(Expr::val(preserved_ids))
-        .expr(Expr::val(plan.model_used.clone()))
-        .expr(Expr::val(plan.duration_ms));
-    let mut event_columns = vec![
+) -> sea_query::InsertStatement {
+    let mut columns = vec![
+        CompactionEventIden::Id,
         CompactionEventIden::TenantId,
         CompactionEventIden::SessionId,
         CompactionEventIden::Strategy,
@@ -382,40 +370,53 @@ fn apply_statement(
         CompactionEventIden::ModelUsed,
         CompactionEventIden::DurationMs,
     ];
+    let mut values: Vec<Expr> = vec![
+        Expr::val(id),
+        Expr::val(tenant),
+        Expr::val(session.id),
+        Expr::val(plan.strategy.clone()),
+        Expr::val(session.total_tokens),
+        Expr::val(session.total_tokens),
+        Expr::val(plan.remove.len() as i64),
+        Expr::val(preserved_ids),
+        Expr::val(plan.model_used.clone()),
+        Expr::val(plan.duration_ms),
+    ];
     if let Some(s) = &plan.summary {
-        event_columns.push(CompactionEventIden::SummaryContent);
-        values.expr(Expr::val(json(&s.content)));
-        event_columns.push(CompactionEventIden::SummaryMessageId);
-        values.expr(Expr::from(
-            Query::select()
-                .column(MessageIden::Id)
-                .from(summary.clone())
-                .to_owned(),
-        ));
+        columns.push(CompactionEventIden::SummaryContent);
+        values.push(Expr::val(json(&s.content)));
     }
-    let mut insert_event = Query::insert();
-    insert_event
+    Query::insert()
         .into_table(CompactionEventIden::Table)
-        .columns(event_columns)
-        .select_from(values)
+        .columns(columns)
+        .values(values)
         .expect("as many values as columns")
-        .returning_all();
-    with.cte(crate::cte(&event, insert_event));
+        .to_owned()
+}
 
+/// `INSERT INTO message_archive (id, tenant_id, compaction_event_id, session_id,
+/// original_message) SELECT id, …, to_jsonb(messages) FROM messages WHERE … AND id IN (plan)
+/// AND NOT is_preserved`: each planned row, whole. (It reads the rows of one tenant's table
+/// and writes them to the tenant's archive with the tenant's key, so Citus runs it on the
+/// tenant's node as it is.)
+fn archive(
+    tenant: &str,
+    session: Uuid,
+    plan: &CompactionPlan,
+    event: Uuid,
+) -> sea_query::InsertStatement {
     let mut rows = Query::select();
-    rows.column((removed.clone(), MessageIden::Id))
-        .column((removed.clone(), MessageIden::TenantId))
-        .expr(Expr::from(
-            Query::select()
-                .column(CompactionEventIden::Id)
-                .from(event.clone())
-                .to_owned(),
-        ))
-        .column((removed.clone(), MessageIden::SessionId))
-        .expr(Func::cust("to_jsonb").arg(Expr::col(removed.clone())))
-        .from(removed.clone());
-    let mut archive = Query::insert();
-    archive
+    rows.column(MessageIden::Id)
+        .column(MessageIden::TenantId)
+        .expr(Expr::val(event))
+        .column(MessageIden::SessionId)
+        .expr(Func::cust("to_jsonb").arg(Expr::col(MessageIden::Table)))
+        .from(MessageIden::Table)
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::SessionId).eq(session))
+        .and_where(crate::in_set(MessageIden::Id, &plan.remove))
+        .and_where(Expr::col(MessageIden::IsPreserved).not());
+    Query::insert()
         .into_table(MessageArchiveIden::Table)
         .columns([
             MessageArchiveIden::Id,
@@ -426,35 +427,125 @@ fn apply_statement(
         ])
         .select_from(rows)
         .expect("five columns, five values")
-        // Returning something makes Citus write the rows with INSERT, not COPY (which
-        // PostgreSQL refuses under row-level security).
-        .returning_col(MessageArchiveIden::Id);
-    with.cte(crate::cte(&Alias::new("archived"), archive));
+        .to_owned()
+}
 
+/// `DELETE FROM messages WHERE … AND id IN (plan) AND NOT is_preserved AND EXISTS (its archive
+/// row of this event, equal to the row as it is)`: a row preserved or changed since
+/// [`archive`] read it, after waiting for any transaction that held it, is not removed (the
+/// caller compares the counts), so what the archive holds is what was removed.
+fn remove(
+    tenant: &str,
+    session: Uuid,
+    plan: &CompactionPlan,
+    event: Uuid,
+) -> sea_query::DeleteStatement {
+    let archived = Query::select()
+        .expr(Expr::val(1))
+        .from(MessageArchiveIden::Table)
+        .and_where(Expr::col((MessageArchiveIden::Table, MessageArchiveIden::TenantId)).eq(tenant))
+        .and_where(
+            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::CompactionEventId))
+                .eq(event),
+        )
+        .and_where(
+            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::Id))
+                .equals((MessageIden::Table, MessageIden::Id)),
+        )
+        .and_where(
+            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::OriginalMessage))
+                .eq(Func::cust("to_jsonb").arg(Expr::col(MessageIden::Table))),
+        )
+        .to_owned();
+    Query::delete()
+        .from_table(MessageIden::Table)
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::SessionId).eq(session))
+        .and_where(crate::in_set(MessageIden::Id, &plan.remove))
+        .and_where(Expr::col(MessageIden::IsPreserved).not())
+        .and_where(Expr::exists(archived))
+        .to_owned()
+}
+
+/// `INSERT INTO messages (…) VALUES (…) RETURNING id, tokens`: the summary at `position`.
+fn insert_summary(
+    tenant: &str,
+    session: Uuid,
+    summary: &Summary,
+    position: i64,
+) -> sea_query::InsertStatement {
+    let mut columns = vec![
+        MessageIden::TenantId,
+        MessageIden::SessionId,
+        MessageIden::Position,
+        MessageIden::Role,
+        MessageIden::Content,
+        MessageIden::IsSummary,
+    ];
+    let mut values: Vec<Expr> = vec![
+        Expr::val(tenant),
+        Expr::val(session),
+        Expr::val(position),
+        Expr::val(summary.role),
+        Expr::val(json(&summary.content)),
+        Expr::val(true),
+    ];
+    if let Some(id) = summary.id {
+        columns.push(MessageIden::Id);
+        values.push(Expr::val(id));
+    }
+    if let Some(usage) = &summary.usage {
+        columns.push(MessageIden::Usage);
+        values.push(Expr::val(json(usage)));
+    }
+    if let Some(metadata) = &summary.metadata {
+        columns.push(MessageIden::Metadata);
+        values.push(Expr::val(metadata.clone()));
+    }
+    Query::insert()
+        .into_table(MessageIden::Table)
+        .columns(columns)
+        .values(values)
+        .expect("as many values as columns")
+        .returning(Query::returning().columns([MessageIden::Id, MessageIden::Tokens]))
+        .to_owned()
+}
+
+/// ```text
+/// WITH counters AS (UPDATE sessions SET total_tokens = $compacted, compaction_count = … + 1,
+///                   updated_at = now() WHERE …)
+/// UPDATE compaction_events SET compacted_tokens = $compacted, summary_message_id = $summary
+///  WHERE … RETURNING *
+/// ```
+fn figures_and_counters(
+    tenant: &str,
+    session: Uuid,
+    event: Uuid,
+    compacted: i64,
+    summary: Option<Uuid>,
+) -> sea_query::WithQuery {
     let mut counters = Query::update();
     counters
         .table(SessionIden::Table)
-        .value(
-            SessionIden::TotalTokens,
-            Expr::col(SessionIden::TotalTokens)
-                .sub(removed_tokens)
-                .add(summary_tokens),
-        )
+        .value(SessionIden::TotalTokens, compacted)
         .value(
             SessionIden::CompactionCount,
             Expr::col(SessionIden::CompactionCount).add(1),
         )
         .value(SessionIden::UpdatedAt, Expr::current_timestamp())
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
-        .and_where(Expr::col(SessionIden::Id).eq(session.id));
+        .and_where(Expr::col(SessionIden::Id).eq(session));
+    let mut event_update = Query::update();
+    event_update
+        .table(CompactionEventIden::Table)
+        .value(CompactionEventIden::CompactedTokens, compacted)
+        .value(CompactionEventIden::SummaryMessageId, summary)
+        .and_where(Expr::col(CompactionEventIden::TenantId).eq(tenant))
+        .and_where(Expr::col(CompactionEventIden::Id).eq(event))
+        .returning_all();
+    let mut with = Query::with();
     with.cte(crate::cte(&Alias::new("counters"), counters));
-
-    Query::select()
-        .column((event.clone(), Asterisk))
-        .expr_as(crate::count_of(&removed), Alias::new("removed"))
-        .from(event)
-        .to_owned()
-        .with(with)
+    event_update.with(with)
 }
 
 /// A value of a declared JSON type as a sea-query JSON value.

@@ -82,13 +82,12 @@ pub async fn fork_session<'c>(
 /// `fork`, and set the fork's counters from what was copied; returns the fork's row, or no row
 /// when the fork point is not in the source.
 fn copy(tenant: &str, source: Uuid, at_message: Uuid, fork: Uuid) -> sea_query::WithQuery {
-    let (point, copied, forked) = (
-        Alias::new("point"),
-        Alias::new("copied"),
-        Alias::new("forked"),
-    );
-    let mut find = Query::select();
-    find.column(MessageIden::Position)
+    let (copied, forked) = (Alias::new("copied"), Alias::new("forked"));
+    // The fork point, in the insert itself: an insert that read a CTE would make Citus send
+    // the CTE's result to every node.
+    let mut point = Query::select();
+    point
+        .column(MessageIden::Position)
         .from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(source))
@@ -110,14 +109,7 @@ fn copy(tenant: &str, source: Uuid, at_message: Uuid, fork: Uuid) -> sea_query::
     rows.from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(source))
-        .and_where(
-            Expr::col(MessageIden::Position).lte(Expr::from(
-                Query::select()
-                    .column(MessageIden::Position)
-                    .from(point.clone())
-                    .to_owned(),
-            )),
-        );
+        .and_where(Expr::col(MessageIden::Position).lte(Expr::from(point)));
     let mut insert = Query::insert();
     insert
         .into_table(MessageIden::Table)
@@ -144,17 +136,17 @@ fn copy(tenant: &str, source: Uuid, at_message: Uuid, fork: Uuid) -> sea_query::
         )
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(fork))
+        // The fork point is copied whenever it is in the source.
         .and_where(Expr::exists(
             Query::select()
                 .expr(Expr::val(1))
-                .from(point.clone())
+                .from(copied.clone())
                 .to_owned(),
         ))
         .returning(Query::returning().columns(SessionIden::COLUMNS));
 
     let mut with = Query::with();
-    with.cte(crate::cte(&point, find))
-        .cte(crate::cte(&copied, insert))
+    with.cte(crate::cte(&copied, insert))
         .cte(crate::cte(&forked, counters));
     Query::select()
         .column(Asterisk)

@@ -462,6 +462,12 @@ async fn a_conditional_append_decides_on_the_locked_session(pool: PgPool) {
     until_someone_waits(&pool).await;
     a.commit().await.unwrap();
     let err = second.await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // It names the session's current last position (the first writer's), not the one its
+    // statement's snapshot saw.
+    let now = format!("its last message is at position {}, ", seen + 1);
+    assert!(
+        matches!(&err, Error::Conflict { reason, .. } if reason.contains(&now)),
+        "{err:?}"
+    );
     assert_eq!(all_messages(&pool, s.id).await.len(), 2);
 }

@@ -144,16 +144,90 @@ fn message(session_id: Uuid, role: MessageRole, block: ContentBlock) -> NewMessa
     }
 }
 
-/// Calls every public operation of agentpg-repo on `pool`, with realistic data; returns the
-/// names of the operations called.
-async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
-    let mut called = BTreeSet::new();
-    let mut call = |name: &'static str| {
-        called.insert(name);
-    };
+/// The operations the scenario called, and on Citus the nodes each one committed on in two
+/// phases: a transaction that writes through more than one connection commits in two phases
+/// and leaves one record per node in `pg_dist_transaction` (the test cluster never cleans them
+/// up). An operation of one tenant must leave none on a node that does not hold the tenant's
+/// shards: that node's failure would stop it.
+struct Calls<'p> {
+    pool: &'p PgPool,
+    citus: bool,
+    /// The node group holding the tenant's shards.
+    home: i32,
+    seen: BTreeSet<String>,
+    called: BTreeSet<&'static str>,
+    /// Operations that committed in two phases: on which groups, how many records.
+    two_phase: Vec<(&'static str, BTreeSet<i32>, usize)>,
+}
+
+impl<'p> Calls<'p> {
+    async fn new(pool: &'p PgPool) -> Calls<'p> {
+        let citus = common::is_citus(pool).await;
+        let home = if citus {
+            sqlx::query_scalar(
+                "SELECT groupid FROM pg_dist_placement \
+                 WHERE shardid = get_shard_id_for_distribution_column('sessions', $1)",
+            )
+            .bind(TENANT)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        } else {
+            0
+        };
+        let mut calls = Calls {
+            pool,
+            citus,
+            home,
+            seen: BTreeSet::new(),
+            called: BTreeSet::new(),
+            two_phase: Vec::new(),
+        };
+        calls.records().await;
+        calls
+    }
+
+    /// The records of `pg_dist_transaction` not seen before, by group.
+    async fn records(&mut self) -> Vec<i32> {
+        if !self.citus {
+            return Vec::new();
+        }
+        let all: Vec<(i32, String)> =
+            sqlx::query_as("SELECT groupid, gid FROM pg_dist_transaction")
+                .fetch_all(self.pool)
+                .await
+                .unwrap();
+        all.into_iter()
+            .filter(|(_, gid)| self.seen.insert(gid.clone()))
+            .map(|(group, _)| group)
+            .collect()
+    }
+
+    /// Marks operation `name` called (since the previous mark).
+    async fn call(&mut self, name: &'static str) {
+        self.called.insert(name);
+        let new = self.records().await;
+        if !new.is_empty() {
+            self.two_phase
+                .push((name, new.iter().copied().collect(), new.len()));
+        }
+    }
+
+    /// The operations that committed on a node other than the tenant's.
+    fn elsewhere(&self) -> Vec<&(&'static str, BTreeSet<i32>, usize)> {
+        self.two_phase
+            .iter()
+            .filter(|(_, groups, _)| groups.iter().any(|g| *g != self.home))
+            .collect()
+    }
+}
+
+/// Calls every public operation of agentpg-repo on `pool`, with realistic data.
+async fn scenario<'p>(pool: &'p PgPool) -> Calls<'p> {
+    let mut calls = Calls::new(pool).await;
 
     create_tenant_role(pool, TENANT, None).await.unwrap();
-    call("create_tenant_role");
+    calls.call("create_tenant_role").await;
     let parent = create_session(pool, NewSession::new(TENANT.into(), "parent".into()))
         .await
         .unwrap();
@@ -169,14 +243,14 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     )
     .await
     .unwrap();
-    call("create_session");
+    calls.call("create_session").await;
     assert!(get_session(pool, TENANT, s.id).await.unwrap().is_some());
-    call("get_session");
+    calls.call("get_session").await;
     assert!(find_session(pool, TENANT, "agent-1")
         .await
         .unwrap()
         .is_some());
-    call("find_session");
+    calls.call("find_session").await;
 
     // A conversation with tool pairs, appended plain and retry-safe.
     let mut batch = Vec::new();
@@ -198,7 +272,7 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
         ));
     }
     let plain = append_messages(pool, TENANT, s.id, &batch).await.unwrap();
-    call("append_messages");
+    calls.call("append_messages").await;
     let with_ids: Vec<NewMessage> = (0..5)
         .map(|i| NewMessage {
             id: Some(Uuid::new_v4()),
@@ -211,7 +285,13 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     append_messages(pool, TENANT, s.id, &with_ids)
         .await
         .unwrap();
-    // A retry that finds the session busy: it takes the lock first, then runs again.
+    // A retry with one message more, which finds the session busy: it takes the lock first,
+    // then runs again.
+    let mut again = with_ids.clone();
+    again.push(NewMessage {
+        id: Some(Uuid::new_v4()),
+        ..text(s.id, MessageRole::User, "r5", 1, 1)
+    });
     let mut holder = pool.begin().await.unwrap();
     set_preserved(
         &mut *holder,
@@ -223,8 +303,8 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     .await
     .unwrap();
     let retry = tokio::spawn({
-        let (pool, with_ids) = (pool.clone(), with_ids.clone());
-        async move { append_messages(&pool, TENANT, s.id, &with_ids).await }
+        let pool = pool.clone();
+        async move { append_messages(&pool, TENANT, s.id, &again).await }
     });
     common::until_someone_waits(pool).await;
     holder.commit().await.unwrap();
@@ -244,11 +324,11 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     )
     .await
     .unwrap();
-    call("append_messages_after");
+    calls.call("append_messages_after").await;
 
     let rows = plain.clone().into_rows();
     get_message(pool, TENANT, s.id, rows[0].id).await.unwrap();
-    call("get_message");
+    calls.call("get_message").await;
     for range in [
         MessageRange::default(),
         MessageRange::last(20),
@@ -260,25 +340,25 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     ] {
         list_messages(pool, TENANT, s.id, range).await.unwrap();
     }
-    call("list_messages");
+    calls.call("list_messages").await;
     let streamed = stream_messages(pool, TENANT, s.id).count().await;
     assert!(streamed > 900);
-    call("stream_messages");
+    calls.call("stream_messages").await;
     set_preserved(pool, TENANT, s.id, rows[1].id, true)
         .await
         .unwrap();
-    call("set_preserved");
+    calls.call("set_preserved").await;
     recompute_total_tokens(pool, TENANT, s.id).await.unwrap();
-    call("recompute_total_tokens");
+    calls.call("recompute_total_tokens").await;
     update_metadata(pool, TENANT, s.id, &MetadataUpdate::Merge(meta.clone()))
         .await
         .unwrap();
     update_metadata(pool, TENANT, s.id, &MetadataUpdate::Replace(meta.clone()))
         .await
         .unwrap();
-    call("update_metadata");
+    calls.call("update_metadata").await;
     list_children(pool, TENANT, parent.id).await.unwrap();
-    call("list_children");
+    calls.call("list_children").await;
     for (filter, order) in [
         (SessionFilter::default(), SessionOrder::RecentlyUpdated),
         (
@@ -307,7 +387,7 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
                 .unwrap();
         }
     }
-    call("list_sessions");
+    calls.call("list_sessions").await;
 
     // Deletes: a few and many (the two ways of checking tool pairs), and one that splits.
     delete_messages(
@@ -326,13 +406,13 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     delete_messages(pool, TENANT, s.id, &many, ToolPairs::Keep)
         .await
         .unwrap();
-    call("delete_messages");
+    calls.call("delete_messages").await;
 
     // Plan, compact (a few with a summary whose id the caller gives; many), read, revert.
     plan_compaction(pool, TENANT, s.id, &CompactionPolicy::new(200, "routing"))
         .await
         .unwrap();
-    call("plan_compaction");
+    calls.call("plan_compaction").await;
     // A few messages (one whole question, call and result) with a summary whose id the caller
     // gives; then many (whole triples: the pair check's pass over the session).
     let mut small = common::plan(s.id, rows[9..12].iter().map(|m| m.id).collect());
@@ -346,13 +426,13 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     let first = compact(pool, TENANT, &small).await.unwrap();
     let big = common::plan(s.id, rows[12..600].iter().map(|m| m.id).collect());
     let second = compact(pool, TENANT, &big).await.unwrap();
-    call("compact");
+    calls.call("compact").await;
     list_compactions(pool, TENANT, s.id).await.unwrap();
-    call("list_compactions");
+    calls.call("list_compactions").await;
     archived_messages(pool, TENANT, first.id).await.unwrap();
-    call("archived_messages");
+    calls.call("archived_messages").await;
     revert_compaction(pool, TENANT, second.id).await.unwrap();
-    call("revert_compaction");
+    calls.call("revert_compaction").await;
 
     let fork = fork_session(
         pool,
@@ -363,12 +443,12 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     )
     .await
     .unwrap();
-    call("fork_session");
+    calls.call("fork_session").await;
 
     let mut tx = begin_as_tenant(pool, TENANT).await.unwrap();
     get_session(&mut *tx, TENANT, s.id).await.unwrap();
     tx.commit().await.unwrap();
-    call("begin_as_tenant");
+    calls.call("begin_as_tenant").await;
 
     finalize_compactions(pool, TENANT, std::time::Duration::ZERO, 10)
         .await
@@ -381,14 +461,14 @@ async fn scenario(pool: &PgPool) -> BTreeSet<&'static str> {
     )
     .await
     .unwrap();
-    call("finalize_compactions");
+    calls.call("finalize_compactions").await;
     delete_idle_sessions(pool, TENANT, std::time::Duration::from_secs(3600), 10)
         .await
         .unwrap();
-    call("delete_idle_sessions");
+    calls.call("delete_idle_sessions").await;
     delete_session(pool, TENANT, fork.id).await.unwrap();
-    call("delete_session");
-    called
+    calls.call("delete_session").await;
+    calls
 }
 
 /// The public operations of the crate that send SQL: every function re-exported by `lib.rs`,
@@ -433,7 +513,7 @@ fn the_scenario_covers_every_public_operation() {
     let source = include_str!("routing.rs");
     for op in &ops {
         assert!(
-            source.contains(&format!("call(\"{op}\")")),
+            source.contains(&format!("calls.call(\"{op}\")")),
             "the routing scenario does not call {op}"
         );
     }
@@ -461,11 +541,10 @@ async fn every_statement_is_routed_to_one_shard(_: PgPoolOptions, options: PgCon
     let called = {
         let _guard = tracing::dispatcher::set_default(&dispatch);
         tracing::callsite::rebuild_interest_cache();
-        scenario(&pool).await
+        scenario(&pool).await.called
     };
     tracing::callsite::rebuild_interest_cache();
     assert!(called.len() >= 25, "{called:?}");
-
     let sent = recorder.lock().unwrap().sent.clone();
     // The helper that waits for a lock queries activity views: not agentpg-repo's statement.
     let sent: Vec<Sent> = sent
@@ -546,5 +625,32 @@ async fn every_statement_is_routed_to_one_shard(_: PgPoolOptions, options: PgCon
         } else {
             " (plain PostgreSQL: plans captured, no routing to check)"
         }
+    );
+}
+
+/// On Citus, no operation of a tenant commits on a worker that does not hold the tenant's
+/// shards (that worker's failure would fail it), except the creation of its role, which is a
+/// role of the whole cluster. The scenario runs without `auto_explain` here: explaining a plan
+/// whose last step runs on the coordinator makes Citus connect to the coordinator itself.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn no_operation_commits_on_another_worker(pool: PgPool) {
+    let calls = scenario(&pool).await;
+    if !calls.citus {
+        return;
+    }
+    println!(
+        "two-phase commits (operation, node groups, records): {:?}",
+        calls.two_phase
+    );
+    let elsewhere: Vec<_> = calls
+        .elsewhere()
+        .into_iter()
+        .filter(|(name, _, _)| *name != "create_tenant_role")
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "operations that committed on nodes without the tenant's shards (its group is {}): \
+         {elsewhere:?}",
+        calls.home
     );
 }

@@ -2,13 +2,14 @@
 //! retry-safe and optionally conditional. For a declared [`Append`]:
 //!
 //! ```text
-//! WITH "parent"   AS (the parent row, locked: its version, last value, total, whether the last
-//!                     value is the expected one),
-//!      "seen"     AS (the parent row's version as this statement's snapshot sees it),   [1]
+//! WITH "seen"     AS (the parent row as the statement's snapshot sees it: last value, total,
+//!                     whether the last value is the expected one),
 //!      "existing" AS (stored child rows with a key the batch gives: a retry),           [1]
 //!      "archived" AS (archived child rows with a key the batch gives),                  [1]
-//!      "rows"     AS (INSERT INTO child … SELECT … FROM "parent", unnest($…) … WHERE the
-//!                     last value is the expected one, and the row is not stored already
+//!      "rows"     AS (INSERT INTO child … SELECT … FROM (the parent row, locked, if its
+//!                     last value is the expected one [and its version is the snapshot's])
+//!                     AS "parent", unnest($…) … [WHERE no key of the batch is stored with
+//!                     other values, and this row's key is not stored]
 //!                     ORDER BY ord RETURNING every column),
 //!      "parent_update" AS (UPDATE parent SET total += sum, touched = now(), last = max …)
 //! SELECT new rows UNION ALL a retry's stored and archived rows UNION ALL a marker when the
@@ -20,19 +21,24 @@
 //! * Every table is filtered by the parent-key parameters themselves (never through a CTE
 //!   column), and no volatile function decides anything: a distributed database (Citus) keeps
 //!   the statement on the parent's shard.
+//! * The insert reads no CTE. Citus plans an `INSERT … SELECT` in a CTE on its own, and the
+//!   results of the CTEs it reads would be sent to every node (a two-phase commit on all of
+//!   them, and a node without the parent's shard could fail the append); the `"existing"` and
+//!   `"archived"` CTEs only feed the answer, which the coordinator reads itself.
 //! * The parent row is locked first, so appends under one parent serialize; the rows are
 //!   numbered after the parent's `last` value in the given order (no sequence is drawn).
 //! * What a retry reads of stored rows must not be older than the lock. `APPEND_RETRYABLE`
 //!   takes the lock with `SKIP LOCKED` and compares the locked row's version (`ctid`) with the
 //!   one its snapshot sees: when the parent was locked by another transaction, or changed after
-//!   the snapshot was taken, it writes nothing and says so, and the generated function takes the
-//!   lock in a statement of its own (in a transaction, or a savepoint inside the caller's) and
-//!   runs the statement again, now on a snapshot taken after the lock.
+//!   the snapshot was taken, it writes nothing, and the generated function takes the lock in a
+//!   statement of its own (in a transaction, or a savepoint inside the caller's) and runs the
+//!   statement again, now on a snapshot taken after the lock.
 //! * A row whose key is already stored (or archived) with the same values is not inserted again
 //!   and comes back as stored (retrying a batch changes nothing); one stored with other values,
 //!   or under another parent, is a clash and nothing is inserted.
 //! * With an expected last value, nothing is inserted if the parent's last value differs
-//!   (decided on the locked row, so on its current value).
+//!   (decided on the locked row, so on its current value); the value the answer reports is
+//!   the snapshot's, so the generated function reports it only from a run under the lock.
 //! * Every row comes back as the database holds it (`RETURNING` every column), never as given.
 
 use anyhow::{bail, Context, Result};
@@ -213,28 +219,47 @@ impl<'c, 'a> Shape<'c, 'a> {
             .join(" AND ")
     }
 
-    /// `"parent": the parent row locked`.
-    fn lock_cte(&self, skip_locked: bool) -> String {
+    /// `(…) AS "parent"`: the parent row, locked, in a subquery the insert selects from (a
+    /// distributed database plans it with the insert, on the parent's shard). It yields no row
+    /// when the parent's last value is not the expected one, judged on the locked row; in the
+    /// retryable statement also when the parent is locked by another transaction (`SKIP
+    /// LOCKED`) or its version is not the one the statement's snapshot sees.
+    fn locked_parent(&self, retry: bool) -> String {
+        let last = sql::ident(&self.last.name);
+        let parent = sql::ident(&self.parent.name);
+        let mut filters = vec![
+            self.parent_match(""),
+            format!(
+                "(NOT {} OR {last} IS NOT DISTINCT FROM {})",
+                self.check, self.expected
+            ),
+        ];
+        if retry {
+            filters.push(format!(
+                "\"ctid\" = (SELECT \"ctid\" FROM {parent} WHERE {})",
+                self.parent_match("")
+            ));
+        }
+        format!(
+            "(SELECT {last} AS \"last\" FROM {parent} WHERE {} FOR NO KEY UPDATE{}) AS \"parent\"",
+            filters.join(" AND "),
+            if retry { " SKIP LOCKED" } else { "" }
+        )
+    }
+
+    /// `"seen": the parent row as this statement's snapshot sees it` (what the answer reports
+    /// when nothing is appended).
+    fn seen_cte(&self) -> String {
         let last = sql::ident(&self.last.name);
         let total = match self.append.total {
             Some((parent_column, _)) => format!("{} AS \"total\"", sql::ident(parent_column)),
             None => "NULL::int8 AS \"total\"".into(),
         };
         format!(
-            "\"parent\" AS (SELECT \"ctid\" AS \"version\", {last} AS \"last\", {total}, \
-             (NOT {} OR {last} IS NOT DISTINCT FROM {}) AS \"ok\" FROM {} WHERE {} FOR NO KEY UPDATE{})",
+            "\"seen\" AS (SELECT {last} AS \"last\", {total}, \
+             (NOT {} OR {last} IS NOT DISTINCT FROM {}) AS \"ok\" FROM {} WHERE {})",
             self.check,
             self.expected,
-            sql::ident(&self.parent.name),
-            self.parent_match(""),
-            if skip_locked { " SKIP LOCKED" } else { "" }
-        )
-    }
-
-    /// `"seen": the parent row's version in this statement's snapshot`.
-    fn seen_cte(&self) -> String {
-        format!(
-            "\"seen\" AS (SELECT \"ctid\" AS \"version\" FROM {} WHERE {})",
             sql::ident(&self.parent.name),
             self.parent_match("")
         )
@@ -292,23 +317,24 @@ impl<'c, 'a> Shape<'c, 'a> {
         same.join(" AND ")
     }
 
-    /// `"existing": stored rows with a key the batch gives`.
-    fn existing_cte(&self) -> String {
+    /// Stored rows with a key the batch gives, and whether each holds the values given.
+    fn existing(&self) -> String {
         let same = self.same(&|f| format!("\"m\".{}", sql::ident(&f.column.name)));
         format!(
-            "\"existing\" AS (SELECT \"m\".*, ({same}) AS \"same\" FROM {} {})",
+            "SELECT \"m\".*, ({same}) AS \"same\" FROM {} {}",
             self.arrays.unnest(),
             self.lookup(&self.ctx.table.name, "\"m\"")
         )
     }
 
-    /// `"archived": archived rows with a key the batch gives, read as today's rows`.
-    fn archived_cte(&self) -> Option<String> {
+    /// Archived rows with a key the batch gives, read as today's rows, and whether each holds
+    /// the values given.
+    fn archived(&self) -> Option<String> {
         let (view, by) = self.archive.as_ref()?;
         let same = self.same(&|f| view.restored(f));
         Some(format!(
-            "\"archived\" AS (SELECT {}, \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT {}, \
-             \"a\".{} AS \"archived_by\", ({same}) AS \"same\" FROM {} {} {}) AS \"x\")",
+            "SELECT {}, \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT {}, \
+             \"a\".{} AS \"archived_by\", ({same}) AS \"same\" FROM {} {} {}) AS \"x\"",
             view.outer_columns(),
             view.inner_columns(),
             sql::ident(&by.name),
@@ -352,41 +378,50 @@ impl<'c, 'a> Shape<'c, 'a> {
                 }
             })
             .collect();
-        let mut filters = vec!["\"parent\".\"ok\"".to_string()];
+        let mut filters = Vec::new();
         if retry {
-            filters.push("\"parent\".\"version\" = (SELECT \"version\" FROM \"seen\")".into());
+            // Read directly, not through the answer's CTEs: a distributed database would
+            // otherwise send those CTEs' results to every node for the insert to read.
             let key = self
-                .input_key
+                .ctx
+                .table
+                .primary_key_columns()
                 .iter()
                 .map(|c| {
-                    format!(
-                        "\"e\".{} = {}",
-                        sql::ident(c),
-                        self.batch_input(c).expect("checked")
-                    )
+                    let value = match self.key_param(c) {
+                        Some(p) => p.to_string(),
+                        None => self.batch_input(c).expect("checked in new").to_string(),
+                    };
+                    format!("\"e\".{} = {value}", sql::ident(c))
                 })
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let mut sources = vec!["existing"];
-            if self.archive.is_some() {
-                sources.push("archived");
+            let mut sources = vec![(self.ctx.table.name.as_str(), self.existing())];
+            if let (Some((view, _)), Some(archived)) = (&self.archive, self.archived()) {
+                sources.push((view.archive.archive, archived));
             }
-            for source in sources {
+            for (table, rows) in sources {
                 filters.push(format!(
-                    "NOT EXISTS (SELECT 1 FROM \"{source}\" AS \"e\" WHERE NOT \"e\".\"same\")"
+                    "NOT EXISTS (SELECT 1 FROM ({rows}) AS \"e\" WHERE NOT \"e\".\"same\")"
                 ));
                 filters.push(format!(
-                    "NOT EXISTS (SELECT 1 FROM \"{source}\" AS \"e\" WHERE {key})"
+                    "NOT EXISTS (SELECT 1 FROM {} AS \"e\" WHERE {key})",
+                    sql::ident(table)
                 ));
             }
         }
+        let filters = if filters.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", filters.join(" AND "))
+        };
         format!(
-            "\"rows\" AS (INSERT INTO {} ({}) SELECT {} FROM \"parent\", {} WHERE {} ORDER BY \"i\".\"ord\" RETURNING {})",
+            "\"rows\" AS (INSERT INTO {} ({}) SELECT {} FROM {}, {}{filters} ORDER BY \"i\".\"ord\" RETURNING {})",
             sql::ident(&self.ctx.table.name),
             sql::idents(columns),
             values.join(", "),
+            self.locked_parent(retry),
             self.arrays.unnest(),
-            filters.join(" AND "),
             self.ctx.all_columns()
         )
     }
@@ -474,30 +509,19 @@ impl<'c, 'a> Shape<'c, 'a> {
             }
         }
         parts.push(format!(
-            "SELECT {}, \"parent\".\"last\", NULL, NULL, {nulls} FROM \"parent\" WHERE NOT \"parent\".\"ok\"",
+            "SELECT {}, \"seen\".\"last\", NULL, NULL, {nulls} FROM \"seen\" WHERE NOT \"seen\".\"ok\"",
             Kind::Moved as i32
         ));
-        let after = format!(
-            "coalesce((SELECT \"p\".{last} FROM \"parent_update\" AS \"p\"), (SELECT \"last\" FROM \"parent\")), \
-             coalesce((SELECT {total} FROM \"parent_update\" AS \"p\"), (SELECT \"total\" FROM \"parent\"))",
+        parts.push(format!(
+            "SELECT {}, coalesce((SELECT \"p\".{last} FROM \"parent_update\" AS \"p\"), \"seen\".\"last\"), \
+             coalesce((SELECT {total} FROM \"parent_update\" AS \"p\"), \"seen\".\"total\"), NULL, {nulls} FROM \"seen\"",
+            Kind::Parent as i32,
             last = sql::ident(&self.last.name),
             total = match self.append.total {
                 Some((parent_column, _)) => format!("\"p\".{}", sql::ident(parent_column)),
                 None => "NULL::int8".into(),
             }
-        );
-        if retry {
-            parts.push(format!(
-                "SELECT CASE WHEN EXISTS (SELECT 1 FROM \"parent\" WHERE \"parent\".\"version\" = \"seen\".\"version\") THEN {} ELSE {} END, {after}, NULL, {nulls} FROM \"seen\"",
-                Kind::Parent as i32,
-                Kind::Busy as i32
-            ));
-        } else {
-            parts.push(format!(
-                "SELECT {}, {after}, NULL, {nulls} FROM \"parent\"",
-                Kind::Parent as i32
-            ));
-        }
+        ));
         format!(
             "{} ORDER BY {} NULLS LAST",
             parts.join(" UNION ALL "),
@@ -514,11 +538,12 @@ impl<'c, 'a> Shape<'c, 'a> {
 
     /// One of the two statements.
     fn sql(&self, retry: bool) -> Result<String> {
-        let mut ctes = vec![self.lock_cte(retry)];
+        let mut ctes = vec![self.seen_cte()];
         if retry {
-            ctes.push(self.seen_cte());
-            ctes.push(self.existing_cte());
-            ctes.extend(self.archived_cte());
+            ctes.push(format!("\"existing\" AS ({})", self.existing()));
+            if let Some(archived) = self.archived() {
+                ctes.push(format!("\"archived\" AS ({archived})"));
+            }
         }
         ctes.push(self.insert_cte(retry));
         ctes.push(self.parent_update_cte()?);
@@ -558,8 +583,6 @@ enum Kind {
     Clash = 2,
     /// The parent's last value, when it was not the expected one.
     Moved = 3,
-    /// The parent was locked by another transaction, or changed after the snapshot was taken.
-    Busy = 4,
     /// A row a retry found archived, with the same values.
     Archived = 5,
     /// A row archived with other values, or under another parent.
@@ -679,8 +702,7 @@ fn function(
         None => (quote! {}, quote! { APPEND }),
     };
     let what = doc(&statement_doc(shape));
-    let (busy, parent_kind, new, stored_kind, clash, archived, archived_clash, moved) = (
-        Kind::Busy as i32,
+    let (parent_kind, new, stored_kind, clash, archived, archived_clash, moved) = (
         Kind::Parent as i32,
         Kind::New as i32,
         Kind::Stored as i32,
@@ -696,7 +718,7 @@ fn function(
         }
         #archived_clash => {
             let by = a.archived_by.ok_or_else(|| crate::generated::null_column("archived_by"))?;
-            return Ok(crate::generated::AppendOutcome::Clash { row: a.into_row()?, archived_by: Some(by) });
+            return Ok(Some(crate::generated::AppendOutcome::Clash { row: a.into_row()?, archived_by: Some(by) }));
         }
     };
     let query =
@@ -731,11 +753,15 @@ fn function(
             }
         }
 
-        /// What `answer` says about `rows`.
+        /// What `answer` says about `rows`; `None` when the statement inserted nothing though
+        /// rows were to be appended, and did not run under a lock taken before it (`locked`):
+        /// its decision was made on a parent row newer than its snapshot (or skipped as locked),
+        /// so only a run under the lock can tell what happened and report the current values.
         fn decide(
             answer: Vec<AppendAnswer>,
             rows: &[super::#insert],
-        ) -> Result<crate::generated::AppendOutcome<super::#row, #last_ty, #total_ty, #by_ty>, ::sqlx::Error> {
+            locked: bool,
+        ) -> Result<Option<crate::generated::AppendOutcome<super::#row, #last_ty, #total_ty, #by_ty>>, ::sqlx::Error> {
             let mut fresh = Vec::new();
             let mut stored: Vec<crate::generated::Stored<super::#row, #by_ty>> = Vec::new();
             let mut moved = None;
@@ -745,7 +771,7 @@ fn function(
                     #new => fresh.push(a.into_row()?),
                     #stored_kind => stored.push(crate::generated::Stored::Live(a.into_row()?)),
                     #clash => {
-                        return Ok(crate::generated::AppendOutcome::Clash { row: a.into_row()?, archived_by: None });
+                        return Ok(Some(crate::generated::AppendOutcome::Clash { row: a.into_row()?, archived_by: None }));
                     }
                     #archived_arm
                     #moved => moved = Some(a.last),
@@ -756,7 +782,7 @@ fn function(
                 }
             }
             let Some((last, total)) = parent else {
-                return Ok(crate::generated::AppendOutcome::NoParent);
+                return Ok(Some(crate::generated::AppendOutcome::NoParent));
             };
             // Each input is either a retry's stored (or archived) row or the next new row (new
             // rows come back in the order they were numbered, which is the given order).
@@ -767,10 +793,14 @@ fn function(
                 pending += usize::from(found.is_none());
                 slots.push(found);
             }
-            if let Some(last) = moved {
-                if pending > 0 {
-                    return Ok(crate::generated::AppendOutcome::Moved { last });
-                }
+            if pending > 0 && fresh.is_empty() {
+                return match (locked, moved) {
+                    (false, _) => Ok(None),
+                    (true, Some(last)) => Ok(Some(crate::generated::AppendOutcome::Moved { last })),
+                    (true, None) => Err(::sqlx::Error::Protocol(
+                        "APPEND appended nothing under its parent's lock".into(),
+                    )),
+                };
             }
             let mut fresh = fresh.into_iter();
             let mut out = Vec::with_capacity(rows.len());
@@ -787,14 +817,16 @@ fn function(
                     },
                 }
             }
-            Ok(crate::generated::AppendOutcome::Appended { rows: out, last, total })
+            Ok(Some(crate::generated::AppendOutcome::Appended { rows: out, last, total }))
         }
 
         /// Runs [`APPEND`] (or [`APPEND_RETRYABLE`]): `rows` appended under `arg` in one
-        /// statement. When a retry's statement finds the parent locked by another transaction
-        /// or changed after its snapshot was taken, it has written nothing; the parent is then
-        /// locked first ([`LOCK_PARENT`], in a transaction of its own or a savepoint inside
-        /// the caller's) and the statement runs again on a snapshot taken after the lock.
+        /// statement. When the statement appends nothing though it had rows to append (the
+        /// parent's last value was not the expected one, or a retry's statement found the
+        /// parent locked by another transaction or changed after its snapshot was taken), the
+        /// parent is locked first ([`LOCK_PARENT`], in a transaction of its own or a savepoint
+        /// inside the caller's) and the statement runs again on a snapshot taken after the
+        /// lock, which is the parent's current state.
         pub async fn append<'a>(
             conn: &mut ::sqlx::PgConnection,
             arg: &super::#parent_ty,
@@ -803,18 +835,15 @@ fn function(
         ) -> Result<crate::generated::AppendOutcome<super::#row, #last_ty, #total_ty, #by_ty>, ::sqlx::Error> {
             let sql = #choose;
             let answer: Vec<AppendAnswer> = #first.fetch_all(&mut *conn).await?;
-            if !answer.iter().any(|a| a.kind == #busy) {
-                return decide(answer, rows);
+            if let Some(outcome) = decide(answer, rows, false)? {
+                return Ok(outcome);
             }
             let mut tx = ::sqlx::Connection::begin(&mut *conn).await?;
             ::sqlx::query(LOCK_PARENT) #(.bind(#lock_binds))* .execute(&mut *tx).await?;
             let answer: Vec<AppendAnswer> = #again.fetch_all(&mut *tx).await?;
-            if answer.iter().any(|a| a.kind == #busy) {
-                return Err(::sqlx::Error::Protocol(
-                    "APPEND found its parent busy after locking it".into(),
-                ));
-            }
-            let outcome = decide(answer, rows)?;
+            let outcome = decide(answer, rows, true)?.ok_or_else(|| {
+                ::sqlx::Error::Protocol("APPEND could not decide under its parent's lock".into())
+            })?;
             tx.commit().await?;
             Ok(outcome)
         }
