@@ -25,6 +25,10 @@
 //!   results of the CTEs it reads would be sent to every node (a two-phase commit on all of
 //!   them, and a node without the parent's shard could fail the append); the `"existing"` and
 //!   `"archived"` CTEs only feed the answer, which the coordinator reads itself.
+//! * Nothing may depend on the CTEs sharing one snapshot. Citus runs a statement whose CTE is
+//!   an `INSERT … SELECT` as a sequence of statements on the worker (each CTE it plans on its
+//!   own, then the rest), each on a snapshot of its own: the answer's `"existing"` is read
+//!   after `"rows"` inserted, so it leaves out the keys `"rows"` returned.
 //! * The parent row is locked first, so appends under one parent serialize; the rows are
 //!   numbered after the parent's `last` value in the given order (no sequence is drawn).
 //! * What a retry reads of stored rows must not be older than the lock. `APPEND_RETRYABLE`
@@ -493,8 +497,18 @@ impl<'c, 'a> Shape<'c, 'a> {
             new = Kind::New as i32
         )];
         if retry {
+            // A distributed database may run the CTEs one after another, each on a snapshot
+            // of its own (Citus does, for an `INSERT … SELECT` in a CTE): "existing" then
+            // also sees the rows this statement inserted, which are new, not a retry's.
+            let inserted = self
+                .input_key
+                .iter()
+                .map(|c| format!("\"n\".{c} = \"e\".{c}", c = sql::ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
             parts.push(format!(
-                "SELECT CASE WHEN \"e\".\"same\" THEN {} ELSE {} END, NULL, NULL, NULL, {} FROM \"existing\" AS \"e\"",
+                "SELECT CASE WHEN \"e\".\"same\" THEN {} ELSE {} END, NULL, NULL, NULL, {} FROM \"existing\" AS \"e\" \
+                 WHERE NOT EXISTS (SELECT 1 FROM \"rows\" AS \"n\" WHERE {inserted})",
                 Kind::Stored as i32,
                 Kind::Clash as i32,
                 fields("\"e\"")
