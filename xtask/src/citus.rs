@@ -95,7 +95,11 @@ impl Cluster {
     /// Sets `name` to `value` on the coordinator (`ALTER SYSTEM`, then a reload).
     pub fn set_on_coordinator(&self, name: &str, value: &str) -> Result<()> {
         let url = self.coordinator.url.clone();
-        self.sql(&url, "postgres", &format!("ALTER SYSTEM SET {name} = '{value}'"))?;
+        self.sql(
+            &url,
+            "postgres",
+            &format!("ALTER SYSTEM SET {name} = '{value}'"),
+        )?;
         self.sql(&url, "postgres", "SELECT pg_reload_conf()")
     }
 

@@ -11,8 +11,7 @@ use agentpg_schema::{
 };
 use chrono::{DateTime, Utc};
 use sea_query::{
-    Alias, Expr, ExprTrait, Func, IntoIden, LockType, Order, PgFunc, Query,
-    SelectStatement,
+    Alias, Expr, ExprTrait, Func, IntoIden, LockType, Order, PgFunc, Query, SelectStatement,
 };
 use serde_json::Value;
 use sqlx::{Acquire, FromRow, PgConnection, Postgres};
@@ -182,24 +181,24 @@ async fn compact_in(
         MessageIden::Position,
     ])
     .expr(crate::in_set(MessageIden::Id, &plan.remove))
-        .expr(Expr::from(crate::pairs::first_split(
-            tenant,
-            session.id,
-            &plan.remove,
-        )))
-        .expr(Expr::from(match plan.pending_tool_calls {
-            PendingToolCalls::Keep => crate::pairs::first_pending(tenant, session.id, &plan.remove),
-            PendingToolCalls::Remove => crate::pairs::no_split(),
-        }))
-        .from(MessageIden::Table)
-        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
-        .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
-        .and_where(
-            Expr::col(MessageIden::Id)
-                .eq(PgFunc::any(Expr::val(plan.remove.clone())))
-                .or(Expr::col(MessageIden::IsPreserved)),
-        )
-        .order_by(MessageIden::Position, Order::Asc);
+    .expr(Expr::from(crate::pairs::first_split(
+        tenant,
+        session.id,
+        &plan.remove,
+    )))
+    .expr(Expr::from(match plan.pending_tool_calls {
+        PendingToolCalls::Keep => crate::pairs::first_pending(tenant, session.id, &plan.remove),
+        PendingToolCalls::Remove => crate::pairs::no_split(),
+    }))
+    .from(MessageIden::Table)
+    .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+    .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
+    .and_where(
+        Expr::col(MessageIden::Id)
+            .eq(PgFunc::any(Expr::val(plan.remove.clone())))
+            .or(Expr::col(MessageIden::IsPreserved)),
+    )
+    .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
     type Found = (Uuid, bool, i64, i64, bool, Option<String>, Option<String>);
@@ -253,7 +252,13 @@ async fn compact_in(
     //    refer to it), the messages removed and archived, the summary in the first one's
     //    place, then the event's figures and the session's counters.
     let event_id = Uuid::new_v4();
-    let (sql, values) = crate::built(&insert_event(tenant, session, plan, event_id, preserved_ids));
+    let (sql, values) = crate::built(&insert_event(
+        tenant,
+        session,
+        plan,
+        event_id,
+        preserved_ids,
+    ));
     sqlx::query_with(sql, values).execute(&mut *conn).await?;
 
     let (sql, values) = crate::built(&archive(tenant, session.id, plan, event_id));
@@ -445,16 +450,22 @@ fn remove(
         .from(MessageArchiveIden::Table)
         .and_where(Expr::col((MessageArchiveIden::Table, MessageArchiveIden::TenantId)).eq(tenant))
         .and_where(
-            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::CompactionEventId))
-                .eq(event),
+            Expr::col((
+                MessageArchiveIden::Table,
+                MessageArchiveIden::CompactionEventId,
+            ))
+            .eq(event),
         )
         .and_where(
             Expr::col((MessageArchiveIden::Table, MessageArchiveIden::Id))
                 .equals((MessageIden::Table, MessageIden::Id)),
         )
         .and_where(
-            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::OriginalMessage))
-                .eq(Func::cust("to_jsonb").arg(Expr::col(MessageIden::Table))),
+            Expr::col((
+                MessageArchiveIden::Table,
+                MessageArchiveIden::OriginalMessage,
+            ))
+            .eq(Func::cust("to_jsonb").arg(Expr::col(MessageIden::Table))),
         )
         .to_owned();
     Query::delete()

@@ -457,6 +457,9 @@ mod tests {
         let count = Arc::new(AtomicUsize::new(0));
         let page = {
             let _guard = tracing::subscriber::set_default(Statements(count.clone()));
+            // sqlx's call sites may have cached the interest of another test's thread when
+            // they were registered at the same moment as this subscriber: ask them again.
+            tracing::callsite::rebuild_interest_cache();
             list_sessions(
                 &pool,
                 "tenant-3",

@@ -38,7 +38,40 @@ struct Recorder {
     pending: Vec<String>,
 }
 
-struct Subscriber(Arc<Mutex<Recorder>>);
+/// The test binary's one subscriber: it hands each event to the recorder of the thread it
+/// happens on (a `#[sqlx::test]` runs on a current-thread runtime, so its spawned tasks too).
+/// It is global and installed before any statement: a subscriber set per thread can lose
+/// sqlx's call sites to a test on another thread that registers them at the same moment, and
+/// then records nothing.
+struct Subscriber;
+
+thread_local! {
+    static RECORDER: std::cell::RefCell<Option<Arc<Mutex<Recorder>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Installs [`Subscriber`] once; every test of this file calls it first.
+fn install_subscriber() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::dispatcher::set_global_default(tracing::Dispatch::new(Subscriber))
+            .expect("no other subscriber in this test binary");
+    });
+}
+
+/// Records what this thread sends while `f` runs.
+async fn recording<T>(
+    recorder: &Arc<Mutex<Recorder>>,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    RECORDER.with(|r| *r.borrow_mut() = Some(recorder.clone()));
+    // A call site registered while the subscriber was being installed may have cached the
+    // interest of the no-op one before it: ask every call site again.
+    tracing::callsite::rebuild_interest_cache();
+    let out = f.await;
+    RECORDER.with(|r| *r.borrow_mut() = None);
+    out
+}
 
 fn field(event: &tracing::Event<'_>, name: &str) -> Option<String> {
     struct Visit<'a>(&'a str, Option<String>);
@@ -69,7 +102,10 @@ impl tracing::Subscriber for Subscriber {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut r = self.0.lock().expect("the recorder");
+        let Some(recorder) = RECORDER.with(|r| r.borrow().clone()) else {
+            return;
+        };
+        let mut r = recorder.lock().expect("the recorder");
         match event.metadata().target() {
             "sqlx::postgres::notice" => {
                 if let Some(m) = field(event, "message") {
@@ -521,6 +557,7 @@ fn the_scenario_covers_every_public_operation() {
 
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
 async fn every_statement_is_routed_to_one_shard(_: PgPoolOptions, options: PgConnectOptions) {
+    install_subscriber();
     let options = options.options([
         ("session_preload_libraries", "auto_explain"),
         ("auto_explain.log_min_duration", "0"),
@@ -537,13 +574,7 @@ async fn every_statement_is_routed_to_one_shard(_: PgPoolOptions, options: PgCon
         .await
         .unwrap_or(0);
     let recorder = Arc::new(Mutex::new(Recorder::default()));
-    let dispatch = tracing::Dispatch::new(Subscriber(recorder.clone()));
-    let called = {
-        let _guard = tracing::dispatcher::set_default(&dispatch);
-        tracing::callsite::rebuild_interest_cache();
-        scenario(&pool).await.called
-    };
-    tracing::callsite::rebuild_interest_cache();
+    let called = recording(&recorder, scenario(&pool)).await.called;
     assert!(called.len() >= 25, "{called:?}");
     let sent = recorder.lock().unwrap().sent.clone();
     // The helper that waits for a lock queries activity views: not agentpg-repo's statement.
@@ -634,6 +665,7 @@ async fn every_statement_is_routed_to_one_shard(_: PgPoolOptions, options: PgCon
 /// whose last step runs on the coordinator makes Citus connect to the coordinator itself.
 #[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
 async fn no_operation_commits_on_another_worker(pool: PgPool) {
+    install_subscriber();
     let calls = scenario(&pool).await;
     if !calls.citus {
         return;
