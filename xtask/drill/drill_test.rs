@@ -59,7 +59,10 @@ async fn new_columns_are_settable_and_survive_compact_and_revert(pool: PgPool) {
         text(s.id, MessageRole::Assistant, "b", 3, 4),
         text(s.id, MessageRole::User, "c", 5, 6),
     ];
-    let stored = append_messages(&pool, TENANT, s.id, &batch).await.unwrap();
+    let stored = append_messages(&pool, TENANT, s.id, &batch)
+        .await
+        .unwrap()
+        .into_rows();
     assert_eq!(
         (stored[0].agent_name.as_deref(), stored[0].turn_index, stored[0].mood),
         (Some("planner"), 4, MessageMood::Angry)
@@ -98,7 +101,10 @@ async fn an_archive_from_before_the_migration_reverts_after_it(pool: PgPool) {
             ..text(s.id, MessageRole::User, body, 1, 1)
         })
         .collect();
-    let stored = append_messages(&pool, TENANT, s.id, &batch).await.unwrap();
+    let stored = append_messages(&pool, TENANT, s.id, &batch)
+        .await
+        .unwrap()
+        .into_rows();
     let event = compact(&pool, TENANT, &plan(s.id, vec![stored[0].id, stored[1].id]))
         .await
         .unwrap();
