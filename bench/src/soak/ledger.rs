@@ -13,6 +13,8 @@ pub(crate) struct Counts {
     attempted: AtomicU64,
     committed: AtomicU64,
     failed_clean: AtomicU64,
+    /// Of the clean failures, those `Error::is_retryable` accepts.
+    retryable: AtomicU64,
     failed_unexpected: AtomicU64,
 }
 
@@ -31,6 +33,9 @@ impl Counts {
                         Error::Conflict { .. } | Error::InvalidInput { .. } | Error::NotFound(_)
                     ) =>
             {
+                if e.is_retryable() {
+                    self.retryable.fetch_add(1, Ordering::Relaxed);
+                }
                 self.failed_clean.fetch_add(1, Ordering::Relaxed)
             }
             Err(e) => {
@@ -46,10 +51,11 @@ impl Counts {
 
     pub(crate) fn line(&self, name: &str) -> String {
         format!(
-            "{name:<10} attempted {:>7}  committed {:>7}  failed cleanly {:>6}  failed otherwise {:>3}",
+            "{name:<10} attempted {:>7}  committed {:>7}  failed cleanly {:>6} (retryable {:>5})  failed otherwise {:>3}",
             self.attempted.load(Ordering::Relaxed),
             self.committed.load(Ordering::Relaxed),
             self.failed_clean.load(Ordering::Relaxed),
+            self.retryable.load(Ordering::Relaxed),
             self.failed_unexpected.load(Ordering::Relaxed),
         )
     }

@@ -133,8 +133,8 @@ fn lock_session() -> SelectStatement {
 /// (so a flag set meanwhile is honoured); insert the summary at the position of the
 /// first removed message; set the event's token figures and the session's counters. Each
 /// statement touches the tenant's rows alone, so a distributed database (Citus) runs it on the
-/// tenant's node only. Six statements (seven with a summary, eight when the summary's id is
-/// given, plus BEGIN and COMMIT) whatever the plan's size.
+/// tenant's node only. Six statements (plus BEGIN and COMMIT) whatever the plan's size, with a
+/// summary or without.
 ///
 /// # Errors
 /// [`Error::NotFound`] if the session is not one of `tenant`'s; [`Error::InvalidInput`] for an
@@ -190,6 +190,10 @@ async fn compact_in(
         PendingToolCalls::Keep => crate::pairs::first_pending(tenant, session.id, &plan.remove),
         PendingToolCalls::Remove => crate::pairs::no_split(),
     }))
+    .expr(match plan.summary.as_ref().and_then(|s| s.id) {
+        Some(id) => summary_id_taken(tenant, id),
+        None => Expr::val(false),
+    })
     .from(MessageIden::Table)
     .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
     .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
@@ -201,7 +205,7 @@ async fn compact_in(
     .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    type Found = (Uuid, bool, i64, i64, bool, Option<String>, Option<String>);
+    type Found = (Uuid, bool, i64, i64, bool, Option<String>, Option<String>, bool);
     let found: Vec<Found> = sqlx::query_as_with(sql, values)
         .persistent(false)
         .fetch_all(&mut *conn)
@@ -209,7 +213,7 @@ async fn compact_in(
     let mut in_plan = HashSet::with_capacity(plan.remove.len());
     let mut preserved_ids = Vec::new();
     let mut figures = Removed::default();
-    for (id, is_preserved, tokens, position, planned, _, _) in &found {
+    for (id, is_preserved, tokens, position, planned, _, _, _) in &found {
         if *planned {
             if *is_preserved {
                 return Err(Error::invalid(format!("message {id} is preserved")));
@@ -238,13 +242,14 @@ async fn compact_in(
     }
 
     // A summary id the caller gives must be new to the tenant: not a message of any session,
-    //    and not archived (an id is an identity forever; a revert brings the archived one back).
-    if let Some(id) = plan.summary.as_ref().and_then(|s| s.id) {
-        if summary_id_taken(conn, tenant, id).await? {
-            return Err(Error::conflict(format!(
-                "the summary's id {id} is taken: a message of the tenant has it, or had it and a compaction archived it"
-            )));
-        }
+    // and not archived (an id is an identity forever; a revert brings the archived one back).
+    if let (Some(id), Some(true)) = (
+        plan.summary.as_ref().and_then(|s| s.id),
+        found.first().map(|f| f.7),
+    ) {
+        return Err(Error::conflict(format!(
+            "the summary's id {id} is taken: a message of the tenant has it, or had it and a compaction archived it"
+        )));
     }
 
     // 3. The writes, each a statement of the tenant's rows alone (a distributed database
@@ -284,25 +289,15 @@ async fn compact_in(
             let position = figures.first.ok_or_else(|| {
                 Error::invalid("the plan removes no message, so the summary has no place")
             })?;
-            let (sql, values) = crate::built(&insert_summary(tenant, session.id, s, position));
-            let (id, tokens): (Uuid, i64) = sqlx::query_as_with(sql, values)
-                .fetch_one(&mut *conn)
-                .await?;
-            Some((id, tokens))
+            Some(insert_summary(tenant, session.id, s, position))
         }
     };
-
-    let compacted = session
+    let kept = session
         .total_tokens
         .checked_sub(figures.tokens)
-        .and_then(|t| t.checked_add(summary.map_or(0, |(_, tokens)| tokens)))
         .ok_or_else(|| Error::invalid("the session's token total would overflow"))?;
-    let (sql, values) = crate::built(&figures_and_counters(
-        tenant,
-        session.id,
-        event_id,
-        compacted,
-        summary.map(|(id, _)| id),
+    let (sql, values) = crate::built(&summary_figures_and_counters(
+        tenant, session.id, event_id, kept, summary,
     ));
     let event: CompactionEvent = sqlx::query_as_with(sql, values)
         .fetch_one(&mut *conn)
@@ -331,7 +326,7 @@ impl Removed {
 
 /// Whether a message or an archived message of `tenant` has id `id` (read under the session
 /// lock; the primary key of `messages` refuses a live duplicate in any case).
-async fn summary_id_taken(conn: &mut PgConnection, tenant: &str, id: Uuid) -> Result<bool> {
+fn summary_id_taken(tenant: &str, id: Uuid) -> Expr {
     let live = Query::select()
         .expr(Expr::val(1))
         .from(MessageIden::Table)
@@ -344,13 +339,7 @@ async fn summary_id_taken(conn: &mut PgConnection, tenant: &str, id: Uuid) -> Re
         .and_where(Expr::col(MessageArchiveIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageArchiveIden::Id).eq(id))
         .to_owned();
-    let query = Query::select()
-        .expr(Expr::exists(live).or(Expr::exists(archived)))
-        .to_owned();
-    let (sql, values) = crate::built(&query);
-    Ok(sqlx::query_scalar_with(sql, values)
-        .fetch_one(&mut *conn)
-        .await?)
+    Expr::exists(live).or(Expr::exists(archived))
 }
 
 /// `INSERT INTO compaction_events (…) VALUES (…)`: the event with the session's total as both
@@ -522,23 +511,55 @@ fn insert_summary(
         .to_owned()
 }
 
+/// The tokens the session holds after the compaction: `kept` (what it held less what was
+/// removed) plus the summary's, if one was inserted.
+fn compacted_tokens(kept: i64, summary: &Alias) -> Expr {
+    Expr::val(kept).add(Expr::expr(Func::coalesce([
+        Expr::from(
+            Query::select()
+                .column(MessageIden::Tokens)
+                .from(summary.clone())
+                .to_owned(),
+        ),
+        Expr::val(0i64),
+    ])))
+}
+
+/// The summary inserted (if any), then the event's compacted figure and summary id and the
+/// session's counters, in one statement of the tenant's rows (an `INSERT … VALUES` and two
+/// `UPDATE`s: Citus runs it on the tenant's node as one query):
+///
 /// ```text
-/// WITH counters AS (UPDATE sessions SET total_tokens = $compacted, compaction_count = … + 1,
-///                   updated_at = now() WHERE …)
-/// UPDATE compaction_events SET compacted_tokens = $compacted, summary_message_id = $summary
-///  WHERE … RETURNING *
+/// WITH summary AS (INSERT INTO messages … VALUES … RETURNING id, tokens),   -- with a summary
+///      counters AS (UPDATE sessions SET total_tokens = kept + summary's tokens,
+///                   compaction_count + 1, updated_at = now() WHERE tenant and id)
+/// UPDATE compaction_events SET compacted_tokens = kept + summary's tokens,
+///        summary_message_id = summary's id WHERE tenant and id RETURNING every column
 /// ```
-fn figures_and_counters(
+fn summary_figures_and_counters(
     tenant: &str,
     session: Uuid,
     event: Uuid,
-    compacted: i64,
-    summary: Option<Uuid>,
+    kept: i64,
+    summary: Option<sea_query::InsertStatement>,
 ) -> sea_query::WithQuery {
+    let summary_cte = Alias::new("summary");
+    let (compacted, summary_id) = match summary {
+        Some(_) => (
+            compacted_tokens(kept, &summary_cte),
+            Expr::from(
+                Query::select()
+                    .column(MessageIden::Id)
+                    .from(summary_cte.clone())
+                    .to_owned(),
+            ),
+        ),
+        None => (Expr::val(kept), Expr::val(Option::<Uuid>::None)),
+    };
     let mut counters = Query::update();
     counters
         .table(SessionIden::Table)
-        .value(SessionIden::TotalTokens, compacted)
+        .value(SessionIden::TotalTokens, compacted.clone())
         .value(
             SessionIden::CompactionCount,
             Expr::col(SessionIden::CompactionCount).add(1),
@@ -550,11 +571,14 @@ fn figures_and_counters(
     event_update
         .table(CompactionEventIden::Table)
         .value(CompactionEventIden::CompactedTokens, compacted)
-        .value(CompactionEventIden::SummaryMessageId, summary)
+        .value(CompactionEventIden::SummaryMessageId, summary_id)
         .and_where(Expr::col(CompactionEventIden::TenantId).eq(tenant))
         .and_where(Expr::col(CompactionEventIden::Id).eq(event))
         .returning_all();
     let mut with = Query::with();
+    if let Some(insert) = summary {
+        with.cte(crate::cte(&summary_cte, insert));
+    }
     with.cte(crate::cte(&Alias::new("counters"), counters));
     event_update.with(with)
 }
