@@ -785,21 +785,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         // Row-level security (opt-in), on one connection so that both sides run on the same
         // backend (on this machine two connections can differ by half in single-call latency,
-        // whichever is which). Per connection: blocks of calls with the role and tenant set for the
-        // connection (what the startup options of `rls::tenant_connect_options` set) against blocks
-        // without; per transaction: `rls::begin_as_tenant` (BEGIN, one set_config, the call,
-        // COMMIT) against the plain call.
+        // whichever is which). Per connection: blocks of calls as the tenant's role (the role a
+        // connection of `rls::tenant_connect_options` logs in as) against blocks as the owner;
+        // per transaction: `rls::begin_as_tenant` (BEGIN, the role switched, the call, the role
+        // put back, COMMIT) against the plain call.
         let one = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(admin.clone().database("agentpg_bench"))
             .await?;
-        let as_tenant = "SET ROLE agentpg_app; SET agentpg.tenant = 'bench'";
-        let as_owner = "RESET ROLE; RESET agentpg.tenant";
+        agentpg_repo::rls::create_tenant_role(&one, TENANT, None).await?;
+        let as_tenant = format!(
+            "SET ROLE {}",
+            agentpg_repo::rls::tenant_role(TENANT)?
+        );
+        let as_tenant = as_tenant.as_str();
+        let as_owner = "RESET ROLE";
         async fn rls_blocks<F, Fut>(
             pool: &PgPool,
             rounds: usize,
             per_round: usize,
-            modes: [Option<&'static str>; 2],
+            modes: [Option<&str>; 2],
             mut call: F,
         ) -> (Duration, Duration)
         where
@@ -811,7 +816,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for round in 0..rounds {
                 for side in [round % 2, 1 - round % 2] {
                     if let Some(sql) = modes[side] {
-                        sqlx::raw_sql(sql).execute(pool).await.unwrap();
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                            .execute(pool)
+                            .await
+                            .unwrap();
                     }
                     let start = Instant::now();
                     for _ in 0..per_round {
@@ -914,11 +922,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .await;
+        let per_transaction = count_statements(1, async {
+            let mut tx = agentpg_repo::rls::begin_as_tenant(&one, TENANT)
+                .await
+                .unwrap();
+            get_session(&mut *tx, TENANT, target_session.id)
+                .await
+                .unwrap()
+                .unwrap();
+            tx.commit().await.unwrap();
+        })
+        .await;
         rows.push(Row {
             case: "get session, row-level security per transaction".into(),
             ours,
             base: Some(base),
-            ours_statements: "4".into(),
+            ours_statements: per_transaction.to_string(),
             base_statements: "1".into(),
             target: "(what per-transaction costs: 3 more round trips)".into(),
             met: None,
