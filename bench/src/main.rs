@@ -794,10 +794,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .connect_with(admin.clone().database("agentpg_bench"))
             .await?;
         agentpg_repo::rls::create_tenant_role(&one, TENANT, None).await?;
-        let as_tenant = format!(
-            "SET ROLE {}",
-            agentpg_repo::rls::tenant_role(TENANT)?
-        );
+        let as_tenant = format!("SET ROLE {}", agentpg_repo::rls::tenant_role(TENANT)?);
         let as_tenant = as_tenant.as_str();
         let as_owner = "RESET ROLE";
         async fn rls_blocks<F, Fut>(

@@ -119,12 +119,26 @@ pub(crate) async fn check(
         .filter(|(id, tenant)| kept(tenant) && !live.contains_key(*id) && !archived.contains(*id))
         .count();
     out.push(("acknowledged appends missing".into(), missing as i64));
-    let not_live = ledger
+    // (Retention may delete a session of its tenant once it is idle, preserved messages and
+    // all: that tenant's preserves are not held to it.)
+    let not_live: Vec<(&Uuid, &String)> = ledger
         .preserved
         .iter()
-        .filter(|id| ledger.appended.get(*id).is_none_or(kept))
-        .filter(|id| live.get(*id) != Some(&true))
-        .count();
+        .filter(|(id, tenant)| kept(tenant) && live.get(*id) != Some(&true))
+        .collect();
+    for (id, tenant) in &not_live {
+        eprintln!(
+            "preserved message {id} of {tenant} is {}",
+            if live.contains_key(*id) {
+                "live, not preserved"
+            } else if archived.contains(*id) {
+                "archived"
+            } else {
+                "gone"
+            }
+        );
+    }
+    let not_live = not_live.len();
     out.push((
         "acknowledged preserved messages not live".into(),
         not_live as i64,

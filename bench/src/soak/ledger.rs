@@ -1,7 +1,7 @@
 //! What the soak's clients know: the counts of what they attempted, and the ledger of what the
 //! database acknowledged, which the final check holds the database to.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agentpg_repo::Error;
@@ -118,8 +118,9 @@ impl Stats {
 pub(crate) struct Ledger {
     /// Every acknowledged message id, with its tenant.
     pub(crate) appended: HashMap<Uuid, String>,
-    /// Messages acknowledged preserved (appended so, or marked since).
-    pub(crate) preserved: HashSet<Uuid>,
+    /// Messages acknowledged preserved (appended so, or marked since), with their tenant (a
+    /// summary the preserver marks is not among `appended`).
+    pub(crate) preserved: HashMap<Uuid, String>,
     /// Acknowledged summaries: (event, summary message, tenant). A summary goes again when
     /// its compaction is reverted, so it must be present only while its event stands.
     pub(crate) summaries: Vec<(Uuid, Uuid, String)>,

@@ -205,7 +205,16 @@ async fn compact_in(
     .order_by(MessageIden::Position, Order::Asc);
     let (sql, values) = crate::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    type Found = (Uuid, bool, i64, i64, bool, Option<String>, Option<String>, bool);
+    type Found = (
+        Uuid,
+        bool,
+        i64,
+        i64,
+        bool,
+        Option<String>,
+        Option<String>,
+        bool,
+    );
     let found: Vec<Found> = sqlx::query_as_with(sql, values)
         .persistent(false)
         .fetch_all(&mut *conn)
