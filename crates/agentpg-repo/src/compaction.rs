@@ -128,10 +128,9 @@ fn lock_session() -> SelectStatement {
 ///
 /// In one transaction (a savepoint when `conn` is already in one): lock the session row; check
 /// every id is a non-preserved message of the session and that the plan keeps every tool use
-/// with its result (both checked in one query, on the stored rows); write the event; archive
-/// each planned row whole, then remove it if it is still what was archived and not preserved
-/// (so a flag set meanwhile is honoured); insert the summary at the position of the
-/// first removed message; set the event's token figures and the session's counters. Each
+/// with its result (checked in one query, on the stored rows, which it locks: from then on no
+/// writer changes them); write the event; archive each planned row whole, then remove it;
+/// insert the summary at the position of the first removed message; set the event's token figures and the session's counters. Each
 /// statement touches the tenant's rows alone, so a distributed database (Citus) runs it on the
 /// tenant's node only. Six statements (plus BEGIN and COMMIT) whatever the plan's size, with a
 /// summary or without.
@@ -202,7 +201,10 @@ async fn compact_in(
             .eq(PgFunc::any(Expr::val(plan.remove.clone())))
             .or(Expr::col(MessageIden::IsPreserved)),
     )
-    .order_by(MessageIden::Position, Order::Asc);
+    .order_by(MessageIden::Position, Order::Asc)
+    // The rows stay as read until the compaction commits: no writer, agentpg-repo's or any
+    // other, changes or removes them between the archive copy and the removal.
+    .lock_with_tables(LockType::Update, [MessageIden::Table]);
     let (sql, values) = crate::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
     type Found = (
@@ -280,7 +282,7 @@ async fn compact_in(
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let (sql, values) = crate::built(&remove(tenant, session.id, plan, event_id));
+    let (sql, values) = crate::built(&remove(tenant, session.id, plan));
     let removed = sqlx::query_with(sql, values)
         .execute(&mut *conn)
         .await?
@@ -433,46 +435,16 @@ fn archive(
         .to_owned()
 }
 
-/// `DELETE FROM messages WHERE … AND id IN (plan) AND NOT is_preserved AND EXISTS (its archive
-/// row of this event, equal to the row as it is)`: a row preserved or changed since
-/// [`archive`] read it, after waiting for any transaction that held it, is not removed (the
-/// caller compares the counts), so what the archive holds is what was removed.
-fn remove(
-    tenant: &str,
-    session: Uuid,
-    plan: &CompactionPlan,
-    event: Uuid,
-) -> sea_query::DeleteStatement {
-    let archived = Query::select()
-        .expr(Expr::val(1))
-        .from(MessageArchiveIden::Table)
-        .and_where(Expr::col((MessageArchiveIden::Table, MessageArchiveIden::TenantId)).eq(tenant))
-        .and_where(
-            Expr::col((
-                MessageArchiveIden::Table,
-                MessageArchiveIden::CompactionEventId,
-            ))
-            .eq(event),
-        )
-        .and_where(
-            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::Id))
-                .equals((MessageIden::Table, MessageIden::Id)),
-        )
-        .and_where(
-            Expr::col((
-                MessageArchiveIden::Table,
-                MessageArchiveIden::OriginalMessage,
-            ))
-            .eq(Func::cust("to_jsonb").arg(Expr::col(MessageIden::Table))),
-        )
-        .to_owned();
+/// `DELETE FROM messages WHERE … AND id IN (plan) AND NOT is_preserved`: the rows [`archive`]
+/// copied. They are locked since the read (`FOR UPDATE`), so they are what was archived; the
+/// caller still compares the counts.
+fn remove(tenant: &str, session: Uuid, plan: &CompactionPlan) -> sea_query::DeleteStatement {
     Query::delete()
         .from_table(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session))
         .and_where(crate::in_set(MessageIden::Id, &plan.remove))
         .and_where(Expr::col(MessageIden::IsPreserved).not())
-        .and_where(Expr::exists(archived))
         .to_owned()
 }
 
