@@ -898,18 +898,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             1.1,
         ));
         sqlx::raw_sql(as_owner).execute(&one).await?;
+        /// A session read in a transaction as the tenant's role (`rls::begin_as_tenant`).
+        async fn get_as_tenant(pool: &PgPool, id: Uuid) {
+            let mut tx = agentpg_repo::rls::begin_as_tenant(pool, TENANT)
+                .await
+                .unwrap();
+            get_session(&mut *tx, TENANT, id).await.unwrap().unwrap();
+            tx.commit().await.unwrap();
+        }
         let (ours, base) = rls_blocks(&one, rounds, per_round * 2, [None, None], |_, ours| {
             let pool = &one;
             async move {
                 if ours {
-                    let mut tx = agentpg_repo::rls::begin_as_tenant(pool, TENANT)
-                        .await
-                        .unwrap();
-                    get_session(&mut *tx, TENANT, target_session.id)
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    tx.commit().await.unwrap();
+                    get_as_tenant(pool, target_session.id).await;
                 } else {
                     get_session(pool, TENANT, target_session.id)
                         .await
@@ -919,17 +920,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .await;
-        let per_transaction = count_statements(1, async {
-            let mut tx = agentpg_repo::rls::begin_as_tenant(&one, TENANT)
-                .await
-                .unwrap();
-            get_session(&mut *tx, TENANT, target_session.id)
-                .await
-                .unwrap()
-                .unwrap();
-            tx.commit().await.unwrap();
-        })
-        .await;
+        let per_transaction = count_statements(1, get_as_tenant(&one, target_session.id)).await;
         rows.push(Row {
             case: "get session, row-level security per transaction".into(),
             ours,

@@ -363,40 +363,43 @@ fn insert_event(
     id: Uuid,
     preserved_ids: Vec<Uuid>,
 ) -> sea_query::InsertStatement {
-    let mut columns = vec![
-        CompactionEventIden::Id,
-        CompactionEventIden::TenantId,
-        CompactionEventIden::SessionId,
-        CompactionEventIden::Strategy,
-        CompactionEventIden::OriginalTokens,
-        CompactionEventIden::CompactedTokens,
-        CompactionEventIden::MessagesRemoved,
-        CompactionEventIden::PreservedMessageIds,
-        CompactionEventIden::ModelUsed,
-        CompactionEventIden::DurationMs,
-    ];
-    let mut values: Vec<Expr> = vec![
-        Expr::val(id),
-        Expr::val(tenant),
-        Expr::val(session.id),
-        Expr::val(plan.strategy.clone()),
-        Expr::val(session.total_tokens),
-        Expr::val(session.total_tokens),
-        Expr::val(plan.remove.len() as i64),
-        Expr::val(preserved_ids),
-        Expr::val(plan.model_used.clone()),
-        Expr::val(plan.duration_ms),
+    let mut pairs = vec![
+        (CompactionEventIden::Id, Expr::val(id)),
+        (CompactionEventIden::TenantId, Expr::val(tenant)),
+        (CompactionEventIden::SessionId, Expr::val(session.id)),
+        (
+            CompactionEventIden::Strategy,
+            Expr::val(plan.strategy.clone()),
+        ),
+        (
+            CompactionEventIden::OriginalTokens,
+            Expr::val(session.total_tokens),
+        ),
+        (
+            CompactionEventIden::CompactedTokens,
+            Expr::val(session.total_tokens),
+        ),
+        (
+            CompactionEventIden::MessagesRemoved,
+            Expr::val(plan.remove.len() as i64),
+        ),
+        (
+            CompactionEventIden::PreservedMessageIds,
+            Expr::val(preserved_ids),
+        ),
+        (
+            CompactionEventIden::ModelUsed,
+            Expr::val(plan.model_used.clone()),
+        ),
+        (CompactionEventIden::DurationMs, Expr::val(plan.duration_ms)),
     ];
     if let Some(s) = &plan.summary {
-        columns.push(CompactionEventIden::SummaryContent);
-        values.push(Expr::val(json(&s.content)));
+        pairs.push((
+            CompactionEventIden::SummaryContent,
+            Expr::val(json(&s.content)),
+        ));
     }
-    Query::insert()
-        .into_table(CompactionEventIden::Table)
-        .columns(columns)
-        .values(values)
-        .expect("as many values as columns")
-        .to_owned()
+    crate::insert_values(CompactionEventIden::Table, pairs)
 }
 
 /// `INSERT INTO message_archive (id, tenant_id, compaction_event_id, session_id,
@@ -455,39 +458,24 @@ fn insert_summary(
     summary: &Summary,
     position: i64,
 ) -> sea_query::InsertStatement {
-    let mut columns = vec![
-        MessageIden::TenantId,
-        MessageIden::SessionId,
-        MessageIden::Position,
-        MessageIden::Role,
-        MessageIden::Content,
-        MessageIden::IsSummary,
-    ];
-    let mut values: Vec<Expr> = vec![
-        Expr::val(tenant),
-        Expr::val(session),
-        Expr::val(position),
-        Expr::val(summary.role),
-        Expr::val(json(&summary.content)),
-        Expr::val(true),
+    let mut pairs = vec![
+        (MessageIden::TenantId, Expr::val(tenant)),
+        (MessageIden::SessionId, Expr::val(session)),
+        (MessageIden::Position, Expr::val(position)),
+        (MessageIden::Role, Expr::val(summary.role)),
+        (MessageIden::Content, Expr::val(json(&summary.content))),
+        (MessageIden::IsSummary, Expr::val(true)),
     ];
     if let Some(id) = summary.id {
-        columns.push(MessageIden::Id);
-        values.push(Expr::val(id));
+        pairs.push((MessageIden::Id, Expr::val(id)));
     }
     if let Some(usage) = &summary.usage {
-        columns.push(MessageIden::Usage);
-        values.push(Expr::val(json(usage)));
+        pairs.push((MessageIden::Usage, Expr::val(json(usage))));
     }
     if let Some(metadata) = &summary.metadata {
-        columns.push(MessageIden::Metadata);
-        values.push(Expr::val(metadata.clone()));
+        pairs.push((MessageIden::Metadata, Expr::val(metadata.clone())));
     }
-    Query::insert()
-        .into_table(MessageIden::Table)
-        .columns(columns)
-        .values(values)
-        .expect("as many values as columns")
+    crate::insert_values(MessageIden::Table, pairs)
         .returning(Query::returning().columns([MessageIden::Id, MessageIden::Tokens]))
         .to_owned()
 }

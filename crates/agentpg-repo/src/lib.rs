@@ -89,6 +89,21 @@ fn built(query: &impl SqlxBinder) -> (AssertSqlSafe<String>, SqlxValues) {
     (AssertSqlSafe(sql), values)
 }
 
+/// `INSERT INTO table (c…) VALUES (v…)` from (column, value) pairs: each value is written
+/// beside its column, so the two cannot fall out of order.
+fn insert_values<C: IntoIden>(
+    table: impl IntoIden,
+    pairs: impl IntoIterator<Item = (C, Expr)>,
+) -> sea_query::InsertStatement {
+    let (columns, values): (Vec<C>, Vec<Expr>) = pairs.into_iter().unzip();
+    Query::insert()
+        .into_table(table)
+        .columns(columns)
+        .values(values)
+        .expect("unzipped pairs: as many values as columns")
+        .to_owned()
+}
+
 /// A common table expression `name AS (query)`.
 fn cte(name: &Alias, query: impl Into<sea_query::SubQueryStatement>) -> CommonTableExpression {
     CommonTableExpression::new()
