@@ -40,6 +40,7 @@
 mod compaction;
 mod error;
 mod fork;
+pub mod formats;
 pub mod limits;
 mod messages;
 mod migrate;
@@ -48,6 +49,7 @@ mod planner;
 mod retention;
 pub mod rls;
 mod sessions;
+pub mod tokens;
 #[cfg(test)]
 mod test_support;
 mod validate;

@@ -42,6 +42,9 @@ fn check(tenant: &str, session_id: Uuid, index: usize, m: &NewMessage) -> Result
     if let Some(usage) = &m.usage {
         validate::usage(&field("usage"), usage)?;
     }
+    if let Some(usage) = &m.provider_usage {
+        validate::usage(&field("provider_usage"), usage)?;
+    }
     Ok(())
 }
 

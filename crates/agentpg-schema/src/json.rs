@@ -423,6 +423,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The whole prompt this usage reports: `input_tokens` plus the cache figures. (Anthropic
+    /// reports cached input apart from `input_tokens`; agentpg-repo's OpenAI conversion puts
+    /// OpenAI's cached tokens in `cache_read_input_tokens` and the rest of its prompt in
+    /// `input_tokens`, so the sum is the prompt for both.)
+    pub fn prompt_tokens(&self) -> i64 {
+        self.input_tokens
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+            .saturating_add(self.cache_read_input_tokens.unwrap_or(0))
+    }
+
     /// The keys `Usage` names itself.
     pub const OWN_KEYS: [&'static str; 4] = [
         "input_tokens",

@@ -118,6 +118,11 @@ pub const AGENTPG_JSON_TYPES: &[JsonType] = &[
         rust_type: "crate::Usage",
     },
     JsonType {
+        table: "messages",
+        column: "provider_usage",
+        rust_type: "crate::Usage",
+    },
+    JsonType {
         table: "compaction_events",
         column: "summary_content",
         rust_type: "crate::ContentBlocks",

@@ -125,7 +125,7 @@ pub struct Message {
     ///
     /// SQL: `content jsonb NOT NULL DEFAULT '[]'::JSONB`
     pub content: ::sqlx::types::Json<crate::ContentBlocks>,
-    /// Token usage reported for the message (input, output, cache creation, cache read), as a JSON object; NULL when unknown.
+    /// The message's own token counts (what it adds to a prompt, or the output it generated), as a JSON object; NULL when unknown. Not the provider's per-response usage, which is provider_usage.
     ///
     /// SQL: `usage jsonb`
     pub usage: Option<::sqlx::types::Json<crate::Usage>>,
@@ -161,6 +161,10 @@ pub struct Message {
     ///
     /// SQL: `updated_at timestamptz NOT NULL DEFAULT now()`
     pub updated_at: ::chrono::DateTime<::chrono::Utc>,
+    /// Usage the model API reported for the response that produced the message (whole prompt, output, cache figures), as reported; never summed. NULL when the message is not a model response or the caller did not give it.
+    ///
+    /// SQL: `provider_usage jsonb`
+    pub provider_usage: Option<::sqlx::types::Json<crate::Usage>>,
 }
 /// A new `messages` row: what the caller supplies. Columns the database always fills (generated, identity `ALWAYS`) are absent; a `BY DEFAULT` identity column is optional like a column with a default.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
@@ -195,7 +199,7 @@ pub struct NewMessage {
     ///
     /// `None` leaves the column to its default.
     pub content: Option<::sqlx::types::Json<crate::ContentBlocks>>,
-    /// Token usage reported for the message (input, output, cache creation, cache read), as a JSON object; NULL when unknown.
+    /// The message's own token counts (what it adds to a prompt, or the output it generated), as a JSON object; NULL when unknown. Not the provider's per-response usage, which is provider_usage.
     ///
     /// SQL: `usage jsonb`
     ///
@@ -231,6 +235,12 @@ pub struct NewMessage {
     ///
     /// `None` leaves the column to its default.
     pub updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    /// Usage the model API reported for the response that produced the message (whole prompt, output, cache figures), as reported; never summed. NULL when the message is not a model response or the caller did not give it.
+    ///
+    /// SQL: `provider_usage jsonb`
+    ///
+    /// `None` stores NULL.
+    pub provider_usage: Option<::sqlx::types::Json<crate::Usage>>,
 }
 impl NewMessage {
     /// A new row with the required columns set and every optional one left to the
@@ -250,6 +260,7 @@ impl NewMessage {
             is_summary: None,
             created_at: None,
             updated_at: None,
+            provider_usage: None,
         }
     }
     /// True if `row` holds every value this insert gives (a column left to its
@@ -266,6 +277,7 @@ impl NewMessage {
             && self.is_summary.as_ref().is_none_or(|v| *v == row.is_summary)
             && self.created_at.as_ref().is_none_or(|v| *v == row.created_at)
             && self.updated_at.as_ref().is_none_or(|v| *v == row.updated_at)
+            && self.provider_usage == row.provider_usage
     }
 }
 /// Changes to one `messages` row; `Default` changes nothing.
@@ -295,7 +307,7 @@ pub struct MessagePatch {
     ///
     /// `None` leaves the column as it is.
     pub content: Option<::sqlx::types::Json<crate::ContentBlocks>>,
-    /// Token usage reported for the message (input, output, cache creation, cache read), as a JSON object; NULL when unknown.
+    /// The message's own token counts (what it adds to a prompt, or the output it generated), as a JSON object; NULL when unknown. Not the provider's per-response usage, which is provider_usage.
     ///
     /// SQL: `usage jsonb`
     ///
@@ -331,6 +343,12 @@ pub struct MessagePatch {
     ///
     /// `None` leaves the column as it is.
     pub updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+    /// Usage the model API reported for the response that produced the message (whole prompt, output, cache figures), as reported; never summed. NULL when the message is not a model response or the caller did not give it.
+    ///
+    /// SQL: `provider_usage jsonb`
+    ///
+    /// `None` leaves the column as it is; `Some(None)` sets NULL.
+    pub provider_usage: Option<Option<::sqlx::types::Json<crate::Usage>>>,
 }
 impl MessagePatch {
     /// True if the patch changes nothing.
@@ -339,6 +357,7 @@ impl MessagePatch {
             && self.content.is_none() && self.usage.is_none() && self.metadata.is_none()
             && self.is_preserved.is_none() && self.is_summary.is_none()
             && self.created_at.is_none() && self.updated_at.is_none()
+            && self.provider_usage.is_none()
     }
 }
 /// Names of `messages` and its columns for sea-query.
@@ -376,10 +395,12 @@ pub enum MessageIden {
     CreatedAt,
     /// Column `updated_at`.
     UpdatedAt,
+    /// Column `provider_usage`.
+    ProviderUsage,
 }
 impl MessageIden {
     /// The columns of `messages`, in declared order.
-    pub const COLUMNS: [Self; 15usize] = [
+    pub const COLUMNS: [Self; 16usize] = [
         Self::Id,
         Self::TenantId,
         Self::SessionId,
@@ -395,9 +416,10 @@ impl MessageIden {
         Self::IsSummary,
         Self::CreatedAt,
         Self::UpdatedAt,
+        Self::ProviderUsage,
     ];
     /// The columns of `messages` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
-    pub const WRITABLE: [Self; 12usize] = [
+    pub const WRITABLE: [Self; 13usize] = [
         Self::Id,
         Self::TenantId,
         Self::SessionId,
@@ -410,6 +432,7 @@ impl MessageIden {
         Self::IsSummary,
         Self::CreatedAt,
         Self::UpdatedAt,
+        Self::ProviderUsage,
     ];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
@@ -430,6 +453,7 @@ impl MessageIden {
             Self::IsSummary => "is_summary",
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
+            Self::ProviderUsage => "provider_usage",
         }
     }
 }
@@ -449,7 +473,7 @@ impl ::sea_query::Iden for MessageIden {
 /// The table's name.
 pub const TABLE: &str = "messages";
 /// The columns of `messages`, in declared order.
-pub const COLUMNS: [&str; 15usize] = [
+pub const COLUMNS: [&str; 16usize] = [
     "id",
     "tenant_id",
     "session_id",
@@ -465,6 +489,7 @@ pub const COLUMNS: [&str; 15usize] = [
     "is_summary",
     "created_at",
     "updated_at",
+    "provider_usage",
 ];
 /// The names of the constraints of `messages` (primary key, unique keys, foreign keys, checks).
 pub mod constraint {
@@ -482,6 +507,8 @@ pub mod constraint {
     pub const USAGE_CHECK: &str = "messages_usage_check";
     /// `messages_metadata_check`
     pub const METADATA_CHECK: &str = "messages_metadata_check";
+    /// `messages_provider_usage_check`
+    pub const PROVIDER_USAGE_CHECK: &str = "messages_provider_usage_check";
 }
 /// `SELECT` every column of `messages`.
 pub fn select() -> ::sea_query::SelectStatement {
@@ -507,6 +534,7 @@ pub fn insert(row: &NewMessage) -> ::sea_query::InsertStatement {
             MessageIden::IsSummary,
             MessageIden::CreatedAt,
             MessageIden::UpdatedAt,
+            MessageIden::ProviderUsage,
         ])
         .values_panic(insert_values(row));
     query.returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
@@ -534,6 +562,7 @@ pub fn insert_many<'a>(
             MessageIden::IsSummary,
             MessageIden::CreatedAt,
             MessageIden::UpdatedAt,
+            MessageIden::ProviderUsage,
         ]);
     let mut any = false;
     for row in rows {
@@ -547,7 +576,7 @@ pub fn insert_many<'a>(
     Some(query)
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 12usize] {
+fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 13usize] {
     [
         match &row.id {
             Some(v) => crate::generated::val(v),
@@ -614,6 +643,25 @@ fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 12usize] {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
+        match &row.provider_usage {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::serde_json::Value>),
+                )
+            }
+        },
     ]
 }
 /// `INSERT` whole `messages` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
@@ -638,6 +686,7 @@ pub fn insert_rows<'a>(
             MessageIden::IsSummary,
             MessageIden::CreatedAt,
             MessageIden::UpdatedAt,
+            MessageIden::ProviderUsage,
         ])
         .returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
     let mut any = false;
@@ -648,7 +697,7 @@ pub fn insert_rows<'a>(
     any.then_some(query)
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 12usize] {
+fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 13usize] {
     [
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
@@ -689,6 +738,25 @@ fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 12usize] {
         crate::generated::val(&row.is_summary),
         crate::generated::val(&row.created_at),
         crate::generated::val(&row.updated_at),
+        match &row.provider_usage {
+            Some(v) => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::Json(
+                        Some(
+                            Box::new(
+                                ::serde_json::to_value(v)
+                                    .expect("a declared JSON type serializes to JSON"),
+                            ),
+                        ),
+                    ),
+                )
+            }
+            None => {
+                ::sea_query::SimpleExpr::from(
+                    ::sea_query::Value::from(None::<::serde_json::Value>),
+                )
+            }
+        },
     ]
 }
 /// `SELECT` every column of the `messages` row with primary key `tenant_id`, `id`.
@@ -789,6 +857,34 @@ pub fn update_by_pk(
     if let Some(v) = &patch.updated_at {
         values.push((MessageIden::UpdatedAt, crate::generated::val(v)));
     }
+    match &patch.provider_usage {
+        Some(Some(v)) => {
+            values
+                .push((
+                    MessageIden::ProviderUsage,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::Json(
+                            Some(
+                                Box::new(
+                                    ::serde_json::to_value(v)
+                                        .expect("a declared JSON type serializes to JSON"),
+                                ),
+                            ),
+                        ),
+                    ),
+                ))
+        }
+        Some(None) => {
+            values
+                .push((
+                    MessageIden::ProviderUsage,
+                    ::sea_query::SimpleExpr::from(
+                        ::sea_query::Value::from(None::<::serde_json::Value>),
+                    ),
+                ))
+        }
+        None => {}
+    }
     if values.is_empty() {
         return None;
     }
@@ -887,7 +983,7 @@ pub mod stmt {
     #[allow(unused_imports)]
     use super::*;
     /// Inserts one `messages` row; `RETURNING` every column.
-    pub const INSERT: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass)::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const INSERT: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, coalesce($4::int8, nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass)::int8), $5::text, coalesce($6::jsonb, ('[]'::JSONB)::jsonb), $7::jsonb, coalesce($8::jsonb, ('{}'::JSONB)::jsonb), coalesce($9::bool, (false)::bool), coalesce($10::bool, (false)::bool), coalesce($11::timestamptz, (now())::timestamptz), coalesce($12::timestamptz, (now())::timestamptz), $13::jsonb) RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewMessage,
@@ -905,9 +1001,10 @@ pub mod stmt {
             .bind(row.is_summary.as_ref())
             .bind(row.created_at.as_ref())
             .bind(row.updated_at.as_ref())
+            .bind(row.provider_usage.as_ref())
     }
     /// Inserts any number of `messages` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    pub const INSERT_BATCH: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", coalesce(\"i\".\"v4\", nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass)::int8), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb), \"i\".\"v7\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v9\", (false)::bool), coalesce(\"i\".\"v10\", (false)::bool), coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const INSERT_BATCH: &str = "INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", coalesce(\"i\".\"v4\", nextval(pg_get_serial_sequence('\"messages\"', 'position')::regclass)::int8), \"i\".\"v5\", coalesce(\"i\".\"v6\", ('[]'::JSONB)::jsonb), \"i\".\"v7\", coalesce(\"i\".\"v8\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v9\", (false)::bool), coalesce(\"i\".\"v10\", (false)::bool), coalesce(\"i\".\"v11\", (now())::timestamptz), coalesce(\"i\".\"v12\", (now())::timestamptz), \"i\".\"v13\" FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::bool[], $10::bool[], $11::timestamptz[], $12::timestamptz[], $13::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"v11\", \"v12\", \"v13\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\"";
     /// Binds `rows` to [`INSERT_BATCH`].
     pub fn insert_batch<'a>(
         rows: &'a [super::NewMessage],
@@ -930,9 +1027,10 @@ pub mod stmt {
             .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
             .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
             .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.provider_usage.as_ref()))
     }
     /// The `messages` row with a given primary key.
-    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
         arg: &'a super::MessageKey<'a>,
@@ -940,7 +1038,7 @@ pub mod stmt {
         ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `messages` row with a given primary key; `RETURNING` it.
-    pub const DELETE_BY_PK: &str = "DELETE FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
         arg: &'a super::MessageKey<'a>,
@@ -948,7 +1046,7 @@ pub mod stmt {
         ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `messages` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    pub const UPDATE_BY_PK: &str = "UPDATE \"messages\" SET \"session_id\" = coalesce($1::uuid, \"session_id\"), \"position\" = coalesce($2::int8, \"position\"), \"role\" = coalesce($3::text, \"role\"), \"content\" = coalesce($4::jsonb, \"content\"), \"usage\" = CASE WHEN $5::bool THEN $6::jsonb ELSE \"usage\" END, \"metadata\" = coalesce($7::jsonb, \"metadata\"), \"is_preserved\" = coalesce($8::bool, \"is_preserved\"), \"is_summary\" = coalesce($9::bool, \"is_summary\"), \"created_at\" = coalesce($10::timestamptz, \"created_at\"), \"updated_at\" = coalesce($11::timestamptz, \"updated_at\") WHERE \"tenant_id\" = $12::text AND \"id\" = $13::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"";
+    pub const UPDATE_BY_PK: &str = "UPDATE \"messages\" SET \"session_id\" = coalesce($1::uuid, \"session_id\"), \"position\" = coalesce($2::int8, \"position\"), \"role\" = coalesce($3::text, \"role\"), \"content\" = coalesce($4::jsonb, \"content\"), \"usage\" = CASE WHEN $5::bool THEN $6::jsonb ELSE \"usage\" END, \"metadata\" = coalesce($7::jsonb, \"metadata\"), \"is_preserved\" = coalesce($8::bool, \"is_preserved\"), \"is_summary\" = coalesce($9::bool, \"is_summary\"), \"created_at\" = coalesce($10::timestamptz, \"created_at\"), \"updated_at\" = coalesce($11::timestamptz, \"updated_at\"), \"provider_usage\" = CASE WHEN $12::bool THEN $13::jsonb ELSE \"provider_usage\" END WHERE \"tenant_id\" = $14::text AND \"id\" = $15::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(
         arg: &'a super::MessageKey<'a>,
@@ -970,12 +1068,14 @@ pub mod stmt {
                 .bind(patch.is_summary.as_ref())
                 .bind(patch.created_at.as_ref())
                 .bind(patch.updated_at.as_ref())
+                .bind(patch.provider_usage.is_some())
+                .bind(patch.provider_usage.as_ref().and_then(|v| v.as_ref()))
                 .bind(arg.tenant_id)
                 .bind(&arg.id)
         })
     }
     /// The `messages` row with given values of unique key `messages_session_position_key`.
-    pub const SELECT_BY_TENANT_ID_SESSION_ID_POSITION: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"session_id\" = $2::uuid AND \"position\" = $3::int8";
+    pub const SELECT_BY_TENANT_ID_SESSION_ID_POSITION: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\" FROM \"messages\" WHERE \"tenant_id\" = $1::text AND \"session_id\" = $2::uuid AND \"position\" = $3::int8";
     /// Binds `arg` to [`SELECT_BY_TENANT_ID_SESSION_ID_POSITION`].
     pub fn select_by_tenant_id_session_id_position<'a>(
         arg: &'a super::MessageByTenantIdSessionIdPosition<'a>,
@@ -986,11 +1086,11 @@ pub mod stmt {
             .bind(&arg.position)
     }
     /// Appends any number of `messages` rows under one `messages_session_fkey` row in one statement, in the given order: the parent row is locked (appends under one parent never interleave), the rows' `position` values follow the parent's `last_position` in the given order, their foreign-key columns are the parent's (the rows' own values of those columns are not read); the parent's `total_tokens` grows by the new rows' `tokens` and its `updated_at` is set. Every row comes back as stored. A row whose key is already stored (or archived in `message_archive`) with the same values is not appended again and comes back as stored; one stored with other values, or under another parent, is a clash and nothing is written. With `expected_last`, nothing is appended unless the parent's `last_position` is that value (`Some(None)`: nothing appended yet), except that a full retry of a stored batch still returns it.
-    pub const APPEND: &str = "WITH \"seen\" AS (SELECT \"last_position\" AS \"last\", \"total_tokens\" AS \"total\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), $1::text, $2::uuid, (coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM (SELECT \"last_position\" AS \"last\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid AND (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) FOR NO KEY UPDATE) AS \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) WHERE \"p\".\"tenant_id\" = $1::text AND \"p\".\"id\" = $2::uuid AND EXISTS (SELECT 1 FROM \"rows\") RETURNING \"p\".\"last_position\", \"p\".\"total_tokens\") SELECT 0 AS \"kind\", NULL::int8 AS \"last\", NULL::int8 AS \"total\", NULL::uuid AS \"archived_by\", \"rows\".\"id\", \"rows\".\"tenant_id\", \"rows\".\"session_id\", \"rows\".\"position\", \"rows\".\"role\", \"rows\".\"content\", \"rows\".\"usage\", \"rows\".\"tokens\", \"rows\".\"tool_use_ids\", \"rows\".\"tool_result_ids\", \"rows\".\"metadata\", \"rows\".\"is_preserved\", \"rows\".\"is_summary\", \"rows\".\"created_at\", \"rows\".\"updated_at\" FROM \"rows\" UNION ALL SELECT 3, \"seen\".\"last\", NULL, NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"seen\" WHERE NOT \"seen\".\"ok\" UNION ALL SELECT 8, coalesce((SELECT \"p\".\"last_position\" FROM \"parent_update\" AS \"p\"), \"seen\".\"last\"), coalesce((SELECT \"p\".\"total_tokens\" FROM \"parent_update\" AS \"p\"), \"seen\".\"total\"), NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"seen\" ORDER BY \"position\" NULLS LAST";
+    pub const APPEND: &str = "WITH \"seen\" AS (SELECT \"last_position\" AS \"last\", \"total_tokens\" AS \"total\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), $1::text, $2::uuid, (coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz), \"i\".\"v10\" FROM (SELECT \"last_position\" AS \"last\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid AND (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) FOR NO KEY UPDATE) AS \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) WHERE \"p\".\"tenant_id\" = $1::text AND \"p\".\"id\" = $2::uuid AND EXISTS (SELECT 1 FROM \"rows\") RETURNING \"p\".\"last_position\", \"p\".\"total_tokens\") SELECT 0 AS \"kind\", NULL::int8 AS \"last\", NULL::int8 AS \"total\", NULL::uuid AS \"archived_by\", \"rows\".\"id\", \"rows\".\"tenant_id\", \"rows\".\"session_id\", \"rows\".\"position\", \"rows\".\"role\", \"rows\".\"content\", \"rows\".\"usage\", \"rows\".\"tokens\", \"rows\".\"tool_use_ids\", \"rows\".\"tool_result_ids\", \"rows\".\"metadata\", \"rows\".\"is_preserved\", \"rows\".\"is_summary\", \"rows\".\"created_at\", \"rows\".\"updated_at\", \"rows\".\"provider_usage\" FROM \"rows\" UNION ALL SELECT 3, \"seen\".\"last\", NULL, NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz, NULL::jsonb FROM \"seen\" WHERE NOT \"seen\".\"ok\" UNION ALL SELECT 8, coalesce((SELECT \"p\".\"last_position\" FROM \"parent_update\" AS \"p\"), \"seen\".\"last\"), coalesce((SELECT \"p\".\"total_tokens\" FROM \"parent_update\" AS \"p\"), \"seen\".\"total\"), NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz, NULL::jsonb FROM \"seen\" ORDER BY \"position\" NULLS LAST";
     /// [`APPEND`] for a batch that gives keys: it also finds the rows a retry
     /// of the batch stored already (or that were archived since), and takes the
     /// parent's lock without waiting (see [`append`]).
-    pub const APPEND_RETRYABLE: &str = "WITH \"seen\" AS (SELECT \"last_position\" AS \"last\", \"total_tokens\" AS \"total\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid), \"existing\" AS (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = $1::text AND \"m\".\"session_id\" = $2::uuid AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\")) AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"messages\" AS \"m\" WHERE \"m\".\"tenant_id\" = $1::text AND \"m\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"m\"), \"archived\" AS (SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT \"a\".\"id\" AS \"id\", \"a\".\"tenant_id\" AS \"tenant_id\", \"a\".\"session_id\" AS \"session_id\", \"r\".\"position\" AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\", \"a\".\"compaction_event_id\" AS \"archived_by\", ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"a\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"a\".\"tenant_id\" = $1::text AND \"a\".\"session_id\" = $2::uuid AND \"r\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v3\") AND \"r\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END IS NOT DISTINCT FROM \"i\".\"v8\")) AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"message_archive\" AS \"a\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\") AS \"x\"), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), $1::text, $2::uuid, (coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM (SELECT \"last_position\" AS \"last\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid AND (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AND \"ctid\" = (SELECT \"ctid\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid) FOR NO KEY UPDATE SKIP LOCKED) AS \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") WHERE NOT EXISTS (SELECT 1 FROM (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = $1::text AND \"m\".\"session_id\" = $2::uuid AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\")) AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"messages\" AS \"m\" WHERE \"m\".\"tenant_id\" = $1::text AND \"m\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"m\") AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"messages\" AS \"e\" WHERE \"e\".\"tenant_id\" = $1::text AND \"e\".\"id\" = \"i\".\"v1\") AND NOT EXISTS (SELECT 1 FROM (SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT \"a\".\"id\" AS \"id\", \"a\".\"tenant_id\" AS \"tenant_id\", \"a\".\"session_id\" AS \"session_id\", \"r\".\"position\" AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\", \"a\".\"compaction_event_id\" AS \"archived_by\", ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"a\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"a\".\"tenant_id\" = $1::text AND \"a\".\"session_id\" = $2::uuid AND \"r\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v3\") AND \"r\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END IS NOT DISTINCT FROM \"i\".\"v8\")) AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"message_archive\" AS \"a\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\") AS \"x\") AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"message_archive\" AS \"e\" WHERE \"e\".\"tenant_id\" = $1::text AND \"e\".\"id\" = \"i\".\"v1\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) WHERE \"p\".\"tenant_id\" = $1::text AND \"p\".\"id\" = $2::uuid AND EXISTS (SELECT 1 FROM \"rows\") RETURNING \"p\".\"last_position\", \"p\".\"total_tokens\") SELECT 0 AS \"kind\", NULL::int8 AS \"last\", NULL::int8 AS \"total\", NULL::uuid AS \"archived_by\", \"rows\".\"id\", \"rows\".\"tenant_id\", \"rows\".\"session_id\", \"rows\".\"position\", \"rows\".\"role\", \"rows\".\"content\", \"rows\".\"usage\", \"rows\".\"tokens\", \"rows\".\"tool_use_ids\", \"rows\".\"tool_result_ids\", \"rows\".\"metadata\", \"rows\".\"is_preserved\", \"rows\".\"is_summary\", \"rows\".\"created_at\", \"rows\".\"updated_at\" FROM \"rows\" UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL, NULL, NULL, \"e\".\"id\", \"e\".\"tenant_id\", \"e\".\"session_id\", \"e\".\"position\", \"e\".\"role\", \"e\".\"content\", \"e\".\"usage\", \"e\".\"tokens\", \"e\".\"tool_use_ids\", \"e\".\"tool_result_ids\", \"e\".\"metadata\", \"e\".\"is_preserved\", \"e\".\"is_summary\", \"e\".\"created_at\", \"e\".\"updated_at\" FROM \"existing\" AS \"e\" WHERE NOT EXISTS (SELECT 1 FROM \"rows\" AS \"n\" WHERE \"n\".\"id\" = \"e\".\"id\") UNION ALL SELECT CASE WHEN \"x\".\"same\" THEN 5 ELSE 6 END, NULL, NULL, \"x\".\"archived_by\", \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", \"x\".\"tokens\", \"x\".\"tool_use_ids\", \"x\".\"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM \"archived\" AS \"x\" UNION ALL SELECT 3, \"seen\".\"last\", NULL, NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"seen\" WHERE NOT \"seen\".\"ok\" UNION ALL SELECT 8, coalesce((SELECT \"p\".\"last_position\" FROM \"parent_update\" AS \"p\"), \"seen\".\"last\"), coalesce((SELECT \"p\".\"total_tokens\" FROM \"parent_update\" AS \"p\"), \"seen\".\"total\"), NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz FROM \"seen\" ORDER BY \"position\" NULLS LAST";
+    pub const APPEND_RETRYABLE: &str = "WITH \"seen\" AS (SELECT \"last_position\" AS \"last\", \"total_tokens\" AS \"total\", (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AS \"ok\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid), \"existing\" AS (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = $1::text AND \"m\".\"session_id\" = $2::uuid AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\") AND \"m\".\"provider_usage\" IS NOT DISTINCT FROM \"i\".\"v10\") AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"messages\" AS \"m\" WHERE \"m\".\"tenant_id\" = $1::text AND \"m\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"m\"), \"archived\" AS (SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"provider_usage\", \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT \"a\".\"id\" AS \"id\", \"a\".\"tenant_id\" AS \"tenant_id\", \"a\".\"session_id\" AS \"session_id\", \"r\".\"position\" AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\", \"r\".\"provider_usage\" AS \"provider_usage\", \"a\".\"compaction_event_id\" AS \"archived_by\", ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"a\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"a\".\"tenant_id\" = $1::text AND \"a\".\"session_id\" = $2::uuid AND \"r\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v3\") AND \"r\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END IS NOT DISTINCT FROM \"i\".\"v8\") AND \"r\".\"provider_usage\" IS NOT DISTINCT FROM \"i\".\"v10\") AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"message_archive\" AS \"a\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\") AS \"x\"), \"rows\" AS (INSERT INTO \"messages\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), $1::text, $2::uuid, (coalesce(\"parent\".\"last\", 0) + \"i\".\"ord\")::int8, \"i\".\"v2\", coalesce(\"i\".\"v3\", ('[]'::JSONB)::jsonb), \"i\".\"v4\", coalesce(\"i\".\"v5\", ('{}'::JSONB)::jsonb), coalesce(\"i\".\"v6\", (false)::bool), coalesce(\"i\".\"v7\", (false)::bool), coalesce(\"i\".\"v8\", (now())::timestamptz), coalesce(\"i\".\"v9\", (now())::timestamptz), \"i\".\"v10\" FROM (SELECT \"last_position\" AS \"last\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid AND (NOT $3::bool OR \"last_position\" IS NOT DISTINCT FROM $4::int8) AND \"ctid\" = (SELECT \"ctid\" FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid) FOR NO KEY UPDATE SKIP LOCKED) AS \"parent\", unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") WHERE NOT EXISTS (SELECT 1 FROM (SELECT \"m\".*, ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"m\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"m\".\"tenant_id\" = $1::text AND \"m\".\"session_id\" = $2::uuid AND \"m\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR \"m\".\"content\" IS NOT DISTINCT FROM \"i\".\"v3\") AND \"m\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR \"m\".\"metadata\" IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR \"m\".\"is_summary\" IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR \"m\".\"created_at\" IS NOT DISTINCT FROM \"i\".\"v8\") AND \"m\".\"provider_usage\" IS NOT DISTINCT FROM \"i\".\"v10\") AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"messages\" AS \"m\" WHERE \"m\".\"tenant_id\" = $1::text AND \"m\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"m\") AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"messages\" AS \"e\" WHERE \"e\".\"tenant_id\" = $1::text AND \"e\".\"id\" = \"i\".\"v1\") AND NOT EXISTS (SELECT 1 FROM (SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"provider_usage\", \"x\".\"archived_by\", \"x\".\"same\" FROM (SELECT \"a\".\"id\" AS \"id\", \"a\".\"tenant_id\" AS \"tenant_id\", \"a\".\"session_id\" AS \"session_id\", \"r\".\"position\" AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\", \"r\".\"provider_usage\" AS \"provider_usage\", \"a\".\"compaction_event_id\" AS \"archived_by\", ((NOT (\"i\".\"v1\" IS NOT NULL) OR \"a\".\"id\" IS NOT DISTINCT FROM \"i\".\"v1\") AND \"a\".\"tenant_id\" = $1::text AND \"a\".\"session_id\" = $2::uuid AND \"r\".\"role\" IS NOT DISTINCT FROM \"i\".\"v2\" AND (NOT (\"i\".\"v3\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v3\") AND \"r\".\"usage\" IS NOT DISTINCT FROM \"i\".\"v4\" AND (NOT (\"i\".\"v5\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END IS NOT DISTINCT FROM \"i\".\"v5\") AND (NOT (\"i\".\"v7\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END IS NOT DISTINCT FROM \"i\".\"v7\") AND (NOT (\"i\".\"v8\" IS NOT NULL) OR CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END IS NOT DISTINCT FROM \"i\".\"v8\") AND \"r\".\"provider_usage\" IS NOT DISTINCT FROM \"i\".\"v10\") AS \"same\" FROM unnest($5::uuid[], $6::text[], $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[], $12::timestamptz[], $13::timestamptz[], $14::jsonb[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"v10\", \"ord\") CROSS JOIN LATERAL (SELECT * FROM \"message_archive\" AS \"a\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"id\" = \"i\".\"v1\" LIMIT 1) AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\") AS \"x\") AS \"e\" WHERE NOT \"e\".\"same\") AND NOT EXISTS (SELECT 1 FROM \"message_archive\" AS \"e\" WHERE \"e\".\"tenant_id\" = $1::text AND \"e\".\"id\" = \"i\".\"v1\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"tokens\", \"tool_use_ids\", \"tool_result_ids\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\"), \"parent_update\" AS (UPDATE \"sessions\" AS \"p\" SET \"total_tokens\" = \"p\".\"total_tokens\" + (SELECT coalesce(sum(\"tokens\"), 0) FROM \"rows\")::int8, \"updated_at\" = now(), \"last_position\" = greatest(\"p\".\"last_position\", (SELECT max(\"position\") FROM \"rows\")) WHERE \"p\".\"tenant_id\" = $1::text AND \"p\".\"id\" = $2::uuid AND EXISTS (SELECT 1 FROM \"rows\") RETURNING \"p\".\"last_position\", \"p\".\"total_tokens\") SELECT 0 AS \"kind\", NULL::int8 AS \"last\", NULL::int8 AS \"total\", NULL::uuid AS \"archived_by\", \"rows\".\"id\", \"rows\".\"tenant_id\", \"rows\".\"session_id\", \"rows\".\"position\", \"rows\".\"role\", \"rows\".\"content\", \"rows\".\"usage\", \"rows\".\"tokens\", \"rows\".\"tool_use_ids\", \"rows\".\"tool_result_ids\", \"rows\".\"metadata\", \"rows\".\"is_preserved\", \"rows\".\"is_summary\", \"rows\".\"created_at\", \"rows\".\"updated_at\", \"rows\".\"provider_usage\" FROM \"rows\" UNION ALL SELECT CASE WHEN \"e\".\"same\" THEN 1 ELSE 2 END, NULL, NULL, NULL, \"e\".\"id\", \"e\".\"tenant_id\", \"e\".\"session_id\", \"e\".\"position\", \"e\".\"role\", \"e\".\"content\", \"e\".\"usage\", \"e\".\"tokens\", \"e\".\"tool_use_ids\", \"e\".\"tool_result_ids\", \"e\".\"metadata\", \"e\".\"is_preserved\", \"e\".\"is_summary\", \"e\".\"created_at\", \"e\".\"updated_at\", \"e\".\"provider_usage\" FROM \"existing\" AS \"e\" WHERE NOT EXISTS (SELECT 1 FROM \"rows\" AS \"n\" WHERE \"n\".\"id\" = \"e\".\"id\") UNION ALL SELECT CASE WHEN \"x\".\"same\" THEN 5 ELSE 6 END, NULL, NULL, \"x\".\"archived_by\", \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", \"x\".\"tokens\", \"x\".\"tool_use_ids\", \"x\".\"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"provider_usage\" FROM \"archived\" AS \"x\" UNION ALL SELECT 3, \"seen\".\"last\", NULL, NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz, NULL::jsonb FROM \"seen\" WHERE NOT \"seen\".\"ok\" UNION ALL SELECT 8, coalesce((SELECT \"p\".\"last_position\" FROM \"parent_update\" AS \"p\"), \"seen\".\"last\"), coalesce((SELECT \"p\".\"total_tokens\" FROM \"parent_update\" AS \"p\"), \"seen\".\"total\"), NULL, NULL::uuid, NULL::text, NULL::uuid, NULL::int8, NULL::text, NULL::jsonb, NULL::jsonb, NULL::int8, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::bool, NULL::bool, NULL::timestamptz, NULL::timestamptz, NULL::jsonb FROM \"seen\" ORDER BY \"position\" NULLS LAST";
     /// The parent row locked, in a statement of its own: what [`append`] runs before
     /// running a retry's statement again when the parent was busy.
     pub const LOCK_PARENT: &str = "SELECT 1 FROM \"sessions\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid FOR NO KEY UPDATE";
@@ -1016,6 +1116,7 @@ pub mod stmt {
         is_summary: Option<bool>,
         created_at: Option<::chrono::DateTime<::chrono::Utc>>,
         updated_at: Option<::chrono::DateTime<::chrono::Utc>>,
+        provider_usage: Option<::sqlx::types::Json<crate::Usage>>,
     }
     impl AppendAnswer {
         /// The row it carries; a column the table holds for every row but the answer left
@@ -1061,6 +1162,7 @@ pub mod stmt {
                 updated_at: self
                     .updated_at
                     .ok_or_else(|| crate::generated::null_column("updated_at"))?,
+                provider_usage: self.provider_usage,
             })
         }
     }
@@ -1223,6 +1325,7 @@ pub mod stmt {
             .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
             .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
             .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.provider_usage.as_ref()))
             .fetch_all(&mut *conn)
             .await?;
         if let Some(outcome) = decide(answer, rows, false)? {
@@ -1253,6 +1356,7 @@ pub mod stmt {
             .bind(crate::generated::column(rows, |r| r.is_summary.as_ref()))
             .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
             .bind(crate::generated::column(rows, |r| r.updated_at.as_ref()))
+            .bind(crate::generated::column(rows, |r| r.provider_usage.as_ref()))
             .fetch_all(&mut *tx)
             .await?;
         let outcome = decide(answer, rows, true)?
@@ -1265,7 +1369,7 @@ pub mod stmt {
         Ok(outcome)
     }
     /// The `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey`, read as `messages` rows of today's shape (a column the archive predates takes its default), in `position` order.
-    pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\" FROM (SELECT \"a\".\"id\" AS \"id\", \"a\".\"tenant_id\" AS \"tenant_id\", \"a\".\"session_id\" AS \"session_id\", \"r\".\"position\" AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";
+    pub const ARCHIVED: &str = "SELECT \"x\".\"id\", \"x\".\"tenant_id\", \"x\".\"session_id\", \"x\".\"position\", \"x\".\"role\", \"x\".\"content\", \"x\".\"usage\", (coalesce((usage ->> 'input_tokens')::BIGINT, 0) + coalesce((usage ->> 'output_tokens')::BIGINT, 0))::int8 AS \"tokens\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_use\").id'))::jsonb AS \"tool_use_ids\", (jsonb_path_query_array(content, '$[*] ? (@.type == \"tool_result\").tool_use_id'))::jsonb AS \"tool_result_ids\", \"x\".\"metadata\", \"x\".\"is_preserved\", \"x\".\"is_summary\", \"x\".\"created_at\", \"x\".\"updated_at\", \"x\".\"provider_usage\" FROM (SELECT \"a\".\"id\" AS \"id\", \"a\".\"tenant_id\" AS \"tenant_id\", \"a\".\"session_id\" AS \"session_id\", \"r\".\"position\" AS \"position\", \"r\".\"role\" AS \"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END AS \"content\", \"r\".\"usage\" AS \"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END AS \"metadata\", CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END AS \"is_preserved\", CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END AS \"is_summary\", CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END AS \"created_at\", CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END AS \"updated_at\", \"r\".\"provider_usage\" AS \"provider_usage\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid) AS \"x\" ORDER BY \"x\".\"position\"";
     /// Binds `arg` to [`ARCHIVED`].
     pub fn archived<'a>(
         arg: &'a super::MessageArchived<'a>,
@@ -1273,7 +1377,7 @@ pub mod stmt {
         ::sqlx::query_as(ARCHIVED).bind(arg.tenant_id).bind(&arg.compaction_event_id)
     }
     /// Inserts the `messages` rows archived in `message_archive` under given values of `message_archive_compaction_event_fkey` back, every column as archived (a column the archive predates takes its default; one that is NOT NULL without a default fails the statement with a NOT NULL violation naming it); `RETURNING` the restored rows. The archive rows stay: delete them in the same transaction.
-    pub const RESTORE: &str = "INSERT INTO \"messages\" AS \"t\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\") SELECT \"a\".\"id\", \"a\".\"tenant_id\", \"a\".\"session_id\", \"r\".\"position\", \"r\".\"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END, \"r\".\"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END, CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid ORDER BY \"r\".\"position\" RETURNING \"t\".\"id\", \"t\".\"tenant_id\", \"t\".\"session_id\", \"t\".\"position\", \"t\".\"role\", \"t\".\"content\", \"t\".\"usage\", \"t\".\"tokens\", \"t\".\"tool_use_ids\", \"t\".\"tool_result_ids\", \"t\".\"metadata\", \"t\".\"is_preserved\", \"t\".\"is_summary\", \"t\".\"created_at\", \"t\".\"updated_at\"";
+    pub const RESTORE: &str = "INSERT INTO \"messages\" AS \"t\" (\"id\", \"tenant_id\", \"session_id\", \"position\", \"role\", \"content\", \"usage\", \"metadata\", \"is_preserved\", \"is_summary\", \"created_at\", \"updated_at\", \"provider_usage\") SELECT \"a\".\"id\", \"a\".\"tenant_id\", \"a\".\"session_id\", \"r\".\"position\", \"r\".\"role\", CASE WHEN \"a\".\"original_message\" ? 'content' THEN \"r\".\"content\" ELSE ('[]'::JSONB)::jsonb END, \"r\".\"usage\", CASE WHEN \"a\".\"original_message\" ? 'metadata' THEN \"r\".\"metadata\" ELSE ('{}'::JSONB)::jsonb END, CASE WHEN \"a\".\"original_message\" ? 'is_preserved' THEN \"r\".\"is_preserved\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'is_summary' THEN \"r\".\"is_summary\" ELSE (false)::bool END, CASE WHEN \"a\".\"original_message\" ? 'created_at' THEN \"r\".\"created_at\" ELSE (now())::timestamptz END, CASE WHEN \"a\".\"original_message\" ? 'updated_at' THEN \"r\".\"updated_at\" ELSE (now())::timestamptz END, \"r\".\"provider_usage\" FROM \"message_archive\" AS \"a\" CROSS JOIN LATERAL jsonb_populate_record(NULL::\"messages\", \"a\".\"original_message\") AS \"r\" WHERE \"a\".\"tenant_id\" = $1::text AND \"a\".\"compaction_event_id\" = $2::uuid ORDER BY \"r\".\"position\" RETURNING \"t\".\"id\", \"t\".\"tenant_id\", \"t\".\"session_id\", \"t\".\"position\", \"t\".\"role\", \"t\".\"content\", \"t\".\"usage\", \"t\".\"tokens\", \"t\".\"tool_use_ids\", \"t\".\"tool_result_ids\", \"t\".\"metadata\", \"t\".\"is_preserved\", \"t\".\"is_summary\", \"t\".\"created_at\", \"t\".\"updated_at\", \"t\".\"provider_usage\"";
     /// Binds `arg` to [`RESTORE`].
     pub fn restore<'a>(
         arg: &'a super::MessageArchived<'a>,
