@@ -37,7 +37,7 @@ fn all_tables() -> BTreeSet<String> {
 fn file_names_follow_golang_migrate_rule_and_pair_up() {
     let rule = regex::Regex::new(GOLANG_MIGRATE_FILE_RULE).unwrap();
     let names = migration_file_names(&migrations_dir());
-    assert_eq!(names.len(), 12, "six migrations, up and down: {names:?}");
+    assert_eq!(names.len(), 14, "seven migrations, up and down: {names:?}");
     for name in &names {
         assert!(
             rule.is_match(name),
@@ -58,6 +58,7 @@ fn file_names_follow_golang_migrate_rule_and_pair_up() {
             (4, "create_message_archive".to_string()),
             (5, "row_level_security".to_string()),
             (6, "tenant_roles".to_string()),
+            (7, "provider_usage".to_string()),
         ]
     );
 }
@@ -120,7 +121,7 @@ async fn embedded_migrator_applies_all_and_undoes_all(pool: PgPool) {
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7]);
 
     // Running again is a no-op.
     agentpg_repo::migrate(&pool).await.unwrap();
@@ -297,7 +298,7 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
     }
     assert_eq!(
         (timestamps, jsons),
-        (8, 8),
+        (8, 9),
         "timestamp and JSON column counts"
     );
 

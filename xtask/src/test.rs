@@ -37,7 +37,12 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let (mut passed, mut failed, mut ok) = (0, 0, true);
     if !partitioned_only && !citus_only {
         let database = Database::find_or_start()?;
-        let mut test_args = vec!["--workspace".to_string(), "--no-fail-fast".to_string()];
+        // Every feature: agentpg-repo's optional estimator is tested with the rest.
+        let mut test_args = vec![
+            "--workspace".to_string(),
+            "--all-features".to_string(),
+            "--no-fail-fast".to_string(),
+        ];
         test_args.extend(args.iter().cloned());
         let (p, f, o) = cargo_test(&crate::workspace_root(), &test_args, &database, None, &[])?;
         println!("tests: {p} passed, {f} failed");

@@ -1,4 +1,5 @@
-//! create → append → compact → revert, then plan → summarize → compact → fork → search →
+//! create → append → compact → revert, then an agent loop over model responses (provider usage
+//! kept, each message counting its own size) → plan → summarize → compact → fork → search →
 //! finalize, against a fresh database `agentpg_example` on the server `DATABASE_URL` points at
 //! (created at the start, dropped at the end). The summary is a stand-in for the one a model
 //! would write.
@@ -7,24 +8,31 @@
 //! cargo run -p agentpg-repo --example walkthrough
 //! ```
 
+use agentpg_repo::formats::{openai_chat, Turn};
+use agentpg_repo::tokens::{count_response, Accounting, ApproxEstimator};
 use agentpg_repo::{
     append_messages, compact, create_session, finalize_compactions, fork_session, list_messages,
     list_sessions, plan_compaction, revert_compaction, CompactionPlan, CompactionPolicy,
     MessageRange, SessionFilter, SessionOrder, Summary,
 };
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Usage};
+use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 const TENANT: &str = "acme";
 
-fn usage(input: i64, output: i64) -> Usage {
-    Usage {
-        input_tokens: input,
-        output_tokens: output,
-        ..Usage::default()
-    }
+/// The tool definitions the agent sends with every request.
+const TOOLS: &str = r#"[{"type":"function","function":{"name":"lookup_order","description":"Look up an order by its id.","parameters":{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}}}]"#;
+
+/// A stand-in for the summary a model would write: the removed messages' text, joined.
+fn stand_in_summary(removed: &[Message]) -> Vec<ContentBlock> {
+    let text: Vec<&str> = removed
+        .iter()
+        .flat_map(|m| m.content.iter().filter_map(ContentBlock::as_text))
+        .collect();
+    vec![ContentBlock::text(format!("earlier: {}", text.join("; ")))]
 }
 
 fn show(messages: &[Message]) {
@@ -68,30 +76,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("2. created session {} ({})", session.id, session.identifier);
 
-    let turns: Vec<NewMessage> = (1..=6)
-        .map(|i| {
-            let role = if i % 2 == 1 {
-                MessageRole::User
-            } else {
-                MessageRole::Assistant
-            };
-            NewMessage {
-                content: Some(Json(vec![ContentBlock::text(format!("turn {i}"))])),
-                usage: Some(Json(Usage {
-                    input_tokens: 100,
-                    output_tokens: 20,
-                    ..Usage::default()
-                })),
-                is_preserved: Some(i == 1),
-                ..NewMessage::new(TENANT.into(), session.id, role)
-            }
-        })
-        .collect();
+    // The conversation opens with its system prompt, counted with the tool definitions the
+    // prompt carries beside it, and preserved (agentpg_repo::tokens explains why).
+    let accounting = Accounting::<ApproxEstimator>::default();
+    let system = Turn::new(
+        MessageRole::System,
+        vec![ContentBlock::text(
+            "You are the support agent of an online shop. Be brief.",
+        )],
+    );
+    let mut turns =
+        vec![accounting.count_system(system.into_new_message(TENANT, session.id), TOOLS)];
+    turns.extend((2..=6).map(|i| {
+        let role = if i % 2 == 0 {
+            MessageRole::User
+        } else {
+            MessageRole::Assistant
+        };
+        accounting.count(
+            Turn::new(role, vec![ContentBlock::text(format!("turn {i}"))])
+                .into_new_message(TENANT, session.id),
+        )
+    }));
     let stored = append_messages(&pool, TENANT, session.id, &turns)
         .await?
         .into_rows();
     println!(
-        "3. appended {} messages in one statement (turn 1 preserved):",
+        "3. appended {} messages in one statement (the system prompt preserved):",
         stored.len()
     );
     show(&stored);
@@ -102,17 +113,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &CompactionPlan {
             session_id: session.id,
             remove: stored[1..4].iter().map(|m| m.id).collect(),
-            summary: Some(Summary {
-                id: None,
-                role: MessageRole::User,
-                content: vec![ContentBlock::text("summary of turns 2-4")],
-                usage: Some(Usage {
-                    input_tokens: 30,
-                    output_tokens: 0,
+            summary: Some(
+                Summary::text(MessageRole::User, "summary of turns 2-4").with_usage(Usage {
+                    input_tokens: 7,
                     ..Usage::default()
                 }),
-                metadata: None,
-            }),
+            ),
             strategy: "summarization".into(),
             model_used: Some("example-model".into()),
             duration_ms: Some(42),
@@ -139,85 +145,99 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     show(&restored);
 
-    // The agent keeps talking: a tool call and its result, then an answer.
-    let more = vec![
-        NewMessage {
-            content: Some(Json(vec![
-                ContentBlock::text("let me check the order"),
-                ContentBlock::tool_use("call_1", "lookup_order", serde_json::json!({"id": 7})),
-            ])),
-            usage: Some(Json(usage(400, 40))),
-            ..NewMessage::new(TENANT.into(), session.id, MessageRole::Assistant)
-        },
-        NewMessage {
-            content: Some(Json(vec![ContentBlock::tool_result(
-                "call_1",
-                serde_json::json!("shipped"),
-            )])),
-            ..NewMessage::new(TENANT.into(), session.id, MessageRole::User)
-        },
-        NewMessage {
-            content: Some(Json(vec![ContentBlock::text("it shipped yesterday")])),
-            usage: Some(Json(usage(500, 30))),
-            ..NewMessage::new(TENANT.into(), session.id, MessageRole::Assistant)
-        },
-    ];
-    let tail = append_messages(&pool, TENANT, session.id, &more)
+    // The agent keeps talking, as an agent loop does with a model API. Each response's usage is
+    // kept as the provider reported it (`provider_usage`); each message counts its own size
+    // toward the session (agentpg_repo::tokens): the user's words and tool results by estimate,
+    // a response by its output corrected to the provider's prompt, so after every response the
+    // session's total is the provider's own prompt plus output.
+    let question = accounting.count(
+        Turn::new(
+            MessageRole::User,
+            vec![ContentBlock::text("where is my order 7?")],
+        )
+        .into_new_message(TENANT, session.id),
+    );
+    let mut counted = append_messages(&pool, TENANT, session.id, &[question])
         .await?
-        .into_rows();
+        .total_tokens;
+    // Two Chat Completions responses in the shape they come over the wire.
+    let responses = [
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Let me check the order.",
+                "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "lookup_order", "arguments": "{\"id\":7}"}}]}}],
+            "usage": {"prompt_tokens": 131, "completion_tokens": 24, "total_tokens": 155,
+                "prompt_tokens_details": {"cached_tokens": 0}}}),
+        json!({"id": "chatcmpl-2", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "It shipped yesterday; the tracking number is PN123."}}],
+            "usage": {"prompt_tokens": 176, "completion_tokens": 14, "total_tokens": 190,
+                "prompt_tokens_details": {"cached_tokens": 128}}}),
+    ];
+    let tool_output = [Some("shipped 2026-12-02, tracking PN123"), None];
+    let mut last_answer = None;
+    println!("6. an agent loop over two model responses:");
+    for (response, output) in responses.iter().zip(tool_output) {
+        // The request would be `openai_chat::to_messages` of the session's messages.
+        let history = list_messages(&pool, TENANT, session.id, MessageRange::default()).await?;
+        let request =
+            openai_chat::to_messages(&history.iter().map(Turn::from).collect::<Vec<_>>())?;
+        let said =
+            openai_chat::from_messages(&[response["choices"][0]["message"].clone()])?.remove(0);
+        let usage = openai_chat::usage(&response["usage"])?;
+        let prompt = usage.prompt_tokens();
+        let answer = count_response(said.into_new_message(TENANT, session.id), usage, counted);
+        let appended = append_messages(&pool, TENANT, session.id, &[answer]).await?;
+        last_answer = appended.rows().next().map(|m| (m.id, m.position));
+        println!(
+            "    request of {} messages; the provider counted {prompt} + {} tokens; the session counts {} (it had {counted})",
+            request.len(),
+            response["usage"]["completion_tokens"],
+            appended.total_tokens
+        );
+        counted = appended.total_tokens;
+        if let Some(output) = output {
+            let result = accounting.count(
+                Turn::new(
+                    MessageRole::User,
+                    vec![ContentBlock::tool_result("call_1", json!(output))],
+                )
+                .into_new_message(TENANT, session.id),
+            );
+            counted = append_messages(&pool, TENANT, session.id, &[result])
+                .await?
+                .total_tokens;
+        }
+    }
 
-    // Plan: fit 700 tokens, keep the newest message and the preserved one, expect a
-    // 50-token summary. The planner keeps the tool call with its result.
+    // Over budget: plan, read what the plan removes, summarize it, compact. The planner keeps
+    // the tool call with its result, the preserved first turn and the newest message.
     let policy = CompactionPolicy {
-        summary_tokens: 50,
+        summary_tokens: 20,
         keep_last_messages: 1,
-        ..CompactionPolicy::new(700, "summarization")
+        ..CompactionPolicy::new(counted / 2, "summarization")
     };
     let proposal = plan_compaction(&pool, TENANT, session.id, &policy).await?;
-    println!(
-        "6. planned ({:?}): remove {} messages, tokens {} -> {} expected",
-        proposal.outcome,
-        proposal.plan.as_ref().map_or(0, |p| p.remove.len()),
-        proposal.tokens_before,
-        proposal.tokens_after
-    );
-    let mut plan = proposal.plan.expect("the session is over the target");
-    // A stand-in for the model's summary: the removed messages' text, joined.
-    let removed = list_messages(&pool, TENANT, session.id, MessageRange::default())
-        .await?
-        .into_iter()
-        .filter(|m| plan.remove.contains(&m.id))
-        .flat_map(|m| {
-            m.content
-                .iter()
-                .filter_map(ContentBlock::as_text)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect::<Vec<_>>();
-    plan.summary = Some(Summary {
-        id: None,
-        role: MessageRole::User,
-        content: vec![ContentBlock::text(format!(
-            "earlier: {}",
-            removed.join("; ")
-        ))],
-        usage: Some(usage(policy.summary_tokens, 0)),
-        metadata: None,
-    });
+    let removed = proposal.removed_messages(&pool, TENANT).await?;
+    let summary = accounting.summary(MessageRole::User, stand_in_summary(&removed));
+    let plan = proposal
+        .with_summary(summary)
+        .ok_or("the session is over the target")?;
     let event = compact(&pool, TENANT, &plan).await?;
     println!(
-        "7. compacted by the plan: tokens {} -> {}",
-        event.original_tokens, event.compacted_tokens
+        "7. planned, summarized and compacted: {} messages removed, tokens {} -> {}",
+        event.messages_removed, event.original_tokens, event.compacted_tokens
     );
     show(&list_messages(&pool, TENANT, session.id, MessageRange::default()).await?);
 
     // Fork at the answer: a branch where the customer asks something else.
+    let (answer_id, answer_position) = last_answer.ok_or("the answer was appended")?;
     let fork = fork_session(
         &pool,
         TENANT,
         session.id,
-        tail[2].id,
+        answer_id,
         &NewSession {
             metadata: Some(serde_json::json!({"project": "support", "branch": "what-if"})),
             ..NewSession::new(TENANT.into(), "support-chat/what-if".into())
@@ -238,7 +258,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!(
         "8. forked {} at message #{} into {} ({} tokens copied):",
-        session.identifier, tail[2].position, fork.identifier, fork.total_tokens
+        session.identifier, answer_position, fork.identifier, fork.total_tokens
     );
     show(&list_messages(&pool, TENANT, fork.id, MessageRange::default()).await?);
 

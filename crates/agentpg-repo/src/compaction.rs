@@ -35,6 +35,43 @@ pub struct Summary {
     pub metadata: Option<Value>,
 }
 
+impl Summary {
+    /// A summary of `role` with `content`, a generated id, no usage and no metadata. Give it
+    /// its size with [`with_usage`](Self::with_usage) (for instance
+    /// [`Accounting::estimated_usage`](crate::tokens::Accounting::estimated_usage)), or it
+    /// counts nothing toward the session until the next response corrects the total.
+    pub fn new(role: MessageRole, content: ContentBlocks) -> Self {
+        Summary {
+            id: None,
+            role,
+            content,
+            usage: None,
+            metadata: None,
+        }
+    }
+
+    /// A summary of `role` holding one text block.
+    pub fn text(role: MessageRole, text: impl Into<String>) -> Self {
+        Summary::new(role, vec![agentpg_schema::ContentBlock::text(text)])
+    }
+
+    /// The summary with `usage` (its own size).
+    pub fn with_usage(self, usage: Usage) -> Self {
+        Summary {
+            usage: Some(usage),
+            ..self
+        }
+    }
+
+    /// The summary with `metadata` (a JSON object).
+    pub fn with_metadata(self, metadata: Value) -> Self {
+        Summary {
+            metadata: Some(metadata),
+            ..self
+        }
+    }
+}
+
 /// What one compaction does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactionPlan {

@@ -91,6 +91,17 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The database lacks a table, column or function agentpg uses (SQLSTATE 42P01, 42703 or
+    /// 42883): its schema is missing or older than this crate. Run the migrations
+    /// ([`migrate`](crate::migrate)). Nothing was written.
+    #[error("the database schema is missing or out of date ({reason}): run the migrations (agentpg_repo::migrate)")]
+    Schema {
+        /// What the database lacks, as it said.
+        reason: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// Any other database or connection error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -224,6 +235,10 @@ impl From<sqlx::Error> for Error {
                 };
                 Error::Unsupported { reason, source: e }
             }
+            _ if matches!(code.as_str(), "42P01" | "42703" | "42883") => Error::Schema {
+                reason: said,
+                source: e,
+            },
             // Class 54: a program limit (an index entry or a value too large for PostgreSQL).
             _ if code.starts_with("54") => Error::InvalidInput {
                 reason: format!("the value exceeds a PostgreSQL limit (SQLSTATE {code})"),

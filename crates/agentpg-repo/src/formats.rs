@@ -20,7 +20,7 @@
 //! tool calls, and a user turn's tool results before its other blocks, since OpenAI carries
 //! them as separate messages; the property tests in this module check exactly that.
 
-use agentpg_schema::{ContentBlock, ContentBlocks, Extra, MessageRole, Usage};
+use agentpg_schema::{ContentBlock, ContentBlocks, Extra, Message, MessageRole, NewMessage, Usage};
 use serde_json::{json, Map, Value};
 
 /// A message in stored form: its role and content blocks.
@@ -36,6 +36,21 @@ impl Turn {
     /// A turn of `role` with `content`.
     pub fn new(role: MessageRole, content: ContentBlocks) -> Self {
         Turn { role, content }
+    }
+
+    /// A message holding this turn, to append to session `session_id` of `tenant` (every other
+    /// column left to the database; give it an `id` to make the append retry-safe).
+    pub fn into_new_message(self, tenant: &str, session_id: uuid::Uuid) -> NewMessage {
+        NewMessage {
+            content: Some(sqlx::types::Json(self.content)),
+            ..NewMessage::new(tenant.to_owned(), session_id, self.role)
+        }
+    }
+}
+
+impl From<&Message> for Turn {
+    fn from(message: &Message) -> Self {
+        Turn::new(message.role, message.content.0.clone())
     }
 }
 
@@ -87,11 +102,10 @@ fn str_field<'a>(
 fn blocks_from(index: usize, content: &Value) -> Result<ContentBlocks, FormatError> {
     match content {
         Value::String(text) => Ok(vec![ContentBlock::text(text.clone())]),
-        Value::Array(_) => serde_json::from_value(content.clone())
-            .map_err(|e| FormatError {
-                index,
-                reason: format!("content blocks: {e}"),
-            }),
+        Value::Array(_) => serde_json::from_value(content.clone()).map_err(|e| FormatError {
+            index,
+            reason: format!("content blocks: {e}"),
+        }),
         other => fail(
             index,
             format!("content must be a string or an array, not {other}"),
@@ -250,8 +264,8 @@ fn tool_output(index: usize, content: &Option<Value>) -> Result<Value, FormatErr
         None => Ok(Value::String(String::new())),
         Some(Value::String(s)) => Ok(Value::String(s.clone())),
         Some(Value::Array(items)) => {
-            let blocks: ContentBlocks =
-                serde_json::from_value(Value::Array(items.clone())).map_err(|e| FormatError {
+            let blocks: ContentBlocks = serde_json::from_value(Value::Array(items.clone()))
+                .map_err(|e| FormatError {
                     index,
                     reason: format!("tool result content: {e}"),
                 })?;
@@ -301,7 +315,10 @@ fn tool_content(index: usize, output: &Value) -> Result<Value, FormatError> {
             }
             Ok(Value::Array(blocks))
         }
-        other => fail(index, format!("tool output {other} is neither a string nor parts")),
+        other => fail(
+            index,
+            format!("tool output {other} is neither a string nor parts"),
+        ),
     }
 }
 
@@ -370,7 +387,11 @@ pub mod openai_chat {
     }
 
     /// Content parts for `blocks`: text (and images, if `images`).
-    fn text_parts(index: usize, blocks: &[ContentBlock], images: bool) -> Result<Value, FormatError> {
+    fn text_parts(
+        index: usize,
+        blocks: &[ContentBlock],
+        images: bool,
+    ) -> Result<Value, FormatError> {
         let mut parts = Vec::with_capacity(blocks.len());
         for block in blocks {
             match block {
@@ -443,7 +464,9 @@ pub mod openai_chat {
             let content = map.get("content").unwrap_or(&Value::Null);
             let was_tool_run = std::mem::replace(&mut in_tool_run, role == "tool");
             let turn = match role {
-                "system" | "developer" => Turn::new(MessageRole::System, parts_back(index, content)?),
+                "system" | "developer" => {
+                    Turn::new(MessageRole::System, parts_back(index, content)?)
+                }
                 "user" => {
                     let blocks = parts_back(index, content)?;
                     // Right after tool results: the same turn (tool results and the user's
@@ -491,7 +514,12 @@ pub mod openai_chat {
                         _ => Turn::new(MessageRole::User, vec![result]),
                     }
                 }
-                other => return fail(index, format!("role `{other}` is not a Chat Completions role")),
+                other => {
+                    return fail(
+                        index,
+                        format!("role `{other}` is not a Chat Completions role"),
+                    )
+                }
             };
             turns.push(turn);
         }
@@ -528,7 +556,10 @@ pub mod openai_chat {
                     }
                 })
                 .collect(),
-            other => fail(index, format!("content {other} is neither a string nor parts")),
+            other => fail(
+                index,
+                format!("content {other} is neither a string nor parts"),
+            ),
         }
     }
 
@@ -545,13 +576,21 @@ pub mod openai_chat {
             match v {
                 None | Some(Value::Null) => Ok(0),
                 Some(v) => v.as_i64().filter(|n| *n >= 0).map_or_else(
-                    || fail(0, format!("usage `{name}` must be a non-negative integer, not {v}")),
+                    || {
+                        fail(
+                            0,
+                            format!("usage `{name}` must be a non-negative integer, not {v}"),
+                        )
+                    },
                     Ok,
                 ),
             }
         };
         let prompt = count(map.get("prompt_tokens"), "prompt_tokens")?;
-        let cached = match map.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens")) {
+        let cached = match map
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+        {
             None | Some(Value::Null) => None,
             Some(v) => Some(count(Some(v), "cached_tokens")?),
         };
@@ -589,7 +628,10 @@ pub mod openai_responses {
         let mut items = Vec::new();
         for (index, turn) in turns.iter().enumerate() {
             if turn.content.is_empty() {
-                return fail(index, "an empty turn has no Responses form (it would be no item)");
+                return fail(
+                    index,
+                    "an empty turn has no Responses form (it would be no item)",
+                );
             }
             let (role, text_type) = match turn.role {
                 MessageRole::User => ("user", "input_text"),
@@ -599,7 +641,9 @@ pub mod openai_responses {
             let mut parts: Vec<Value> = Vec::new();
             let flush = |parts: &mut Vec<Value>, items: &mut Vec<Value>| {
                 if !parts.is_empty() {
-                    items.push(json!({"type": "message", "role": role, "content": std::mem::take(parts)}));
+                    items.push(
+                        json!({"type": "message", "role": role, "content": std::mem::take(parts)}),
+                    );
                 }
             };
             for block in &turn.content {
@@ -620,7 +664,10 @@ pub mod openai_responses {
                     ContentBlock::ToolResult(r) if turn.role == MessageRole::User => {
                         no_extra(index, "tool result", &r.extra)?;
                         if r.is_error.is_some() {
-                            return fail(index, "a tool result's is_error has no place in a function_call_output");
+                            return fail(
+                                index,
+                                "a tool result's is_error has no place in a function_call_output",
+                            );
                         }
                         flush(&mut parts, &mut items);
                         let output = match tool_output(index, &r.content)? {
@@ -635,16 +682,26 @@ pub mod openai_responses {
                         items.push(json!({"type": "function_call_output", "call_id": r.tool_use_id, "output": output}));
                     }
                     ContentBlock::Thinking(t) if turn.role == MessageRole::Assistant => {
-                        if let Some(key) = t.extra.keys().find(|k| !REASONING_KEPT.contains(&k.as_str())) {
+                        if let Some(key) = t
+                            .extra
+                            .keys()
+                            .find(|k| !REASONING_KEPT.contains(&k.as_str()))
+                        {
                             return fail(index, format!("the thinking block's field `{key}` has no place in a reasoning item"));
                         }
                         if t.signature.is_some() {
-                            return fail(index, "a thinking block's signature has no place in a reasoning item");
+                            return fail(
+                                index,
+                                "a thinking block's signature has no place in a reasoning item",
+                            );
                         }
                         flush(&mut parts, &mut items);
                         let mut item = t.extra.clone();
                         item.insert("type".into(), json!("reasoning"));
-                        item.insert("summary".into(), json!([{"type": "summary_text", "text": t.thinking}]));
+                        item.insert(
+                            "summary".into(),
+                            json!([{"type": "summary_text", "text": t.thinking}]),
+                        );
                         items.push(Value::Object(item));
                     }
                     other => {
@@ -684,9 +741,14 @@ pub mod openai_responses {
                         "user" => MessageRole::User,
                         "assistant" => MessageRole::Assistant,
                         "system" | "developer" => MessageRole::System,
-                        other => return fail(index, format!("role `{other}` is not a Responses role")),
+                        other => {
+                            return fail(index, format!("role `{other}` is not a Responses role"))
+                        }
                     };
-                    (role, message_blocks(index, map.get("content").unwrap_or(&Value::Null))?)
+                    (
+                        role,
+                        message_blocks(index, map.get("content").unwrap_or(&Value::Null))?,
+                    )
                 }
                 "function_call" => (
                     MessageRole::Assistant,
@@ -704,11 +766,14 @@ pub mod openai_responses {
                     )],
                 ),
                 "reasoning" => {
-                    if let Some(key) = map
-                        .keys()
-                        .find(|k| !["type", "summary"].contains(&k.as_str()) && !REASONING_KEPT.contains(&k.as_str()))
-                    {
-                        return fail(index, format!("the reasoning item's field `{key}` has no stored form"));
+                    if let Some(key) = map.keys().find(|k| {
+                        !["type", "summary"].contains(&k.as_str())
+                            && !REASONING_KEPT.contains(&k.as_str())
+                    }) {
+                        return fail(
+                            index,
+                            format!("the reasoning item's field `{key}` has no stored form"),
+                        );
                     }
                     let extra: Extra = REASONING_KEPT
                         .iter()
@@ -734,7 +799,12 @@ pub mod openai_responses {
                         })],
                     )
                 }
-                other => return fail(index, format!("an item of type `{other}` has no stored form")),
+                other => {
+                    return fail(
+                        index,
+                        format!("an item of type `{other}` has no stored form"),
+                    )
+                }
             };
             match turns.last_mut() {
                 Some(last) if last.role == role => last.content.extend(blocks),
@@ -774,7 +844,10 @@ pub mod openai_responses {
                     }
                 })
                 .collect(),
-            other => fail(index, format!("content {other} is neither a string nor parts")),
+            other => fail(
+                index,
+                format!("content {other} is neither a string nor parts"),
+            ),
         }
     }
 
@@ -837,9 +910,11 @@ mod tests {
         prop_oneof![
             "https://[a-z]{1,8}\\.example/[a-z0-9]{1,8}\\.png"
                 .prop_map(|url| json!({"type": "url", "url": url})),
-            ("image/(png|jpeg|webp)", "[A-Za-z0-9+/]{4,16}={0,2}").prop_map(|(media_type, data)| {
-                json!({"type": "base64", "media_type": media_type, "data": data})
-            }),
+            ("image/(png|jpeg|webp)", "[A-Za-z0-9+/]{4,16}={0,2}").prop_map(
+                |(media_type, data)| {
+                    json!({"type": "base64", "media_type": media_type, "data": data})
+                }
+            ),
         ]
         .prop_map(|source| {
             ContentBlock::Image(agentpg_schema::ImageBlock {
@@ -874,7 +949,10 @@ mod tests {
         let system = prop::option::of(prop::collection::vec(text(), 1..3));
         let rounds = prop::collection::vec(
             (
-                prop::collection::vec(prop_oneof![text().prop_map(ContentBlock::text), image()], 1..3),
+                prop::collection::vec(
+                    prop_oneof![text().prop_map(ContentBlock::text), image()],
+                    1..3,
+                ),
                 prop::option::of(text()),
                 prop::collection::vec(text(), 0..2),
                 prop::collection::vec((id(), "[a-z_]{1,12}", json_input(), result_content()), 0..3),
@@ -962,7 +1040,8 @@ mod tests {
     fn what_a_target_cannot_express_is_an_error_naming_the_message() {
         let mut cached = ContentBlock::text("x");
         if let ContentBlock::Text(t) = &mut cached {
-            t.extra.insert("cache_control".into(), json!({"type": "ephemeral"}));
+            t.extra
+                .insert("cache_control".into(), json!({"type": "ephemeral"}));
         }
         let turns = vec![
             Turn::new(MessageRole::User, vec![ContentBlock::text("hi")]),
@@ -980,8 +1059,8 @@ mod tests {
             source: json!({"type": "text", "media_type": "text/plain", "data": "doc"}),
             extra: Extra::new(),
         });
-        let err = openai_chat::to_messages(&[Turn::new(MessageRole::User, vec![document])])
-            .unwrap_err();
+        let err =
+            openai_chat::to_messages(&[Turn::new(MessageRole::User, vec![document])]).unwrap_err();
         assert!(err.reason.contains("document"), "{err}");
 
         let mut failed = ContentBlock::tool_result("t", json!("boom"));
@@ -1005,14 +1084,14 @@ mod tests {
             extra: Extra::new(),
         });
         assert!(
-            openai_responses::to_input(&[Turn::new(MessageRole::Assistant, vec![signed])])
-                .is_err()
+            openai_responses::to_input(&[Turn::new(MessageRole::Assistant, vec![signed])]).is_err()
         );
-        let err = openai_chat::from_messages(&[json!({"role": "critic", "content": "x"})])
-            .unwrap_err();
+        let err =
+            openai_chat::from_messages(&[json!({"role": "critic", "content": "x"})]).unwrap_err();
         assert!(err.reason.contains("critic"), "{err}");
-        assert!(openai_responses::from_items(&[json!({"type": "web_search_call", "id": "w"})])
-            .is_err());
+        assert!(
+            openai_responses::from_items(&[json!({"type": "web_search_call", "id": "w"})]).is_err()
+        );
     }
 
     #[test]
@@ -1054,10 +1133,16 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(chat.prompt_tokens(), 1200);
-        assert_eq!((chat.input_tokens, chat.cache_read_input_tokens), (176, Some(1024)));
+        assert_eq!(
+            (chat.input_tokens, chat.cache_read_input_tokens),
+            (176, Some(1024))
+        );
         assert_eq!(chat.output_tokens, 80);
         assert_eq!(chat.extra["total_tokens"], json!(1280));
-        assert_eq!(chat.extra["completion_tokens_details"]["reasoning_tokens"], json!(12));
+        assert_eq!(
+            chat.extra["completion_tokens_details"]["reasoning_tokens"],
+            json!(12)
+        );
         assert_eq!(chat.storage_conflict(), None);
 
         let responses = openai_responses::usage(&json!({

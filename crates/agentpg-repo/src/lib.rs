@@ -49,9 +49,9 @@ mod planner;
 mod retention;
 pub mod rls;
 mod sessions;
-pub mod tokens;
 #[cfg(test)]
 mod test_support;
+pub mod tokens;
 mod validate;
 
 pub use compaction::{
@@ -61,9 +61,9 @@ pub use compaction::{
 pub use error::{Entity, Error, Result};
 pub use fork::fork_session;
 pub use messages::{
-    append_messages, append_messages_after, delete_messages, get_message, list_messages,
-    recompute_total_tokens, set_preserved, stream_messages, Appended, LastSeen, MessageRange,
-    MessageStream, StoredMessage,
+    append_messages, append_messages_after, delete_messages, get_message, get_messages,
+    list_messages, recompute_total_tokens, set_preserved, stream_messages, Appended, LastSeen,
+    MessageRange, MessageStream, StoredMessage,
 };
 pub use migrate::{migrate, MIGRATOR};
 pub use pairs::ToolPairs;

@@ -412,6 +412,31 @@ pub async fn get_message(
     Ok(message.filter(|m| m.session_id == session_id))
 }
 
+/// The messages of session `session_id` of `tenant` whose ids are in `ids`, in the session's
+/// order (by position), each once; ids not in the session are left out. One statement over the
+/// primary key, however long the session: for reading what a compaction plan removes
+/// ([`CompactionProposal::removed_messages`](crate::CompactionProposal::removed_messages)) or
+/// any set of messages a caller keeps ids of.
+///
+/// # Errors
+/// [`Error::NotFound`] if the session is not one of `tenant`'s.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, session = %session_id, ids = ids.len(), count = tracing::field::Empty))]
+pub async fn get_messages<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    tenant: &str,
+    session_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Message>> {
+    validate::tenant(tenant)?;
+    let mut query = messages::select();
+    query
+        .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
+        .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
+        .and_where(crate::in_set(MessageIden::Id, ids))
+        .order_by(MessageIden::Position, Order::Asc);
+    crate::rows_of_session(conn, &query, tenant, session_id).await
+}
+
 /// Marks message `id` preserved (never compacted away) or not; returns the message as stored.
 ///
 /// One statement: it locks the session row first, as every write to a session's messages does,

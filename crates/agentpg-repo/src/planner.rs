@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::compaction::{CompactionPlan, PendingToolCalls};
+use crate::compaction::{CompactionPlan, PendingToolCalls, Summary};
 use crate::error::{Entity, Error, Result};
 use crate::validate;
 
@@ -103,6 +103,40 @@ pub struct CompactionProposal {
     pub tokens_removed: i64,
     /// The session's tokens after the compaction, with the policy's summary estimate.
     pub tokens_after: i64,
+}
+
+impl CompactionProposal {
+    /// The ids of the messages the plan removes, oldest first (none without a plan).
+    pub fn removed_ids(&self) -> &[Uuid] {
+        self.plan.as_ref().map_or(&[], |p| &p.remove[..])
+    }
+
+    /// The messages the plan removes, whole and oldest first, read in one statement: what the
+    /// summarizer reads. Empty without a plan (no statement is sent). A message removed or
+    /// changed since the plan was made is read as it is now, or left out; [`compact`](crate::compact)
+    /// re-checks the plan under the session lock either way.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the session is not one of `tenant`'s.
+    pub async fn removed_messages<'c>(
+        &self,
+        conn: impl sqlx::Acquire<'c, Database = sqlx::Postgres>,
+        tenant: &str,
+    ) -> Result<Vec<agentpg_schema::Message>> {
+        match &self.plan {
+            Some(plan) => crate::get_messages(conn, tenant, plan.session_id, &plan.remove).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The plan, completed with `summary`, ready for [`compact`](crate::compact); `None` when
+    /// there is nothing to remove.
+    pub fn with_summary(self, summary: Summary) -> Option<CompactionPlan> {
+        self.plan.map(|plan| CompactionPlan {
+            summary: Some(summary),
+            ..plan
+        })
+    }
 }
 
 /// One message as the planner sees it: no content.

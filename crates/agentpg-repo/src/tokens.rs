@@ -13,18 +13,21 @@
 //!   by the database) is what it counts toward the session. [`Accounting`] writes it:
 //!   - a message the provider did not count (a user turn, tool results, a system message, a
 //!     compaction's summary) counts an *estimate* of its size, from a [`TokenEstimator`];
-//!   - the assistant message of a response counts its output tokens **plus the part of the prompt
-//!     that the session had not counted yet**: the provider's prompt size minus the session's
-//!     total when the prompt was sent. That part is the estimators' error on the messages sent
-//!     since the previous response, plus whatever the prompt holds outside the stored messages
-//!     (a system prompt, tool definitions, message framing), so after every response the
-//!     session's total is exactly the provider's prompt plus its output.
+//!   - the assistant message of a response counts its output tokens **corrected by the part of
+//!     the prompt that the session had not counted**: the provider's prompt size minus the
+//!     session's total when the prompt was sent, the estimators' error on the messages sent since
+//!     the previous response ([`response_usage`]). After every response the session's total is
+//!     exactly the provider's prompt plus its output.
+//!   - what the prompt holds outside the stored messages (tool definitions) is counted on the
+//!     system message, which is kept preserved ([`Accounting::count_system`]): it is in every
+//!     prompt, so no compaction may take it off the total.
 //!
 //! Between two responses the total is off by the estimator's error on the messages appended
-//! since the last response, and the next response puts it right. A prompt smaller than the
-//! session's count (the estimates ran high) cannot be taken back from earlier messages: the
-//! response then counts its output only, and the total stays high by the overestimate, at most
-//! the estimates made since the previous response.
+//! since the last response, and the next response puts it right. A compaction takes the
+//! removed responses' corrections with them (the errors of estimates that are gone too); the
+//! summary counts its own estimate, and the next response corrects again. An overestimate
+//! larger than the response's output cannot be taken back from earlier messages: the total then
+//! stays high by the rest until a compaction removes the messages that carry it.
 //!
 //! # The estimator
 //!
@@ -35,14 +38,20 @@
 //! own `o200k_base` encoding. The unit tests measure both against a tool-using conversation
 //! whose prompts are counted by that encoding with OpenAI's documented chat framing.
 
-use agentpg_schema::{ContentBlock, MessageRole, NewMessage, Usage};
+use agentpg_schema::{ContentBlock, ContentBlocks, MessageRole, NewMessage, Usage};
 use serde_json::Value;
 use sqlx::types::Json;
+
+use crate::Summary;
 
 /// Estimates the tokens a message adds to a prompt, for messages the provider does not count.
 pub trait TokenEstimator {
     /// Tokens that `content`, sent as a message of `role`, adds to a prompt.
     fn estimate(&self, role: MessageRole, content: &[ContentBlock]) -> i64;
+
+    /// Tokens of `text` sent as it is (no message framing): for what a prompt holds outside
+    /// the messages, such as tool definitions.
+    fn estimate_text(&self, text: &str) -> i64;
 }
 
 /// The default estimator: an approximation without a tokenizer, good to some tens of percent on
@@ -134,7 +143,9 @@ impl ApproxEstimator {
                 // Encrypted reasoning: its size in the prompt is not knowable from here; the
                 // data's length is the best figure there is.
                 ContentBlock::RedactedThinking(b) => self.text_tokens(&b.data),
-                ContentBlock::Unknown(map) => self.text_tokens(&Value::Object(map.clone()).to_string()),
+                ContentBlock::Unknown(map) => {
+                    self.text_tokens(&Value::Object(map.clone()).to_string())
+                }
             }
     }
 }
@@ -144,6 +155,10 @@ impl TokenEstimator for ApproxEstimator {
         let tokens: f64 = content.iter().map(|b| self.block_tokens(b)).sum();
         // Rounded up: a message is never free.
         (tokens.ceil() as i64).saturating_add(self.per_message)
+    }
+
+    fn estimate_text(&self, text: &str) -> i64 {
+        self.text_tokens(text).ceil() as i64
     }
 }
 
@@ -199,6 +214,10 @@ impl TokenEstimator for TiktokenEstimator {
             .fold(0i64, i64::saturating_add);
         body.saturating_add(3)
     }
+
+    fn estimate_text(&self, text: &str) -> i64 {
+        self.text(text)
+    }
 }
 
 /// Writes each message's own size into its `usage` (and the provider's figures into
@@ -223,6 +242,31 @@ impl<E: TokenEstimator> Accounting<E> {
         }
     }
 
+    /// A compaction summary of `role` with `content`, counting its estimated size.
+    pub fn summary(&self, role: MessageRole, content: ContentBlocks) -> Summary {
+        let usage = self.estimated_usage(role, &content);
+        Summary::new(role, content).with_usage(usage)
+    }
+
+    /// Gives the conversation's system message its estimated size plus that of `outside`, the
+    /// text the prompt holds outside the stored messages (the tool definitions as the request
+    /// sends them), and marks it preserved: that text is in every prompt, so it must be counted
+    /// by a message no compaction removes. (Left uncounted, it would land in the first
+    /// response's correction, and leave the total with that response when a compaction
+    /// removes it.) A `usage` already given is kept.
+    pub fn count_system(&self, mut message: NewMessage, outside: &str) -> NewMessage {
+        if message.usage.is_none() {
+            let content = message.content.as_ref().map_or(&[][..], |c| &c.0[..]);
+            let mut usage = self.estimated_usage(message.role, content);
+            usage.input_tokens = usage
+                .input_tokens
+                .saturating_add(self.estimator.estimate_text(outside).max(0));
+            message.usage = Some(Json(usage));
+        }
+        message.is_preserved = Some(true);
+        message
+    }
+
     /// Gives `message` its estimated own size, unless it already has a `usage` (a figure the
     /// caller knows beats an estimate). For user turns, tool results, system messages and
     /// summaries.
@@ -238,15 +282,21 @@ impl<E: TokenEstimator> Accounting<E> {
 /// The own size of the message a response produced, from the provider's `usage` for that
 /// response and `counted_before`, the session's `total_tokens` when the prompt was sent (the
 /// [`Appended::total_tokens`](crate::Appended::total_tokens) of the last append before the
-/// request): `output_tokens` is the response's output, `input_tokens` the part of the prompt the
-/// session had not counted (`provider.prompt_tokens() - counted_before`, never below zero).
+/// request). With `gap = provider.prompt_tokens() - counted_before`:
+///
+/// * `gap >= 0` (the session had counted less than the prompt): `input_tokens` is the gap and
+///   `output_tokens` the response's output;
+/// * `gap < 0` (the estimates ran high): `input_tokens` is 0 and the excess is taken off the
+///   output (`output_tokens = output + gap`, down to 0), so the total still lands on the
+///   provider's prompt plus output, unless the excess is larger than the output.
+///
+/// The provider's own figures stay whole in `provider_usage` ([`count_response`]).
 pub fn response_usage(provider: &Usage, counted_before: i64) -> Usage {
+    let output = provider.output_tokens.max(0);
+    let gap = provider.prompt_tokens().saturating_sub(counted_before);
     Usage {
-        input_tokens: provider
-            .prompt_tokens()
-            .saturating_sub(counted_before)
-            .max(0),
-        output_tokens: provider.output_tokens.max(0),
+        input_tokens: gap.max(0),
+        output_tokens: output.saturating_add(gap.min(0)).max(0),
         ..Usage::default()
     }
 }
@@ -257,4 +307,88 @@ pub fn count_response(mut message: NewMessage, provider: Usage, counted_before: 
     message.usage = Some(Json(response_usage(&provider, counted_before)));
     message.provider_usage = Some(Json(provider));
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn usage(input: i64, output: i64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            ..Usage::default()
+        }
+    }
+
+    #[test]
+    fn a_response_lands_the_total_on_the_prompt_plus_output() {
+        // Counted 900, prompt 1,000 (of it 600 read from the cache), output 50.
+        let provider = Usage {
+            cache_read_input_tokens: Some(600),
+            ..usage(400, 50)
+        };
+        let own = response_usage(&provider, 900);
+        assert_eq!((own.input_tokens, own.output_tokens), (100, 50));
+        assert_eq!(900 + own.input_tokens + own.output_tokens, 1_050);
+        // Counted 1,020: 20 too many, taken off the output.
+        let own = response_usage(&provider, 1_020);
+        assert_eq!((own.input_tokens, own.output_tokens), (0, 30));
+        // Counted far too many: nothing below zero.
+        let own = response_usage(&provider, 5_000);
+        assert_eq!((own.input_tokens, own.output_tokens), (0, 0));
+        // Extreme figures saturate instead of overflowing.
+        let own = response_usage(&usage(i64::MAX, i64::MAX), i64::MIN);
+        assert!(own.input_tokens >= 0 && own.output_tokens >= 0);
+        let own = response_usage(&usage(0, 10), i64::MAX);
+        assert_eq!((own.input_tokens, own.output_tokens), (0, 0));
+    }
+
+    #[test]
+    fn count_response_keeps_the_provider_figures_whole() {
+        let mut provider = usage(1_000, 20);
+        provider
+            .extra
+            .insert("service_tier".into(), "standard".into());
+        let message = NewMessage::new("t".into(), Uuid::nil(), MessageRole::Assistant);
+        let counted = count_response(message, provider.clone(), 990);
+        assert_eq!(counted.provider_usage.map(|u| u.0), Some(provider));
+        assert_eq!(counted.usage.map(|u| u.0), Some(usage(10, 20)));
+    }
+
+    #[test]
+    fn the_approximation_counts_what_it_documents() {
+        let e = ApproxEstimator::default();
+        assert_eq!(e.estimate_text("abcdefgh"), 2);
+        assert_eq!(e.estimate_text("滤网"), 2);
+        let message = [ContentBlock::text("abcd")];
+        // One token of text, three of block framing, four of message framing.
+        assert_eq!(e.estimate(MessageRole::User, &message), 8);
+        assert_eq!(e.estimate(MessageRole::User, &[]), 4);
+        let image = ContentBlock::Image(agentpg_schema::ImageBlock {
+            source: serde_json::json!({"type": "url", "url": "https://x.example/a.png"}),
+            extra: Default::default(),
+        });
+        assert_eq!(e.estimate(MessageRole::User, &[image]), 1_600 + 3 + 4);
+        // A caller's figure beats the estimate.
+        let accounting = Accounting::<ApproxEstimator>::default();
+        let given = NewMessage {
+            usage: Some(Json(usage(77, 0))),
+            ..NewMessage::new("t".into(), Uuid::nil(), MessageRole::User)
+        };
+        assert_eq!(
+            accounting.count(given).usage.map(|u| u.0),
+            Some(usage(77, 0))
+        );
+        let system = accounting.count_system(
+            NewMessage {
+                content: Some(Json(message.to_vec())),
+                ..NewMessage::new("t".into(), Uuid::nil(), MessageRole::System)
+            },
+            "abcdefgh",
+        );
+        assert_eq!(system.usage.map(|u| u.0.input_tokens), Some(10));
+        assert_eq!(system.is_preserved, Some(true));
+    }
 }

@@ -365,6 +365,11 @@ async fn scenario<'p>(pool: &'p PgPool) -> Calls<'p> {
     let rows = plain.clone().into_rows();
     get_message(pool, TENANT, s.id, rows[0].id).await.unwrap();
     calls.call("get_message").await;
+    let some = get_messages(pool, TENANT, s.id, &[rows[1].id, rows[0].id])
+        .await
+        .unwrap();
+    assert_eq!(some.len(), 2);
+    calls.call("get_messages").await;
     for range in [
         MessageRange::default(),
         MessageRange::last(20),
