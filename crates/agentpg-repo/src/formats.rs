@@ -333,6 +333,21 @@ fn arguments_input(arguments: &str) -> Value {
 pub mod openai_chat {
     use super::*;
 
+    /// A model's refusal, kept as a block of type `refusal` (stored whole, as every block of a
+    /// type agentpg-schema does not name), and given back as a `refusal` content part.
+    fn refusal_block(refusal: &str) -> ContentBlock {
+        let mut map = Map::new();
+        map.insert("type".into(), json!("refusal"));
+        map.insert("refusal".into(), json!(refusal));
+        ContentBlock::Unknown(map)
+    }
+
+    fn is_refusal(map: &Map<String, Value>) -> bool {
+        map.len() == 2
+            && map.get("type") == Some(&json!("refusal"))
+            && map.get("refusal").is_some_and(Value::is_string)
+    }
+
     /// The `messages` of a Chat Completions request for `turns`.
     ///
     /// * `system` → `system` (text only); `user` → `user` with `text` and `image_url` parts;
@@ -399,6 +414,9 @@ pub mod openai_chat {
                     no_extra(index, "text block", &t.extra)?;
                     parts.push(json!({"type": "text", "text": t.text}));
                 }
+                ContentBlock::Unknown(map) if is_refusal(map) => {
+                    parts.push(Value::Object(map.clone()));
+                }
                 ContentBlock::Image(i) if images => {
                     no_extra(index, "image block", &i.extra)?;
                     parts.push(json!({"type": "image_url", "image_url": {"url": image_url(index, &i.source)?}}));
@@ -462,6 +480,21 @@ pub mod openai_chat {
             };
             let role = str_field(index, map, "role")?;
             let content = map.get("content").unwrap_or(&Value::Null);
+            // What a response's message carries beside its content, when empty, says nothing;
+            // anything else this shape cannot keep is refused, not dropped.
+            for (key, value) in map {
+                let empty = value.is_null() || *value == json!([]);
+                let kept = ["role", "content", "tool_calls", "tool_call_id"]
+                    .contains(&key.as_str())
+                    || (key == "refusal" && (empty || role == "assistant"))
+                    || (["annotations", "audio", "function_call"].contains(&key.as_str()) && empty);
+                if !kept {
+                    return fail(
+                        index,
+                        format!("the message's field `{key}` ({value}) has no stored form"),
+                    );
+                }
+            }
             let was_tool_run = std::mem::replace(&mut in_tool_run, role == "tool");
             let turn = match role {
                 "system" | "developer" => {
@@ -481,7 +514,14 @@ pub mod openai_chat {
                 }
                 "assistant" => {
                     let mut blocks = parts_back(index, content)?;
-                    if let Some(calls) = map.get("tool_calls") {
+                    match map.get("refusal") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::String(refusal)) => blocks.push(refusal_block(refusal)),
+                        Some(other) => {
+                            return fail(index, format!("refusal must be a string, not {other}"))
+                        }
+                    }
+                    if let Some(calls) = map.get("tool_calls").filter(|c| !c.is_null()) {
                         let Some(calls) = calls.as_array() else {
                             return fail(index, "tool_calls must be an array");
                         };
@@ -489,6 +529,15 @@ pub mod openai_chat {
                             let Some(call) = object(call) else {
                                 return fail(index, "a tool call must be an object");
                             };
+                            match call.get("type").and_then(Value::as_str) {
+                                None | Some("function") => {}
+                                Some(other) => {
+                                    return fail(
+                                        index,
+                                        format!("a tool call of type `{other}` has no stored form"),
+                                    )
+                                }
+                            }
                             let Some(function) = call.get("function").and_then(object) else {
                                 return fail(index, "a tool call without `function`");
                             };
@@ -540,6 +589,7 @@ pub mod openai_chat {
                     };
                     match map.get("type").and_then(Value::as_str) {
                         Some("text") => Ok(ContentBlock::text(str_field(index, map, "text")?)),
+                        Some("refusal") => Ok(refusal_block(str_field(index, map, "refusal")?)),
                         Some("image_url") => {
                             let Some(image) = map.get("image_url").and_then(object) else {
                                 return fail(index, "an image_url part without `image_url`");
@@ -1122,6 +1172,36 @@ mod tests {
                 ContentBlock::text("and tomorrow?"),
             ]
         );
+    }
+
+    #[test]
+    fn a_chat_response_message_is_read_whole_or_refused() {
+        // As a Chat Completions response's choices[0].message comes.
+        let refused = json!({"role": "assistant", "content": null,
+            "refusal": "I can't help with that.", "annotations": [], "audio": null});
+        let turns = openai_chat::from_messages(std::slice::from_ref(&refused)).unwrap();
+        assert_eq!(turns[0].content.len(), 1);
+        assert_eq!(turns[0].content[0].block_type(), Some("refusal"));
+        let back = openai_chat::to_messages(&turns).unwrap();
+        assert_eq!(
+            back[0]["content"],
+            json!([{"type": "refusal", "refusal": "I can't help with that."}])
+        );
+        assert_eq!(openai_chat::from_messages(&back).unwrap(), turns);
+
+        for (field, value) in [
+            ("name", json!("bob")),
+            ("audio", json!({"id": "audio_1", "data": "AAAA"})),
+            ("annotations", json!([{"type": "url_citation"}])),
+        ] {
+            let mut message = json!({"role": "assistant", "content": "hi"});
+            message[field] = value;
+            let err = openai_chat::from_messages(&[message]).unwrap_err();
+            assert!(err.reason.contains(field), "{err}");
+        }
+        let custom = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c", "type": "custom", "custom": {"name": "f", "input": "x"}}]});
+        assert!(openai_chat::from_messages(&[custom]).is_err());
     }
 
     #[test]

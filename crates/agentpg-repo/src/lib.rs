@@ -13,6 +13,11 @@
 //!   `&pool`, `&mut *conn` or `&mut tx`; [`compact`] and [`revert_compaction`] open a
 //!   transaction, or a savepoint inside yours.
 //!
+//! Model APIs: [`tokens`] keeps each message's own size in `usage` and the provider's reported
+//! usage in `provider_usage`, so `total_tokens` lands on the provider's prompt after every
+//! response; [`formats`] converts stored content (Anthropic Messages content blocks) to and from
+//! the Anthropic Messages, OpenAI Chat Completions and OpenAI Responses shapes.
+//!
 //! Applications must use sqlx 0.9 to pass their pool or transaction in: the API is made of its
 //! types, and two sqlx major versions cannot share a pool or a transaction.
 //!

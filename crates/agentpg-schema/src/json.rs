@@ -399,9 +399,12 @@ impl Serialize for ContentBlock {
     }
 }
 
-/// Token usage reported for a message. What a message counts toward its session's total is the
-/// `messages.tokens` column, which the database computes from this (the rule is written once,
-/// in the migration).
+/// A token usage object, in the shape of Anthropic's (and of what agentpg-repo converts
+/// OpenAI's usage to). Two columns hold one: `messages.usage` is the message's *own* token
+/// counts, from which the database computes `messages.tokens`, what the message counts toward
+/// its session (the rule is written once, in the migration); `messages.provider_usage` is the
+/// usage a model API reported for the response that produced the message, whose
+/// `input_tokens` is the whole prompt ([`Usage::prompt_tokens`]) and which nothing sums.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct Usage {
     /// Input (prompt) tokens.
