@@ -50,10 +50,8 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::docs::doc;
+use super::parts::{args_struct, batch_arrays, foreign_key, ArchiveView, Arrays, Ctx, Statement};
 use super::sql;
-use super::statements::{
-    args_struct, batch_arrays, foreign_key, ArchiveView, Arrays, Ctx, Statement,
-};
 use super::types::{Field, InsertShape};
 use crate::codegen::config::Append;
 use crate::codegen::model::{Column, SqlType, Table};

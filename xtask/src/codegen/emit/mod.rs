@@ -10,6 +10,7 @@ mod enums;
 mod iden;
 mod insert;
 mod names;
+mod parts;
 mod patch;
 mod row;
 mod sql;
