@@ -201,7 +201,7 @@ async fn compact_in(
     let mut lock = lock_session();
     lock.and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
         .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(plan.session_id));
-    let (sql, values) = crate::built(&lock);
+    let (sql, values) = crate::sql::built(&lock);
     let locked: Locked = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *conn)
         .await?
@@ -216,7 +216,7 @@ async fn compact_in(
         MessageIden::Tokens,
         MessageIden::Position,
     ])
-    .expr(crate::in_set(MessageIden::Id, &plan.remove))
+    .expr(crate::sql::in_set(MessageIden::Id, &plan.remove))
     .expr(Expr::from(crate::pairs::first_split(
         tenant,
         session.id,
@@ -242,7 +242,7 @@ async fn compact_in(
     // The rows stay as read until the compaction commits: no writer, agentpg-repo's or any
     // other, changes or removes them between the archive copy and the removal.
     .lock_with_tables(LockType::Update, [MessageIden::Table]);
-    let (sql, values) = crate::built(&read);
+    let (sql, values) = crate::sql::built(&read);
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
     type Found = (
         Uuid,
@@ -305,7 +305,7 @@ async fn compact_in(
     //    refer to it), the messages removed and archived, the summary in the first one's
     //    place, then the event's figures and the session's counters.
     let event_id = Uuid::new_v4();
-    let (sql, values) = crate::built(&insert_event(
+    let (sql, values) = crate::sql::built(&insert_event(
         tenant,
         session,
         plan,
@@ -314,12 +314,12 @@ async fn compact_in(
     ));
     sqlx::query_with(sql, values).execute(&mut *conn).await?;
 
-    let (sql, values) = crate::built(&archive(tenant, session.id, plan, event_id));
+    let (sql, values) = crate::sql::built(&archive(tenant, session.id, plan, event_id));
     let archived = sqlx::query_with(sql, values)
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let (sql, values) = crate::built(&remove(tenant, session.id, plan));
+    let (sql, values) = crate::sql::built(&remove(tenant, session.id, plan));
     let removed = sqlx::query_with(sql, values)
         .execute(&mut *conn)
         .await?
@@ -344,7 +344,7 @@ async fn compact_in(
         .total_tokens
         .checked_sub(figures.tokens)
         .ok_or_else(|| Error::invalid("the session's token total would overflow"))?;
-    let (sql, values) = crate::built(&summary_figures_and_counters(
+    let (sql, values) = crate::sql::built(&summary_figures_and_counters(
         tenant, session.id, event_id, kept, summary,
     ));
     let event: CompactionEvent = sqlx::query_as_with(sql, values)
@@ -436,7 +436,7 @@ fn insert_event(
             Expr::val(json(&s.content)),
         ));
     }
-    crate::insert_values(CompactionEventIden::Table, pairs)
+    crate::sql::insert_values(CompactionEventIden::Table, pairs)
 }
 
 /// `INSERT INTO message_archive (id, tenant_id, compaction_event_id, session_id,
@@ -459,7 +459,7 @@ fn archive(
         .from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session))
-        .and_where(crate::in_set(MessageIden::Id, &plan.remove))
+        .and_where(crate::sql::in_set(MessageIden::Id, &plan.remove))
         .and_where(Expr::col(MessageIden::IsPreserved).not());
     Query::insert()
         .into_table(MessageArchiveIden::Table)
@@ -483,7 +483,7 @@ fn remove(tenant: &str, session: Uuid, plan: &CompactionPlan) -> sea_query::Dele
         .from_table(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session))
-        .and_where(crate::in_set(MessageIden::Id, &plan.remove))
+        .and_where(crate::sql::in_set(MessageIden::Id, &plan.remove))
         .and_where(Expr::col(MessageIden::IsPreserved).not())
         .to_owned()
 }
@@ -512,7 +512,7 @@ fn insert_summary(
     if let Some(metadata) = &summary.metadata {
         pairs.push((MessageIden::Metadata, Expr::val(metadata.clone())));
     }
-    crate::insert_values(MessageIden::Table, pairs)
+    crate::sql::insert_values(MessageIden::Table, pairs)
         .returning(Query::returning().columns([MessageIden::Id, MessageIden::Tokens]))
         .to_owned()
 }
@@ -583,9 +583,9 @@ fn summary_figures_and_counters(
         .returning_all();
     let mut with = Query::with();
     if let Some(insert) = summary {
-        with.cte(crate::cte(&summary_cte, insert));
+        with.cte(crate::sql::cte(&summary_cte, insert));
     }
-    with.cte(crate::cte(&Alias::new("counters"), counters));
+    with.cte(crate::sql::cte(&Alias::new("counters"), counters));
     event_update.with(with)
 }
 
@@ -647,7 +647,7 @@ async fn revert_in(
             CompactionEventIden::Table.into_iden(),
         ],
     );
-    let (sql, values) = crate::built(&lock);
+    let (sql, values) = crate::sql::built(&lock);
     let locked: Locked = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *conn)
         .await?
@@ -663,7 +663,7 @@ async fn revert_in(
         .and_where(Expr::col(CompactionEventIden::RevertedAt).is_null())
         .order_by(CompactionEventIden::Seq, Order::Desc)
         .limit(1);
-    let (sql, values) = crate::built(&latest);
+    let (sql, values) = crate::sql::built(&latest);
     let latest: Option<CompactionEvent> = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *conn)
         .await?;
@@ -696,7 +696,7 @@ async fn revert_in(
                 .returning(
                     Query::returning().columns([MessageIden::Tokens, MessageIden::IsPreserved]),
                 );
-            let (sql, values) = crate::built(&delete);
+            let (sql, values) = crate::sql::built(&delete);
             match sqlx::query_as_with::<_, (i64, bool), _>(sql, values)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -738,7 +738,7 @@ async fn revert_in(
     drop.from_table(MessageArchiveIden::Table)
         .and_where(Expr::col(MessageArchiveIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageArchiveIden::CompactionEventId).eq(event.id));
-    let (sql, values) = crate::built(&drop);
+    let (sql, values) = crate::sql::built(&drop);
     sqlx::query_with(sql, values).execute(&mut *conn).await?;
 
     // 5. The counters.
@@ -805,7 +805,7 @@ pub async fn list_compactions<'c>(
         .and_where(Expr::col(CompactionEventIden::TenantId).eq(tenant))
         .and_where(Expr::col(CompactionEventIden::SessionId).eq(session_id))
         .order_by(CompactionEventIden::Seq, Order::Desc);
-    crate::rows_of_session(conn, &query, tenant, session_id).await
+    crate::sql::rows_of_session(conn, &query, tenant, session_id).await
 }
 
 /// The messages compaction `event_id` of `tenant` archived and still holds (none once it is

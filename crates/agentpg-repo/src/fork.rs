@@ -59,7 +59,7 @@ pub async fn fork_session<'c>(
         .await
         .map_err(crate::sessions::parent_missing)?;
 
-    let (sql, values) = crate::built(&copy(tenant, source, at_message, created.id));
+    let (sql, values) = crate::sql::built(&copy(tenant, source, at_message, created.id));
     let forked: Option<Session> = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *tx)
         .await?;
@@ -123,7 +123,7 @@ fn copy(tenant: &str, source: Uuid, at_message: Uuid, fork: Uuid) -> sea_query::
         .table(SessionIden::Table)
         .value(
             SessionIden::TotalTokens,
-            crate::sum_of(MessageIden::Tokens, &copied),
+            crate::sql::sum_of(MessageIden::Tokens, &copied),
         )
         .value(
             SessionIden::LastPosition,
@@ -146,8 +146,8 @@ fn copy(tenant: &str, source: Uuid, at_message: Uuid, fork: Uuid) -> sea_query::
         .returning(Query::returning().columns(SessionIden::COLUMNS));
 
     let mut with = Query::with();
-    with.cte(crate::cte(&copied, insert))
-        .cte(crate::cte(&forked, counters));
+    with.cte(crate::sql::cte(&copied, insert))
+        .cte(crate::sql::cte(&forked, counters));
     Query::select()
         .column(Asterisk)
         .from(forked)

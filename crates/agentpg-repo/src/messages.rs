@@ -312,7 +312,7 @@ pub async fn list_messages<'c>(
                 .order_by(MessageIden::Position, Order::Desc)
                 .limit(last);
             let mut rows: Vec<Message> =
-                crate::rows_of_session(conn, &query, tenant, session_id).await?;
+                crate::sql::rows_of_session(conn, &query, tenant, session_id).await?;
             rows.reverse();
             return Ok(rows);
         }
@@ -323,7 +323,7 @@ pub async fn list_messages<'c>(
             }
         }
     }
-    crate::rows_of_session(conn, &query, tenant, session_id).await
+    crate::sql::rows_of_session(conn, &query, tenant, session_id).await
 }
 
 /// The messages of session `session_id` of `tenant`, in order, as a stream: for exports and
@@ -354,7 +354,7 @@ where
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
         .order_by(MessageIden::Position, Order::Asc);
-    let (sql, values) = crate::built(&query);
+    let (sql, values) = crate::sql::built(&query);
     MessageStream {
         inner: Some(sqlx::query_as_with(sql, values).fetch(executor)),
         early: None,
@@ -432,9 +432,9 @@ pub async fn get_messages<'c>(
     query
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id))
-        .and_where(crate::in_set(MessageIden::Id, ids))
+        .and_where(crate::sql::in_set(MessageIden::Id, ids))
         .order_by(MessageIden::Position, Order::Asc);
-    crate::rows_of_session(conn, &query, tenant, session_id).await
+    crate::sql::rows_of_session(conn, &query, tenant, session_id).await
 }
 
 /// Marks message `id` preserved (never compacted away) or not; returns the message as stored.
@@ -490,16 +490,16 @@ pub async fn set_preserved(
         .and_where(Expr::col(SessionIden::Id).eq(session_id))
         .and_where(exists_in(&updated));
     let with = Query::with()
-        .cte(crate::cte(&parent, lock))
-        .cte(crate::cte(&updated, update))
-        .cte(crate::cte(&Alias::new("touched"), touch))
+        .cte(crate::sql::cte(&parent, lock))
+        .cte(crate::sql::cte(&updated, update))
+        .cte(crate::sql::cte(&Alias::new("touched"), touch))
         .to_owned();
     let query = Query::select()
         .columns(MessageIden::COLUMNS)
         .from(updated)
         .to_owned()
         .with(with);
-    let (sql, values) = crate::built(&query);
+    let (sql, values) = crate::sql::built(&query);
     sqlx::query_as_with(sql, values)
         .fetch_optional(executor)
         .await?
@@ -533,7 +533,7 @@ pub async fn delete_messages<'c>(
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(session_id))
         .lock(LockType::NoKeyUpdate);
-    let (sql, values) = crate::built(&lock);
+    let (sql, values) = crate::sql::built(&lock);
     if sqlx::query_with(sql, values)
         .fetch_optional(&mut *tx)
         .await?
@@ -541,7 +541,7 @@ pub async fn delete_messages<'c>(
     {
         return Err(Error::NotFound(Entity::Session));
     }
-    let (sql, values) = crate::built(&delete_statement(tenant, session_id, ids, pairs));
+    let (sql, values) = crate::sql::built(&delete_statement(tenant, session_id, ids, pairs));
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
     let (split, pending, deleted): (Option<String>, Option<String>, i64) =
         sqlx::query_as_with(sql, values)
@@ -608,7 +608,7 @@ fn delete_statement(
         .and_where(none_in(&split))
         .and_where(none_in(&pending))
         .returning_col(MessageIden::Tokens);
-    let removed_tokens = crate::sum_of(MessageIden::Tokens, &gone);
+    let removed_tokens = crate::sql::sum_of(MessageIden::Tokens, &gone);
     let mut update = Query::update();
     update
         .table(SessionIden::Table)
@@ -619,17 +619,17 @@ fn delete_statement(
         .value(SessionIden::UpdatedAt, Expr::current_timestamp())
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(session_id))
-        .and_where(crate::count_of(&gone).gt(0));
+        .and_where(crate::sql::count_of(&gone).gt(0));
     let with = Query::with()
-        .cte(crate::cte(&split, check))
-        .cte(crate::cte(&pending, calls))
-        .cte(crate::cte(&gone, delete))
-        .cte(crate::cte(&Alias::new("updated"), update))
+        .cte(crate::sql::cte(&split, check))
+        .cte(crate::sql::cte(&pending, calls))
+        .cte(crate::sql::cte(&gone, delete))
+        .cte(crate::sql::cte(&Alias::new("updated"), update))
         .to_owned();
     Query::select()
         .expr(first_of(&split))
         .expr(first_of(&pending))
-        .expr(crate::count_of(&gone))
+        .expr(crate::sql::count_of(&gone))
         .to_owned()
         .with(with)
 }
@@ -647,7 +647,7 @@ pub async fn recompute_total_tokens(
 ) -> Result<i64> {
     validate::tenant(tenant)?;
     let mut sum = Query::select();
-    sum.expr(crate::total(MessageIden::Tokens))
+    sum.expr(crate::sql::total(MessageIden::Tokens))
         .from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session_id));
@@ -657,7 +657,7 @@ pub async fn recompute_total_tokens(
         .from(SessionIden::Table)
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(session_id));
-    let (sql, values) = crate::built(&query);
+    let (sql, values) = crate::sql::built(&query);
     sqlx::query_scalar_with(sql, values)
         .fetch_optional(executor)
         .await?

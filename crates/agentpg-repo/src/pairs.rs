@@ -63,7 +63,7 @@ fn split_by_index(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectSta
             Func::cust("array_agg").arg(element(&e)).into(),
             Expr::cust("'{}'::text[]"),
         ]))
-        .and_where(crate::in_set((u.clone(), MessageIden::Id), removed));
+        .and_where(crate::sql::in_set((u.clone(), MessageIden::Id), removed));
         Expr::from(q).cast_as(Alias::new("text[]"))
     };
     // Kept messages whose `column` holds one of `ids`, and the id they share.
@@ -71,7 +71,7 @@ fn split_by_index(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectSta
         let mut q = ids_in(tenant, session_id, column, &k, &x);
         q.expr_as(element(&x), Alias::new("tool_id"))
             .and_where(Expr::col((k.clone(), column)).binary(BinOper::Custom("?|"), ids.clone()))
-            .and_where(crate::in_set((k.clone(), MessageIden::Id), removed).not())
+            .and_where(crate::sql::in_set((k.clone(), MessageIden::Id), removed).not())
             .and_where(
                 element(&x).in_subquery(
                     Query::select()
@@ -120,7 +120,7 @@ fn split_by_scan(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStat
     // gathered once, then looked up by key (a jsonb object's keys are sorted).
     let uses = |of_removed: bool| -> Expr {
         let mut q = ids_in(tenant, session_id, MessageIden::ToolUseIds, &u, &e);
-        let member = crate::in_set((u.clone(), MessageIden::Id), removed);
+        let member = crate::sql::in_set((u.clone(), MessageIden::Id), removed);
         q.expr(
             Func::cust("jsonb_object_agg")
                 .arg(element(&e))
@@ -130,7 +130,7 @@ fn split_by_scan(tenant: &str, session_id: Uuid, removed: &[Uuid]) -> SelectStat
         Expr::from(q)
     };
     let used_in = |uses: Expr, id: Expr| uses.binary(BinOper::Custom("?"), id);
-    let m_removed = crate::in_set((m.clone(), MessageIden::Id), removed);
+    let m_removed = crate::sql::in_set((m.clone(), MessageIden::Id), removed);
     let mut q = ids_in(tenant, session_id, MessageIden::ToolResultIds, &m, &r);
     q.expr_as(element(&r), Alias::new("tool_id"))
         .and_where(
@@ -192,7 +192,7 @@ pub(crate) fn first_pending(tenant: &str, session_id: Uuid, removed: &[Uuid]) ->
         );
     let mut q = ids_in(tenant, session_id, MessageIden::ToolUseIds, &u, &e);
     q.expr_as(element(&e), Alias::new("tool_id"))
-        .and_where(crate::in_set((u, MessageIden::Id), removed))
+        .and_where(crate::sql::in_set((u, MessageIden::Id), removed))
         .and_where(Expr::exists(answered).not())
         .limit(1);
     q
@@ -281,7 +281,7 @@ mod tests {
         for run in 0..8 {
             let mut conn = pool.acquire().await.unwrap();
             let query = first_split("t", session, &oldest);
-            let (sql, values) = crate::built(&query);
+            let (sql, values) = crate::sql::built(&query);
             let split: Option<String> =
                 sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql.0.clone()), values.clone())
                     .persistent(false)
@@ -337,7 +337,7 @@ mod tests {
         let split = |removed: Vec<Uuid>| {
             let pool = pool.clone();
             async move {
-                let (sql, values) = crate::built(&first_split("t", session, &removed));
+                let (sql, values) = crate::sql::built(&first_split("t", session, &removed));
                 sqlx::query_scalar_with::<_, String, _>(sql, values)
                     .persistent(false)
                     .fetch_optional(&pool)

@@ -310,7 +310,7 @@ pub async fn plan_compaction(
         Option<Value>,
         Option<Value>,
     );
-    let (sql, values) = crate::built(&read);
+    let (sql, values) = crate::sql::built(&read);
     let rows: Vec<Row> = sqlx::query_as_with(sql, values).fetch_all(executor).await?;
     if rows.is_empty() {
         return Err(Error::NotFound(Entity::Session));

@@ -147,7 +147,7 @@ pub async fn finalize_compactions<'c>(
     let mut conn = conn.acquire().await?;
     let mut report = FinalizeReport::default();
     loop {
-        let (sql, values) = crate::built(&finalize_batch(tenant, cutoff.clone(), limit));
+        let (sql, values) = crate::sql::built(&finalize_batch(tenant, cutoff.clone(), limit));
         let (future, finalized, dropped): (bool, i64, i64) = sqlx::query_as_with(sql, values)
             .fetch_one(&mut *conn)
             .await?;
@@ -202,13 +202,13 @@ fn finalize_batch(tenant: &str, cutoff: Expr, limit: i64) -> sea_query::WithQuer
         .and_where(of_picked(Expr::col(CompactionEventIden::Id)))
         .returning(Query::returning().column(CompactionEventIden::Id));
     let mut with = Query::with();
-    with.cte(crate::cte(&picked, pick))
-        .cte(crate::cte(&dropped, drop))
-        .cte(crate::cte(&marked, mark));
+    with.cte(crate::sql::cte(&picked, pick))
+        .cte(crate::sql::cte(&dropped, drop))
+        .cte(crate::sql::cte(&marked, mark));
     Query::select()
         .expr(cutoff.gt(Expr::current_timestamp()))
-        .expr(crate::count_of(&marked))
-        .expr(crate::count_of(&dropped))
+        .expr(crate::sql::count_of(&marked))
+        .expr(crate::sql::count_of(&dropped))
         .to_owned()
         .with(with)
 }
@@ -243,7 +243,7 @@ pub async fn delete_idle_sessions<'c>(
     let mut conn = conn.acquire().await?;
     let mut report = IdleReport::default();
     loop {
-        let (sql, values) = crate::built(&idle_batch(tenant, cutoff.clone(), limit));
+        let (sql, values) = crate::sql::built(&idle_batch(tenant, cutoff.clone(), limit));
         let (future, deleted): (bool, i64) = sqlx::query_as_with(sql, values)
             .fetch_one(&mut *conn)
             .await?;
@@ -308,11 +308,11 @@ fn idle_batch(tenant: &str, cutoff: Expr, limit: i64) -> sea_query::WithQuery {
         )
         .returning(Query::returning().column(SessionIden::Id));
     let mut with = Query::with();
-    with.cte(crate::cte(&picked, pick))
-        .cte(crate::cte(&deleted, delete));
+    with.cte(crate::sql::cte(&picked, pick))
+        .cte(crate::sql::cte(&deleted, delete));
     Query::select()
         .expr(cutoff.gt(Expr::current_timestamp()))
-        .expr(crate::count_of(&deleted))
+        .expr(crate::sql::count_of(&deleted))
         .to_owned()
         .with(with)
         .to_owned()

@@ -224,7 +224,7 @@ pub async fn list_sessions(
 ) -> Result<Page<Session, SessionCursor>> {
     let limit = page_limit(limit)?;
     let query = list_query(tenant, filter, order, after, limit + 1)?;
-    let (sql, values) = crate::built(&query);
+    let (sql, values) = crate::sql::built(&query);
     let mut items: Vec<Session> = sqlx::query_as_with(sql, values).fetch_all(executor).await?;
     tracing::Span::current().record("count", items.len().min(limit as usize));
     let next = if items.len() as u64 > limit {
@@ -330,7 +330,7 @@ pub async fn list_children<'c>(
         .and_where(Expr::col(SessionIden::ParentSessionId).eq(parent))
         .order_by(SessionIden::CreatedAt, Order::Asc)
         .order_by(SessionIden::Id, Order::Asc);
-    crate::rows_of_session(conn, &query, tenant, parent).await
+    crate::sql::rows_of_session(conn, &query, tenant, parent).await
 }
 
 /// How [`update_metadata`] changes a session's metadata.
@@ -377,7 +377,7 @@ pub async fn update_metadata(
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(id))
         .returning(sea_query::Query::returning().columns(SessionIden::COLUMNS));
-    let (sql, values) = crate::built(&query);
+    let (sql, values) = crate::sql::built(&query);
     sqlx::query_as_with(sql, values)
         .fetch_optional(executor)
         .await?
@@ -482,7 +482,7 @@ mod tests {
 
         for order in [SessionOrder::RecentlyUpdated, SessionOrder::NewestFirst] {
             let query = list_query("tenant-3", &filter, order, None, 51).unwrap();
-            let (sql, values) = crate::built(&query);
+            let (sql, values) = crate::sql::built(&query);
             let mut conn = pool.acquire().await.unwrap();
             let used = crate::test_support::indexes_read(
                 &mut conn, "tenant-3", "sessions", &sql.0, values,

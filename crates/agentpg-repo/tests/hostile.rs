@@ -438,3 +438,63 @@ async fn program_limit_errors_are_invalid_input(pool: PgPool) {
         "{err:?}"
     );
 }
+
+/// Data written around agentpg (by hand, by another program) that the row types cannot read:
+/// every read that meets it is a typed error, never a panic, and nothing is written.
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn rows_that_do_not_decode_are_errors_not_panics(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let id = uuid::Uuid::new_v4();
+    let fine = NewMessage {
+        id: Some(id),
+        ..text(s.id, MessageRole::User, "hi", 1, 0)
+    };
+    append_messages(&pool, TENANT, s.id, std::slice::from_ref(&fine))
+        .await
+        .unwrap();
+    // A text block whose text is a number, and a usage count that is a string: the database's
+    // checks take both (an array, an object).
+    sqlx::query(
+        "UPDATE messages SET content = '[{\"type\": \"text\", \"text\": 5}]',
+                             usage = '{\"cache_read_input_tokens\": \"many\"}' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = dump(&pool).await;
+    let decode_error = |e: &Error| {
+        matches!(e, Error::Database(sqlx::Error::ColumnDecode { .. }))
+            || e.to_string().contains("text block")
+    };
+    let err = list_messages(&pool, TENANT, s.id, MessageRange::default())
+        .await
+        .unwrap_err();
+    assert!(decode_error(&err), "{err:?}");
+    let err = get_message(&pool, TENANT, s.id, id).await.unwrap_err();
+    assert!(decode_error(&err), "{err:?}");
+    let err = get_messages(&pool, TENANT, s.id, &[id]).await.unwrap_err();
+    assert!(decode_error(&err), "{err:?}");
+    // A retry of the corrupted message reads it back to compare: an error, nothing stored.
+    let err = append_messages(&pool, TENANT, s.id, &[fine]).await.unwrap_err();
+    assert!(decode_error(&err), "{err:?}");
+    assert_eq!(dump(&pool).await, before);
+}
+
+/// The generated builders serialize declared JSON types: a value that would not be stored as
+/// itself is the builder's error.
+#[test]
+fn builders_refuse_what_would_not_be_stored_as_itself() {
+    let mut block = ContentBlock::text("x");
+    if let ContentBlock::Text(t) = &mut block {
+        t.extra.insert("type".into(), json!("tool_use"));
+    }
+    let row = NewMessage {
+        content: Some(Json(vec![block])),
+        ..NewMessage::new(TENANT.into(), uuid::Uuid::nil(), MessageRole::User)
+    };
+    assert!(messages::insert(&row).is_err());
+    assert!(messages::insert_many([&row]).is_err());
+    let fine = NewMessage::new(TENANT.into(), uuid::Uuid::nil(), MessageRole::User);
+    assert!(messages::insert(&fine).is_ok());
+}

@@ -54,7 +54,7 @@ fn full_document() -> NewDocument {
 #[sqlx::test(migrations = "./migrations")]
 async fn every_type_round_trips_and_defaults_come_from_the_database(pool: PgPool) {
     let new = full_document();
-    let inserted: Document = one(&pool, documents::insert(&new)).await;
+    let inserted: Document = one(&pool, documents::insert(&new).unwrap()).await;
     let expected = Document {
         id: inserted.id,
         uid: uuid::Uuid::from_u128(7),
@@ -92,7 +92,8 @@ async fn every_type_round_trips_and_defaults_come_from_the_database(pool: PgPool
             "T2".into(),
             "B2".into(),
             DocumentKind::Note,
-        )),
+        ))
+        .unwrap(),
     )
     .await;
     assert_eq!(minimal.id, inserted.id + 1, "bigserial");
@@ -115,8 +116,11 @@ async fn insert_many_patch_and_delete(pool: PgPool) {
         NewDocument::new("a".into(), "x".into(), DocumentKind::Note),
         NewDocument::new("b".into(), "y".into(), DocumentKind::Report),
     ];
-    assert!(documents::insert_many(std::iter::empty()).is_none());
+    assert!(documents::insert_many(std::iter::empty())
+        .unwrap()
+        .is_none());
     let (sql, values) = documents::insert_many(&rows)
+        .unwrap()
         .unwrap()
         .build_sqlx(PostgresQueryBuilder);
     let inserted: Vec<Document> = sqlx::query_as_with(AssertSqlSafe(sql), values)
@@ -131,7 +135,11 @@ async fn insert_many_patch_and_delete(pool: PgPool) {
         ["a", "b"]
     );
 
-    assert!(documents::update_by_pk(&inserted[0].id, &DocumentPatch::default()).is_none());
+    assert!(
+        documents::update_by_pk(&inserted[0].id, &DocumentPatch::default())
+            .unwrap()
+            .is_none()
+    );
     let patch = DocumentPatch {
         title: Some("renamed".into()),
         code: Some(Some("ZZZZ".into())),
@@ -142,7 +150,9 @@ async fn insert_many_patch_and_delete(pool: PgPool) {
     assert!(!patch.is_empty());
     let updated: Document = one(
         &pool,
-        documents::update_by_pk(&inserted[0].id, &patch).unwrap(),
+        documents::update_by_pk(&inserted[0].id, &patch)
+            .unwrap()
+            .unwrap(),
     )
     .await;
     assert_eq!(updated.title, "renamed");
@@ -174,7 +184,8 @@ async fn composite_keys_identity_and_check_in_enums(pool: PgPool) {
             "d".into(),
             "c".into(),
             DocumentKind::Note,
-        )),
+        ))
+        .unwrap(),
     )
     .await;
     let rev: Revision = one(
@@ -182,7 +193,8 @@ async fn composite_keys_identity_and_check_in_enums(pool: PgPool) {
         revisions::insert(&NewRevision {
             mood: Some(RevisionMood::Angry),
             ..NewRevision::new(doc.id, 3)
-        }),
+        })
+        .unwrap(),
     )
     .await;
     assert_eq!(
@@ -205,6 +217,7 @@ async fn composite_keys_identity_and_check_in_enums(pool: PgPool) {
                 note: Some(Some("n".into())),
             },
         )
+        .unwrap()
         .unwrap(),
     )
     .await;
@@ -225,7 +238,8 @@ async fn pg_enums_enum_arrays_and_keyword_columns(pool: PgPool) {
             status: Some(DocStatus::Review),
             statuses: Some(vec![DocStatus::Draft, DocStatus::Retired]),
             ..NewLabel::new("kind".into())
-        }),
+        })
+        .unwrap(),
     )
     .await;
     assert_eq!(label.r#type, "kind");
@@ -244,6 +258,7 @@ async fn pg_enums_enum_arrays_and_keyword_columns(pool: PgPool) {
                 ..LabelPatch::default()
             },
         )
+        .unwrap()
         .unwrap(),
     )
     .await;
@@ -255,6 +270,6 @@ async fn pg_enums_enum_arrays_and_keyword_columns(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let restored: Label = one(&pool, labels::insert_rows([&label]).unwrap()).await;
+    let restored: Label = one(&pool, labels::insert_rows([&label]).unwrap().unwrap()).await;
     assert_eq!(restored, label);
 }

@@ -472,7 +472,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `compaction_events` row, `RETURNING` every column.
-pub fn insert(row: &NewCompactionEvent) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewCompactionEvent,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(CompactionEventIden::Table)
@@ -493,19 +497,19 @@ pub fn insert(row: &NewCompactionEvent) -> ::sea_query::InsertStatement {
             CompactionEventIden::RevertedAt,
             CompactionEventIden::FinalizedAt,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query
         .returning(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
         );
-    query
+    Ok(query)
 }
 /// `INSERT` many `compaction_events` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewCompactionEvent>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(CompactionEventIden::Table)
@@ -529,20 +533,22 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query
         .returning(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
         );
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
-    [
+fn insert_values(
+    row: &NewCompactionEvent,
+) -> Result<[::sea_query::SimpleExpr; 15usize], ::serde_json::Error> {
+    Ok([
         match &row.id {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -556,14 +562,7 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize]
         match &row.summary_content {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => {
@@ -614,14 +613,14 @@ fn insert_values(row: &NewCompactionEvent) -> [::sea_query::SimpleExpr; 15usize]
                 )
             }
         },
-    ]
+    ])
 }
 /// `INSERT` whole `compaction_events` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a CompactionEvent>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(CompactionEventIden::Table)
@@ -648,13 +647,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
-    [
+fn row_values(
+    row: &CompactionEvent,
+) -> Result<[::sea_query::SimpleExpr; 15usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.session_id),
@@ -665,14 +666,7 @@ fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
         match &row.summary_content {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => {
@@ -717,7 +711,7 @@ fn row_values(row: &CompactionEvent) -> [::sea_query::SimpleExpr; 15usize] {
                 )
             }
         },
-    ]
+    ])
 }
 /// `SELECT` every column of the `compaction_events` row with primary key `tenant_id`, `id`.
 pub fn select_by_pk(
@@ -742,12 +736,12 @@ pub fn select_by_pk(
 }
 /// `UPDATE` the `compaction_events` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &CompactionEventPatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(CompactionEventIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.session_id {
         values.push((CompactionEventIden::SessionId, crate::generated::val(v)));
@@ -771,12 +765,7 @@ pub fn update_by_pk(
                     CompactionEventIden::SummaryContent,
                     ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
+                            Some(Box::new(::serde_json::to_value(v)?)),
                         ),
                     ),
                 ))
@@ -878,7 +867,7 @@ pub fn update_by_pk(
         None => {}
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -899,7 +888,7 @@ pub fn update_by_pk(
         .returning(
             ::sea_query::Query::returning().columns(CompactionEventIden::COLUMNS),
         );
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `compaction_events` row with primary key `tenant_id`, `id`.
 pub fn delete_by_pk(

@@ -222,7 +222,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `message_archive` row, `RETURNING` every column.
-pub fn insert(row: &NewMessageArchive) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewMessageArchive,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(MessageArchiveIden::Table)
@@ -234,17 +238,17 @@ pub fn insert(row: &NewMessageArchive) -> ::sea_query::InsertStatement {
             MessageArchiveIden::OriginalMessage,
             MessageArchiveIden::ArchivedAt,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `message_archive` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewMessageArchive>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(MessageArchiveIden::Table)
@@ -259,18 +263,20 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
-    [
+fn insert_values(
+    row: &NewMessageArchive,
+) -> Result<[::sea_query::SimpleExpr; 6usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.compaction_event_id),
@@ -280,14 +286,14 @@ fn insert_values(row: &NewMessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-    ]
+    ])
 }
 /// `INSERT` whole `message_archive` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a MessageArchive>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(MessageArchiveIden::Table)
@@ -303,20 +309,22 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &MessageArchive) -> [::sea_query::SimpleExpr; 6usize] {
-    [
+fn row_values(
+    row: &MessageArchive,
+) -> Result<[::sea_query::SimpleExpr; 6usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.compaction_event_id),
         crate::generated::val(&row.session_id),
         crate::generated::val(&row.original_message),
         crate::generated::val(&row.archived_at),
-    ]
+    ])
 }
 /// `SELECT` every column of the `message_archive` row with primary key `tenant_id`, `id`.
 pub fn select_by_pk(
@@ -341,12 +349,12 @@ pub fn select_by_pk(
 }
 /// `UPDATE` the `message_archive` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &MessageArchivePatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(MessageArchiveIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.compaction_event_id {
         values.push((MessageArchiveIden::CompactionEventId, crate::generated::val(v)));
@@ -361,7 +369,7 @@ pub fn update_by_pk(
         values.push((MessageArchiveIden::ArchivedAt, crate::generated::val(v)));
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -380,7 +388,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(MessageArchiveIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `message_archive` row with primary key `tenant_id`, `id`.
 pub fn delete_by_pk(

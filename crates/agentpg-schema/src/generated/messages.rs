@@ -517,7 +517,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `messages` row, `RETURNING` every column.
-pub fn insert(row: &NewMessage) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewMessage,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(MessageIden::Table)
@@ -536,16 +540,16 @@ pub fn insert(row: &NewMessage) -> ::sea_query::InsertStatement {
             MessageIden::UpdatedAt,
             MessageIden::ProviderUsage,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query.returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `messages` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewMessage>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(MessageIden::Table)
@@ -567,17 +571,19 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query.returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 13usize] {
-    [
+fn insert_values(
+    row: &NewMessage,
+) -> Result<[::sea_query::SimpleExpr; 13usize], ::serde_json::Error> {
+    Ok([
         match &row.id {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -592,14 +598,7 @@ fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 13usize] {
         match &row.content {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -607,14 +606,7 @@ fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 13usize] {
         match &row.usage {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => {
@@ -646,14 +638,7 @@ fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 13usize] {
         match &row.provider_usage {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => {
@@ -662,14 +647,14 @@ fn insert_values(row: &NewMessage) -> [::sea_query::SimpleExpr; 13usize] {
                 )
             }
         },
-    ]
+    ])
 }
 /// `INSERT` whole `messages` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a Message>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(MessageIden::Table)
@@ -692,13 +677,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 13usize] {
-    [
+fn row_values(
+    row: &Message,
+) -> Result<[::sea_query::SimpleExpr; 13usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.session_id),
@@ -706,25 +693,13 @@ fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 13usize] {
         crate::generated::val(&row.role),
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::Json(
-                Some(
-                    Box::new(
-                        ::serde_json::to_value(&row.content)
-                            .expect("a declared JSON type serializes to JSON"),
-                    ),
-                ),
+                Some(Box::new(::serde_json::to_value(&row.content)?)),
             ),
         ),
         match &row.usage {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => {
@@ -741,14 +716,7 @@ fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 13usize] {
         match &row.provider_usage {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => {
@@ -757,7 +725,7 @@ fn row_values(row: &Message) -> [::sea_query::SimpleExpr; 13usize] {
                 )
             }
         },
-    ]
+    ])
 }
 /// `SELECT` every column of the `messages` row with primary key `tenant_id`, `id`.
 pub fn select_by_pk(
@@ -782,12 +750,12 @@ pub fn select_by_pk(
 }
 /// `UPDATE` the `messages` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &MessagePatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(MessageIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.session_id {
         values.push((MessageIden::SessionId, crate::generated::val(v)));
@@ -803,14 +771,7 @@ pub fn update_by_pk(
             .push((
                 MessageIden::Content,
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 ),
             ));
     }
@@ -821,12 +782,7 @@ pub fn update_by_pk(
                     MessageIden::Usage,
                     ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
+                            Some(Box::new(::serde_json::to_value(v)?)),
                         ),
                     ),
                 ))
@@ -864,12 +820,7 @@ pub fn update_by_pk(
                     MessageIden::ProviderUsage,
                     ::sea_query::SimpleExpr::from(
                         ::sea_query::Value::Json(
-                            Some(
-                                Box::new(
-                                    ::serde_json::to_value(v)
-                                        .expect("a declared JSON type serializes to JSON"),
-                                ),
-                            ),
+                            Some(Box::new(::serde_json::to_value(v)?)),
                         ),
                     ),
                 ))
@@ -886,7 +837,7 @@ pub fn update_by_pk(
         None => {}
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -905,7 +856,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(MessageIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `messages` row with primary key `tenant_id`, `id`.
 pub fn delete_by_pk(

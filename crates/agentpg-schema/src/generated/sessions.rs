@@ -382,7 +382,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `sessions` row, `RETURNING` every column.
-pub fn insert(row: &NewSession) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewSession,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(SessionIden::Table)
@@ -400,16 +404,16 @@ pub fn insert(row: &NewSession) -> ::sea_query::InsertStatement {
             SessionIden::CreatedAt,
             SessionIden::UpdatedAt,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query.returning(::sea_query::Query::returning().columns(SessionIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `sessions` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewSession>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(SessionIden::Table)
@@ -430,17 +434,19 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query.returning(::sea_query::Query::returning().columns(SessionIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 12usize] {
-    [
+fn insert_values(
+    row: &NewSession,
+) -> Result<[::sea_query::SimpleExpr; 12usize], ::serde_json::Error> {
+    Ok([
         match &row.id {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -495,14 +501,14 @@ fn insert_values(row: &NewSession) -> [::sea_query::SimpleExpr; 12usize] {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-    ]
+    ])
 }
 /// `INSERT` whole `sessions` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a Session>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(SessionIden::Table)
@@ -524,13 +530,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 12usize] {
-    [
+fn row_values(
+    row: &Session,
+) -> Result<[::sea_query::SimpleExpr; 12usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.identifier),
@@ -567,7 +575,7 @@ fn row_values(row: &Session) -> [::sea_query::SimpleExpr; 12usize] {
         },
         crate::generated::val(&row.created_at),
         crate::generated::val(&row.updated_at),
-    ]
+    ])
 }
 /// `SELECT` every column of the `sessions` row with primary key `tenant_id`, `id`.
 pub fn select_by_pk(
@@ -592,12 +600,12 @@ pub fn select_by_pk(
 }
 /// `UPDATE` the `sessions` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     tenant_id: &String,
     id: &::uuid::Uuid,
     patch: &SessionPatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(SessionIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.identifier {
         values.push((SessionIden::Identifier, crate::generated::val(v)));
@@ -676,7 +684,7 @@ pub fn update_by_pk(
         values.push((SessionIden::UpdatedAt, crate::generated::val(v)));
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -695,7 +703,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(SessionIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `sessions` row with primary key `tenant_id`, `id`.
 pub fn delete_by_pk(

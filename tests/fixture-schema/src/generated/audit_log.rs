@@ -287,7 +287,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `Audit Log` row, `RETURNING` every column.
-pub fn insert(row: &NewAuditLog) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewAuditLog,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(AuditLogIden::Table)
@@ -298,16 +302,16 @@ pub fn insert(row: &NewAuditLog) -> ::sea_query::InsertStatement {
             AuditLogIden::Points,
             AuditLogIden::HttpStatus,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query.returning(::sea_query::Query::returning().columns(AuditLogIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `Audit Log` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewAuditLog>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(AuditLogIden::Table)
@@ -321,17 +325,19 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query.returning(::sea_query::Query::returning().columns(AuditLogIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewAuditLog) -> [::sea_query::SimpleExpr; 5usize] {
-    [
+fn insert_values(
+    row: &NewAuditLog,
+) -> Result<[::sea_query::SimpleExpr; 5usize], ::serde_json::Error> {
+    Ok([
         match &row.id {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -349,14 +355,14 @@ fn insert_values(row: &NewAuditLog) -> [::sea_query::SimpleExpr; 5usize] {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i16>)),
         },
-    ]
+    ])
 }
 /// `INSERT` whole `Audit Log` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a AuditLog>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(AuditLogIden::Table)
@@ -371,13 +377,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &AuditLog) -> [::sea_query::SimpleExpr; 5usize] {
-    [
+fn row_values(
+    row: &AuditLog,
+) -> Result<[::sea_query::SimpleExpr; 5usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.display_name),
         crate::generated::val(&row.event_kind),
@@ -389,7 +397,7 @@ fn row_values(row: &AuditLog) -> [::sea_query::SimpleExpr; 5usize] {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i16>)),
         },
-    ]
+    ])
 }
 /// `SELECT` every column of the `Audit Log` row with primary key `id`.
 pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
@@ -405,11 +413,11 @@ pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
 }
 /// `UPDATE` the `Audit Log` row with primary key `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     id: &i64,
     patch: &AuditLogPatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(AuditLogIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.display_name {
         values.push((AuditLogIden::DisplayName, crate::generated::val(v)));
@@ -442,7 +450,7 @@ pub fn update_by_pk(
         None => {}
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -455,7 +463,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(AuditLogIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `Audit Log` row with primary key `id`.
 pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {

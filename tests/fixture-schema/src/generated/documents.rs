@@ -619,7 +619,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `documents` row, `RETURNING` every column.
-pub fn insert(row: &NewDocument) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewDocument,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(DocumentIden::Table)
@@ -648,16 +652,16 @@ pub fn insert(row: &NewDocument) -> ::sea_query::InsertStatement {
             DocumentIden::QuotedCol,
             DocumentIden::Summary,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query.returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `documents` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewDocument>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(DocumentIden::Table)
@@ -689,17 +693,19 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query.returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
-    [
+fn insert_values(
+    row: &NewDocument,
+) -> Result<[::sea_query::SimpleExpr; 23usize], ::serde_json::Error> {
+    Ok([
         match &row.id {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -739,14 +745,7 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
         match &row.attributes {
             Some(v) => {
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 )
             }
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -826,14 +825,14 @@ fn insert_values(row: &NewDocument) -> [::sea_query::SimpleExpr; 23usize] {
             }
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
-    ]
+    ])
 }
 /// `INSERT` whole `documents` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a Document>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(DocumentIden::Table)
@@ -866,13 +865,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
-    [
+fn row_values(
+    row: &Document,
+) -> Result<[::sea_query::SimpleExpr; 23usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         crate::generated::val(&row.uid),
         crate::generated::val(&row.title),
@@ -897,12 +898,7 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
         },
         ::sea_query::SimpleExpr::from(
             ::sea_query::Value::Json(
-                Some(
-                    Box::new(
-                        ::serde_json::to_value(&row.attributes)
-                            .expect("a declared JSON type serializes to JSON"),
-                    ),
-                ),
+                Some(Box::new(::serde_json::to_value(&row.attributes)?)),
             ),
         ),
         match &row.small {
@@ -970,7 +966,7 @@ fn row_values(row: &Document) -> [::sea_query::SimpleExpr; 23usize] {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
-    ]
+    ])
 }
 /// `SELECT` every column of the `documents` row with primary key `id`.
 pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
@@ -986,11 +982,11 @@ pub fn select_by_pk(id: &i64) -> ::sea_query::SelectStatement {
 }
 /// `UPDATE` the `documents` row with primary key `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     id: &i64,
     patch: &DocumentPatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(DocumentIden, ::sea_query::SimpleExpr)> = Vec::new();
     if let Some(v) = &patch.uid {
         values.push((DocumentIden::Uid, crate::generated::val(v)));
@@ -1048,14 +1044,7 @@ pub fn update_by_pk(
             .push((
                 DocumentIden::Attributes,
                 ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(
-                        Some(
-                            Box::new(
-                                ::serde_json::to_value(v)
-                                    .expect("a declared JSON type serializes to JSON"),
-                            ),
-                        ),
-                    ),
+                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
                 ),
             ));
     }
@@ -1193,7 +1182,7 @@ pub fn update_by_pk(
         None => {}
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -1206,7 +1195,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(DocumentIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `documents` row with primary key `id`.
 pub fn delete_by_pk(id: &i64) -> ::sea_query::DeleteStatement {

@@ -173,7 +173,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `labels` row, `RETURNING` every column.
-pub fn insert(row: &NewLabel) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewLabel,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(LabelIden::Table)
@@ -184,16 +188,16 @@ pub fn insert(row: &NewLabel) -> ::sea_query::InsertStatement {
             LabelIden::Status,
             LabelIden::Statuses,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query.returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `labels` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewLabel>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(LabelIden::Table)
@@ -207,17 +211,19 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query.returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewLabel) -> [::sea_query::SimpleExpr; 5usize] {
-    [
+fn insert_values(
+    row: &NewLabel,
+) -> Result<[::sea_query::SimpleExpr; 5usize], ::serde_json::Error> {
+    Ok([
         match &row.id {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::Expr::cust("DEFAULT"),
@@ -270,14 +276,14 @@ fn insert_values(row: &NewLabel) -> [::sea_query::SimpleExpr; 5usize] {
                 )
             }
         },
-    ]
+    ])
 }
 /// `INSERT` whole `labels` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a Label>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(LabelIden::Table)
@@ -292,13 +298,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Label) -> [::sea_query::SimpleExpr; 5usize] {
-    [
+fn row_values(
+    row: &Label,
+) -> Result<[::sea_query::SimpleExpr; 5usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.id),
         match &row.document_id {
             Some(v) => crate::generated::val(v),
@@ -348,7 +356,7 @@ fn row_values(row: &Label) -> [::sea_query::SimpleExpr; 5usize] {
                 )
             }
         },
-    ]
+    ])
 }
 /// `SELECT` every column of the `labels` row with primary key `id`.
 pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
@@ -364,11 +372,11 @@ pub fn select_by_pk(id: &::uuid::Uuid) -> ::sea_query::SelectStatement {
 }
 /// `UPDATE` the `labels` row with primary key `id` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     id: &::uuid::Uuid,
     patch: &LabelPatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(LabelIden, ::sea_query::SimpleExpr)> = Vec::new();
     match &patch.document_id {
         Some(Some(v)) => values.push((LabelIden::DocumentId, crate::generated::val(v))),
@@ -446,7 +454,7 @@ pub fn update_by_pk(
         None => {}
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -459,7 +467,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(LabelIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `labels` row with primary key `id`.
 pub fn delete_by_pk(id: &::uuid::Uuid) -> ::sea_query::DeleteStatement {

@@ -238,7 +238,11 @@ pub fn select() -> ::sea_query::SelectStatement {
     query
 }
 /// `INSERT` one `revisions` row, `RETURNING` every column.
-pub fn insert(row: &NewRevision) -> ::sea_query::InsertStatement {
+///
+/// An error if a value of a declared JSON type does not serialize (see its `storage_conflict`).
+pub fn insert(
+    row: &NewRevision,
+) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(RevisionIden::Table)
@@ -248,16 +252,16 @@ pub fn insert(row: &NewRevision) -> ::sea_query::InsertStatement {
             RevisionIden::Note,
             RevisionIden::Mood,
         ])
-        .values_panic(insert_values(row));
+        .values_panic(insert_values(row)?);
     query.returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
-    query
+    Ok(query)
 }
 /// `INSERT` many `revisions` rows in one statement, `RETURNING` every column in input order.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_many<'a>(
     rows: impl IntoIterator<Item = &'a NewRevision>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(RevisionIden::Table)
@@ -270,17 +274,19 @@ pub fn insert_many<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(insert_values(row));
+        query.values_panic(insert_values(row)?);
     }
     if !any {
-        return None;
+        return Ok(None);
     }
     query.returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-fn insert_values(row: &NewRevision) -> [::sea_query::SimpleExpr; 4usize] {
-    [
+fn insert_values(
+    row: &NewRevision,
+) -> Result<[::sea_query::SimpleExpr; 4usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.document_id),
         crate::generated::val(&row.revision),
         match &row.note {
@@ -295,14 +301,14 @@ fn insert_values(row: &NewRevision) -> [::sea_query::SimpleExpr; 4usize] {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
-    ]
+    ])
 }
 /// `INSERT` whole `revisions` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.
 ///
-/// Returns `None` for no rows.
+/// Returns `None` for no rows; an error if a value of a declared JSON type does not serialize.
 pub fn insert_rows<'a>(
     rows: impl IntoIterator<Item = &'a Revision>,
-) -> Option<::sea_query::InsertStatement> {
+) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
     let mut query = ::sea_query::Query::insert();
     query
         .into_table(RevisionIden::Table)
@@ -316,13 +322,15 @@ pub fn insert_rows<'a>(
     let mut any = false;
     for row in rows {
         any = true;
-        query.values_panic(row_values(row));
+        query.values_panic(row_values(row)?);
     }
-    any.then_some(query)
+    Ok(any.then_some(query))
 }
 /// The values of every restorable column of `row`, in `insert_rows` column order.
-fn row_values(row: &Revision) -> [::sea_query::SimpleExpr; 4usize] {
-    [
+fn row_values(
+    row: &Revision,
+) -> Result<[::sea_query::SimpleExpr; 4usize], ::serde_json::Error> {
+    Ok([
         crate::generated::val(&row.document_id),
         crate::generated::val(&row.revision),
         match &row.note {
@@ -337,7 +345,7 @@ fn row_values(row: &Revision) -> [::sea_query::SimpleExpr; 4usize] {
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<String>))
             }
         },
-    ]
+    ])
 }
 /// `SELECT` every column of the `revisions` row with primary key `document_id`, `revision`.
 pub fn select_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::SelectStatement {
@@ -359,12 +367,12 @@ pub fn select_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::SelectSta
 }
 /// `UPDATE` the `revisions` row with primary key `document_id`, `revision` from `patch`, `RETURNING` every column.
 ///
-/// Returns `None` when the patch sets nothing.
+/// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     document_id: &i64,
     revision: &i32,
     patch: &RevisionPatch,
-) -> Option<::sea_query::UpdateStatement> {
+) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(RevisionIden, ::sea_query::SimpleExpr)> = Vec::new();
     match &patch.note {
         Some(Some(v)) => values.push((RevisionIden::Note, crate::generated::val(v))),
@@ -393,7 +401,7 @@ pub fn update_by_pk(
         None => {}
     }
     if values.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut query = ::sea_query::Query::update();
     query
@@ -412,7 +420,7 @@ pub fn update_by_pk(
             ),
         )
         .returning(::sea_query::Query::returning().columns(RevisionIden::COLUMNS));
-    Some(query)
+    Ok(Some(query))
 }
 /// `DELETE` the `revisions` row with primary key `document_id`, `revision`.
 pub fn delete_by_pk(document_id: &i64, revision: &i32) -> ::sea_query::DeleteStatement {

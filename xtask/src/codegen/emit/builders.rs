@@ -13,12 +13,14 @@ use super::types::{sql_rust_type, Field, InsertShape};
 use crate::codegen::model::{Column, Schema, SqlType, Table};
 
 /// An expression turning `value` (a reference to the column's base Rust type) into a
-/// `sea_query::SimpleExpr`.
+/// `sea_query::SimpleExpr`. A declared JSON type is serialized with `?`: a value that does not
+/// serialize (a content block that would not be stored as itself) is the builder's error, never
+/// a panic, so the expression belongs in a function returning `Result<_, serde_json::Error>`.
 fn value_expr(field: &Field, value: TokenStream) -> TokenStream {
     let to_value = if field.json.is_some() {
         quote! {
             ::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(#value).expect("a declared JSON type serializes to JSON"),
+                ::serde_json::to_value(#value)?,
             )))
         }
     } else {
@@ -150,13 +152,13 @@ pub(crate) fn builders(
 
     let select_doc = doc(&format!("`SELECT` every column of `{table_name}`."));
     let insert_doc = doc(&format!(
-        "`INSERT` one `{table_name}` row, `RETURNING` every column."
+        "`INSERT` one `{table_name}` row, `RETURNING` every column.\n\nAn error if a value of a declared JSON type does not serialize (see its `storage_conflict`)."
     ));
     let insert_many_doc = doc(&format!(
-        "`INSERT` many `{table_name}` rows in one statement, `RETURNING` every column in input order.\n\nReturns `None` for no rows."
+        "`INSERT` many `{table_name}` rows in one statement, `RETURNING` every column in input order.\n\nReturns `None` for no rows; an error if a value of a declared JSON type does not serialize."
     ));
     let insert_rows_doc = doc(&format!(
-        "`INSERT` whole `{table_name}` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.\n\nReturns `None` for no rows."
+        "`INSERT` whole `{table_name}` rows as they were, every column but generated ones (used to restore rows exactly), `RETURNING` every column.\n\nReturns `None` for no rows; an error if a value of a declared JSON type does not serialize."
     ));
 
     let insert_body = if insertable.is_empty() {
@@ -171,13 +173,14 @@ pub(crate) fn builders(
             query
                 .into_table(#iden::Table)
                 .columns([#(#iden::#insert_columns),*])
-                .values_panic(insert_values(row));
+                // As many values as columns, by construction: not a panic on data.
+                .values_panic(insert_values(row)?);
         }
     };
     let insert_many_body = if insertable.is_empty() {
         quote! {
             let count = rows.into_iter().count();
-            if count == 0 { return None; }
+            if count == 0 { return Ok(None); }
             let mut query = ::sea_query::Query::insert();
             query.into_table(#iden::Table).or_default_values_many(count as u32);
         }
@@ -190,9 +193,9 @@ pub(crate) fn builders(
             let mut any = false;
             for row in rows {
                 any = true;
-                query.values_panic(insert_values(row));
+                query.values_panic(insert_values(row)?);
             }
-            if !any { return None; }
+            if !any { return Ok(None); }
         }
     };
     let insert_values_fn = if insertable.is_empty() {
@@ -200,8 +203,8 @@ pub(crate) fn builders(
     } else {
         quote! {
             /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
-            fn insert_values(row: &#insert) -> [::sea_query::SimpleExpr; #insert_count] {
-                [#(#insert_values),*]
+            fn insert_values(row: &#insert) -> Result<[::sea_query::SimpleExpr; #insert_count], ::serde_json::Error> {
+                Ok([#(#insert_values),*])
             }
         }
     };
@@ -210,7 +213,7 @@ pub(crate) fn builders(
     } else {
         quote! {
             #insert_rows_doc
-            pub fn insert_rows<'a>(rows: impl IntoIterator<Item = &'a #row>) -> Option<::sea_query::InsertStatement> {
+            pub fn insert_rows<'a>(rows: impl IntoIterator<Item = &'a #row>) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
                 let mut query = ::sea_query::Query::insert();
                 query
                     .into_table(#iden::Table)
@@ -219,14 +222,14 @@ pub(crate) fn builders(
                 let mut any = false;
                 for row in rows {
                     any = true;
-                    query.values_panic(row_values(row));
+                    query.values_panic(row_values(row)?);
                 }
-                any.then_some(query)
+                Ok(any.then_some(query))
             }
 
             /// The values of every restorable column of `row`, in `insert_rows` column order.
-            fn row_values(row: &#row) -> [::sea_query::SimpleExpr; #restore_count] {
-                [#(#restore_values),*]
+            fn row_values(row: &#row) -> Result<[::sea_query::SimpleExpr; #restore_count], ::serde_json::Error> {
+                Ok([#(#restore_values),*])
             }
         }
     };
@@ -244,6 +247,11 @@ pub(crate) fn builders(
                 .find(|f| &f.column.name == name)
                 .expect("key column exists");
             let (ident, base, variant) = (&f.ident, &f.base, &f.variant);
+            if f.json.is_some() {
+                anyhow::bail!(
+                    "{table_name}.{name}: a primary key column of a declared JSON type is not supported"
+                );
+            }
             params.push(quote! { #ident: &#base });
             let value = value_expr(f, quote! { #ident });
             conds.push(quote! {
@@ -255,7 +263,7 @@ pub(crate) fn builders(
             "`SELECT` every column of the `{table_name}` row with primary key {key_doc}."
         ));
         let update_doc = doc(&format!(
-            "`UPDATE` the `{table_name}` row with primary key {key_doc} from `patch`, `RETURNING` every column.\n\nReturns `None` when the patch sets nothing."
+            "`UPDATE` the `{table_name}` row with primary key {key_doc} from `patch`, `RETURNING` every column.\n\nReturns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize."
         ));
         let delete_doc = doc(&format!(
             "`DELETE` the `{table_name}` row with primary key {key_doc}."
@@ -269,11 +277,11 @@ pub(crate) fn builders(
             }
 
             #update_doc
-            pub fn update_by_pk(#(#params,)* patch: &#patch) -> Option<::sea_query::UpdateStatement> {
+            pub fn update_by_pk(#(#params,)* patch: &#patch) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
                 let mut values: Vec<(#iden, ::sea_query::SimpleExpr)> = Vec::new();
                 #(#patch_sets)*
                 if values.is_empty() {
-                    return None;
+                    return Ok(None);
                 }
                 let mut query = ::sea_query::Query::update();
                 query
@@ -281,7 +289,7 @@ pub(crate) fn builders(
                     .values(values)
                     #(#conds)*
                     .returning(::sea_query::Query::returning().columns(#iden::COLUMNS));
-                Some(query)
+                Ok(Some(query))
             }
 
             #delete_doc
@@ -302,17 +310,17 @@ pub(crate) fn builders(
         }
 
         #insert_doc
-        pub fn insert(row: &#insert) -> ::sea_query::InsertStatement {
+        pub fn insert(row: &#insert) -> Result<::sea_query::InsertStatement, ::serde_json::Error> {
             #insert_body
             query.returning(::sea_query::Query::returning().columns(#iden::COLUMNS));
-            query
+            Ok(query)
         }
 
         #insert_many_doc
-        pub fn insert_many<'a>(rows: impl IntoIterator<Item = &'a #insert>) -> Option<::sea_query::InsertStatement> {
+        pub fn insert_many<'a>(rows: impl IntoIterator<Item = &'a #insert>) -> Result<Option<::sea_query::InsertStatement>, ::serde_json::Error> {
             #insert_many_body
             query.returning(::sea_query::Query::returning().columns(#iden::COLUMNS));
-            Some(query)
+            Ok(Some(query))
         }
 
         #insert_values_fn
