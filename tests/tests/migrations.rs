@@ -37,7 +37,7 @@ fn all_tables() -> BTreeSet<String> {
 fn file_names_follow_golang_migrate_rule_and_pair_up() {
     let rule = regex::Regex::new(GOLANG_MIGRATE_FILE_RULE).unwrap();
     let names = migration_file_names(&migrations_dir());
-    assert_eq!(names.len(), 14, "seven migrations, up and down: {names:?}");
+    assert_eq!(names.len(), 16, "eight migrations, up and down: {names:?}");
     for name in &names {
         assert!(
             rule.is_match(name),
@@ -59,6 +59,7 @@ fn file_names_follow_golang_migrate_rule_and_pair_up() {
             (5, "row_level_security".to_string()),
             (6, "tenant_roles".to_string()),
             (7, "provider_usage".to_string()),
+            (8, "message_search".to_string()),
         ]
     );
 }
@@ -121,7 +122,7 @@ async fn embedded_migrator_applies_all_and_undoes_all(pool: PgPool) {
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8]);
 
     // Running again is a no-op.
     agentpg_repo::migrate(&pool).await.unwrap();

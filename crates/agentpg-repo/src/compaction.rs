@@ -439,6 +439,15 @@ fn insert_event(
     crate::sql::insert_values(CompactionEventIden::Table, pairs)
 }
 
+/// A `messages` row as the archive keeps it: the whole row as JSON, without its search
+/// documents (derived from its content, and recomputed by the archive's own).
+fn archived_row() -> Expr {
+    crate::sql::row_json(
+        MessageIden::Table,
+        &MessageIden::SEARCH.map(MessageIden::name),
+    )
+}
+
 /// `INSERT INTO message_archive (id, tenant_id, compaction_event_id, session_id,
 /// original_message) SELECT id, …, to_jsonb(messages) FROM messages WHERE … AND id IN (plan)
 /// AND NOT is_preserved`: each planned row, whole. (It reads the rows of one tenant's table
@@ -455,7 +464,7 @@ fn archive(
         .column(MessageIden::TenantId)
         .expr(Expr::val(event))
         .column(MessageIden::SessionId)
-        .expr(Func::cust("to_jsonb").arg(Expr::col(MessageIden::Table)))
+        .expr(archived_row())
         .from(MessageIden::Table)
         .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
         .and_where(Expr::col(MessageIden::SessionId).eq(session))

@@ -53,6 +53,7 @@ mod pairs;
 mod planner;
 mod retention;
 pub mod rls;
+mod search;
 mod sessions;
 mod sql;
 #[cfg(test)]
@@ -76,6 +77,9 @@ pub use pairs::ToolPairs;
 pub use planner::{plan_compaction, CompactionPolicy, CompactionProposal, PlanOutcome};
 pub use retention::{
     delete_idle_sessions, finalize_compactions, Cutoff, FinalizeReport, IdleReport, MAX_BATCH,
+};
+pub use search::{
+    search_messages, Archived, Found, MessageSearch, SearchCursor, SearchHit, MAX_SEARCH_TEXT,
 };
 pub use sessions::{
     create_session, delete_session, find_session, get_session, list_children, list_sessions,

@@ -100,7 +100,7 @@ pub struct Page<T, C> {
 /// The most rows one page may hold.
 pub const MAX_PAGE: u64 = 10_000;
 
-fn page_limit(limit: u64) -> Result<u64> {
+pub(crate) fn page_limit(limit: u64) -> Result<u64> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(Error::invalid(format!(
             "limit must be between 1 and {MAX_PAGE}, not {limit}"

@@ -111,3 +111,12 @@ where
     }
     Ok(rows)
 }
+
+/// `to_jsonb(table) - 'c' …`: a row of `table` as JSON, without the columns `leave_out` (its
+/// search documents: derived from the row, and large).
+pub(crate) fn row_json(table: impl IntoIden, leave_out: &[&str]) -> Expr {
+    leave_out.iter().fold(
+        Expr::from(Func::cust("to_jsonb").arg(Expr::col(table.into_iden()))),
+        |row, column| row.sub(Expr::val(*column)),
+    )
+}

@@ -476,7 +476,9 @@ async fn rows_that_do_not_decode_are_errors_not_panics(pool: PgPool) {
     let err = get_messages(&pool, TENANT, s.id, &[id]).await.unwrap_err();
     assert!(decode_error(&err), "{err:?}");
     // A retry of the corrupted message reads it back to compare: an error, nothing stored.
-    let err = append_messages(&pool, TENANT, s.id, &[fine]).await.unwrap_err();
+    let err = append_messages(&pool, TENANT, s.id, &[fine])
+        .await
+        .unwrap_err();
     assert!(decode_error(&err), "{err:?}");
     assert_eq!(dump(&pool).await, before);
 }

@@ -249,6 +249,10 @@ pub enum SqlType {
     Time,
     /// `bytea`
     Bytea,
+    /// `tsvector`: a full-text search document. Such a column is derived (generated) and read
+    /// only by searches: it has no field in the row and insert types and no place in their
+    /// column lists, only a name (`…Iden::SEARCH`).
+    Tsvector,
     /// `T[]`
     Array(Box<SqlType>),
     /// A PostgreSQL enum type defined by the migrations.
@@ -277,6 +281,7 @@ impl SqlType {
             SqlType::Date => "date".into(),
             SqlType::Time => "time".into(),
             SqlType::Bytea => "bytea".into(),
+            SqlType::Tsvector => "tsvector".into(),
             SqlType::Array(inner) => format!("_{}", inner.pg_typname()),
             SqlType::Enum(name) => name.clone(),
         }

@@ -385,6 +385,8 @@ impl CompactionEventIden {
         Self::RevertedAt,
         Self::FinalizedAt,
     ];
+    /// The search documents of `compaction_events` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 0usize] = [];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

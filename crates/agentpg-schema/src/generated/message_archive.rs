@@ -147,6 +147,8 @@ pub enum MessageArchiveIden {
     OriginalMessage,
     /// Column `archived_at`.
     ArchivedAt,
+    /// Column `search_document`: a search document (not in `COLUMNS`).
+    SearchDocument,
 }
 impl MessageArchiveIden {
     /// The columns of `message_archive`, in declared order.
@@ -167,6 +169,8 @@ impl MessageArchiveIden {
         Self::OriginalMessage,
         Self::ArchivedAt,
     ];
+    /// The search documents of `message_archive` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 1usize] = [Self::SearchDocument];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -177,6 +181,7 @@ impl MessageArchiveIden {
             Self::SessionId => "session_id",
             Self::OriginalMessage => "original_message",
             Self::ArchivedAt => "archived_at",
+            Self::SearchDocument => "search_document",
         }
     }
 }

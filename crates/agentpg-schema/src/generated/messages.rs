@@ -397,6 +397,8 @@ pub enum MessageIden {
     UpdatedAt,
     /// Column `provider_usage`.
     ProviderUsage,
+    /// Column `search_document`: a search document (not in `COLUMNS`).
+    SearchDocument,
 }
 impl MessageIden {
     /// The columns of `messages`, in declared order.
@@ -434,6 +436,8 @@ impl MessageIden {
         Self::UpdatedAt,
         Self::ProviderUsage,
     ];
+    /// The search documents of `messages` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 1usize] = [Self::SearchDocument];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -454,6 +458,7 @@ impl MessageIden {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
             Self::ProviderUsage => "provider_usage",
+            Self::SearchDocument => "search_document",
         }
     }
 }

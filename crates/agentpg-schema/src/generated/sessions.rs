@@ -303,6 +303,8 @@ impl SessionIden {
         Self::CreatedAt,
         Self::UpdatedAt,
     ];
+    /// The search documents of `sessions` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 0usize] = [];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

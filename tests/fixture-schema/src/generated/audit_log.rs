@@ -234,6 +234,8 @@ impl AuditLogIden {
         Self::Points,
         Self::HttpStatus,
     ];
+    /// The search documents of `Audit Log` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 0usize] = [];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -528,6 +528,8 @@ impl DocumentIden {
         Self::QuotedCol,
         Self::Summary,
     ];
+    /// The search documents of `documents` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 0usize] = [];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -130,6 +130,8 @@ impl LabelIden {
         Self::Status,
         Self::Statuses,
     ];
+    /// The search documents of `labels` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 0usize] = [];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -193,6 +193,8 @@ impl RevisionIden {
         Self::Note,
         Self::Mood,
     ];
+    /// The search documents of `revisions` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list.
+    pub const SEARCH: [Self; 0usize] = [];
     /// The SQL name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -11,6 +11,22 @@ use crate::codegen::model::Table;
 pub(crate) fn iden(table: &Table, names: &TableNames, fields: &[Field]) -> TokenStream {
     let iden = names.iden();
     let table_name = table.name.as_str();
+    let search: Vec<&str> = super::types::search_columns(table)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let search_variants: Vec<_> = search
+        .iter()
+        .map(|c| quote::format_ident!("{}", super::names::pascal(c)))
+        .collect();
+    let search_count = search.len();
+    let search_variant_docs: Vec<String> = search
+        .iter()
+        .map(|c| format!(" Column `{c}`: a search document (not in `COLUMNS`)."))
+        .collect();
+    let search_doc = doc(&format!(
+        "The search documents of `{table_name}` (`tsvector` columns the database derives): read by searches only, so in no row type and no column list."
+    ));
     let variants: Vec<_> = fields.iter().map(|f| &f.variant).collect();
     let column_names: Vec<&str> = fields.iter().map(|f| f.column.name.as_str()).collect();
     let count = column_names.len();
@@ -41,6 +57,7 @@ pub(crate) fn iden(table: &Table, names: &TableNames, fields: &[Field]) -> Token
             #[doc = #table_variant_doc]
             Table,
             #( #[doc = #variant_docs] #variants, )*
+            #( #[doc = #search_variant_docs] #search_variants, )*
         }
 
         impl #iden {
@@ -50,11 +67,15 @@ pub(crate) fn iden(table: &Table, names: &TableNames, fields: &[Field]) -> Token
             #writable_doc
             pub const WRITABLE: [Self; #writable_count] = [#(Self::#writable),*];
 
+            #search_doc
+            pub const SEARCH: [Self; #search_count] = [#(Self::#search_variants),*];
+
             /// The SQL name.
             pub const fn name(self) -> &'static str {
                 match self {
                     Self::Table => #table_name,
                     #(Self::#variants => #column_names,)*
+                    #(Self::#search_variants => #search,)*
                 }
             }
         }

@@ -55,7 +55,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub(crate) fn all_columns(&self) -> String {
-        sql::idents(self.table.columns.iter().map(|c| c.name.as_str()))
+        sql::idents(self.fields.iter().map(|f| f.column.name.as_str()))
     }
 
     pub(crate) fn insertable(&self) -> Vec<&Field<'a>> {

@@ -97,7 +97,8 @@ impl Field<'_> {
     }
 }
 
-/// The fields of `table`, in declared order.
+/// The fields of `table`, in declared order: every column but the search documents
+/// ([`search_columns`]).
 pub(crate) fn fields<'a>(
     schema: &Schema,
     table: &'a Table,
@@ -107,6 +108,7 @@ pub(crate) fn fields<'a>(
     table
         .columns
         .iter()
+        .filter(|c| c.ty != SqlType::Tsvector)
         .map(|c| {
             let json = json_types
                 .iter()
@@ -137,6 +139,16 @@ pub(crate) fn fields<'a>(
                 default: default_sql(&table.name, c),
             })
         })
+        .collect()
+}
+
+/// The search documents of `table` (`tsvector` columns): derived by the database, read only
+/// by searches, so they have no field; the `…Iden` enum names them.
+pub(crate) fn search_columns(table: &Table) -> Vec<&Column> {
+    table
+        .columns
+        .iter()
+        .filter(|c| c.ty == SqlType::Tsvector)
         .collect()
 }
 
@@ -193,6 +205,9 @@ pub(crate) fn sql_rust_type(schema: &Schema, ty: &SqlType) -> Result<TokenStream
         SqlType::Date => quote! { ::chrono::NaiveDate },
         SqlType::Time => quote! { ::chrono::NaiveTime },
         SqlType::Bytea => quote! { Vec<u8> },
+        SqlType::Tsvector => bail!(
+            "a tsvector column has no Rust type: it is a search document, read by searches only"
+        ),
         SqlType::Array(inner) => {
             if matches!(**inner, SqlType::Array(_)) {
                 bail!("arrays of arrays are not supported");

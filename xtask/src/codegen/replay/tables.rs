@@ -187,6 +187,7 @@ impl Ctx<'_> {
                 plain(SqlType::Time)
             }
             DataType::Bytea => plain(SqlType::Bytea),
+            DataType::TsVector => plain(SqlType::Tsvector),
             DataType::Array(
                 ArrayElemTypeDef::SquareBracket(inner, _) | ArrayElemTypeDef::AngleBracket(inner),
             ) => {
@@ -208,6 +209,7 @@ impl Ctx<'_> {
                     "bool" => Some(SqlType::Bool),
                     "varchar" => Some(SqlType::Varchar),
                     "bpchar" => Some(SqlType::Char),
+                    "tsvector" => Some(SqlType::Tsvector),
                     _ => None,
                 };
                 if let Some(t) = simple {
