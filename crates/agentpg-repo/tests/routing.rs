@@ -472,6 +472,26 @@ async fn scenario<'p>(pool: &'p PgPool) -> Calls<'p> {
     calls.call("list_compactions").await;
     archived_messages(pool, TENANT, first.id).await.unwrap();
     calls.call("archived_messages").await;
+    // Search, live and archived, with every filter, and a second page.
+    let search = MessageSearch {
+        sessions: Some(vec![s.id]),
+        session_metadata: json!({"k": 1}).as_object().cloned(),
+        roles: Some(vec![MessageRole::User, MessageRole::Assistant]),
+        created_from: Some(chrono::Utc::now() - chrono::Duration::days(1)),
+        created_before: Some(chrono::Utc::now() + chrono::Duration::days(1)),
+        archived: Archived::Include,
+        ..MessageSearch::new("summary or question")
+    };
+    let page = search_messages(pool, TENANT, &search, None, 2)
+        .await
+        .unwrap();
+    search_messages(pool, TENANT, &search, page.next.as_ref(), 2)
+        .await
+        .unwrap();
+    search_messages(pool, TENANT, &MessageSearch::new("summary"), None, 10)
+        .await
+        .unwrap();
+    calls.call("search_messages").await;
     revert_compaction(pool, TENANT, second.id).await.unwrap();
     calls.call("revert_compaction").await;
 

@@ -336,6 +336,36 @@ async fn archived_messages_are_found_when_asked_and_keep_their_compaction(pool: 
     )
     .await;
     assert_eq!(warranty.len(), 3, "{warranty:?}");
+    // The filters hold for archived messages too.
+    let filtered = |f: &dyn Fn(&mut MessageSearch)| {
+        let mut search = MessageSearch {
+            archived: Archived::Include,
+            ..MessageSearch::new("heating element")
+        };
+        f(&mut search);
+        search
+    };
+    let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    for (search, expected) in [
+        (filtered(&|s| s.roles = Some(vec![MessageRole::User])), 1),
+        (
+            filtered(&|s| s.roles = Some(vec![MessageRole::Assistant])),
+            0,
+        ),
+        (filtered(&|s| s.created_from = Some(yesterday)), 1),
+        (filtered(&|s| s.created_from = Some(tomorrow)), 0),
+        (filtered(&|s| s.created_before = Some(yesterday)), 0),
+        (filtered(&|q| q.sessions = Some(vec![s.id])), 1),
+        (filtered(&|s| s.sessions = Some(vec![Uuid::new_v4()])), 0),
+        (
+            filtered(&|s| s.session_metadata = json!({"x": 1}).as_object().cloned()),
+            0,
+        ),
+    ] {
+        let hits = all_pages(&pool, TENANT, &search, 10).await;
+        assert_eq!(hits.len(), expected, "{search:?}");
+    }
     // Reverted: found live again, and not in the archive.
     revert_compaction(&pool, TENANT, event.id).await.unwrap();
     let hits = all_pages(&pool, TENANT, &with_archive, 10).await;
