@@ -1358,6 +1358,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut scale_rows, plans, largest) =
             scale::session_length(&pool, &bench_options, quick).await;
         scale_rows.push(scale::tenants(&pool, quick).await);
+        scale_rows.extend(scale::search(&pool, quick).await);
         print_table(&scale_rows);
         println!();
         println!("plans at the largest size (auto_explain):");

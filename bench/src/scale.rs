@@ -428,3 +428,79 @@ pub(crate) async fn read_session_child(
     conn.close().await?;
     Ok(())
 }
+
+/// A search page as a tenant's messages grow: 10,000 messages over 100 sessions, then
+/// 1,000,000 over 10,000 sessions (the tenant's; other tenants' rows are in the same table).
+/// Two searches: a rare word (the same 20 messages say it at both sizes: the page reads the
+/// same hits), and a common one (1% of the messages: its hits grow with the tenant, and every
+/// one is ranked before the best 20 are known).
+pub(crate) async fn search(pool: &PgPool, quick: bool) -> Vec<Row> {
+    use agentpg_repo::{search_messages, MessageSearch};
+    let reps = if quick { 21 } else { 101 };
+    let tenant = "search-tenant";
+    let page = |text: &'static str| async move {
+        let mut t = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let start = Instant::now();
+            let page = search_messages(pool, tenant, &MessageSearch::new(text), None, 20)
+                .await
+                .unwrap();
+            t.push(start.elapsed());
+            assert_eq!(page.items.len(), 20, "{text}");
+        }
+        median(t)
+    };
+    // Sessions `from..to` of the tenant, 100 messages each; message `i` (over the whole tenant)
+    // says "kumquat" if it is one of the first 20, and "invoice" if `i % 100 == 7`.
+    let add = |from: i64, to: i64| {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO sessions (tenant_id, id, identifier)
+             SELECT '{tenant}', md5('search-s' || s)::uuid, 'search-' || s FROM generate_series({from}, {to} - 1) AS s;
+             INSERT INTO messages (tenant_id, session_id, role, content)
+             SELECT '{tenant}', md5('search-s' || (i / 100))::uuid, 'user',
+                    jsonb_build_array(jsonb_build_object('type', 'text', 'text',
+                        'order ' || i || ' shipped on time, thanks for the update'
+                        || CASE WHEN i < 20 THEN ' kumquat' ELSE '' END
+                        || CASE WHEN i % 100 = 7 THEN ' invoice attached' ELSE '' END))
+             FROM generate_series({from} * 100, {to} * 100 - 1) AS i;
+             ANALYZE messages;"
+        )))
+        .execute(pool)
+    };
+    let (small_sessions, big_sessions) = if quick { (100, 1_000) } else { (100, 10_000) };
+    add(0, small_sessions).await.unwrap();
+    let rare_small = page("kumquat").await;
+    let common_small = page("invoice").await;
+    add(small_sessions, big_sessions).await.unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE messages")
+        .execute(pool)
+        .await
+        .unwrap();
+    let rare_big = page("kumquat").await;
+    let common_big = page("invoice").await;
+    let size = |sessions: i64| format!("{}k", sessions * 100 / 1_000);
+    vec![
+        Row::ratio(
+            format!(
+                "search page of 20, a rare word: {} vs {} messages",
+                size(big_sessions),
+                size(small_sessions)
+            ),
+            rare_big,
+            rare_small,
+            ("1".into(), "1".into()),
+            2.0,
+        ),
+        Row::ratio(
+            format!(
+                "search page of 20, a word in 1%: {} vs {} messages",
+                size(big_sessions),
+                size(small_sessions)
+            ),
+            common_big,
+            common_small,
+            ("1".into(), "1".into()),
+            2.0,
+        ),
+    ]
+}

@@ -1,6 +1,6 @@
 //! create → append → compact → revert, then an agent loop over model responses (provider usage
-//! kept, each message counting its own size) → plan → summarize → compact → fork → search →
-//! finalize, against a fresh database `agentpg_example` on the server `DATABASE_URL` points at
+//! kept, each message counting its own size) → plan → summarize → compact → fork → search
+//! (sessions, and what messages said) → finalize, against a fresh database `agentpg_example` on the server `DATABASE_URL` points at
 //! (created at the start, dropped at the end). The summary is a stand-in for the one a model
 //! would write.
 //!
@@ -12,8 +12,8 @@ use agentpg_repo::formats::{openai_chat, Turn};
 use agentpg_repo::tokens::{count_response, Accounting, ApproxEstimator};
 use agentpg_repo::{
     append_messages, compact, create_session, finalize_compactions, fork_session, list_messages,
-    list_sessions, plan_compaction, revert_compaction, CompactionPlan, CompactionPolicy,
-    MessageRange, SessionFilter, SessionOrder, Summary,
+    list_sessions, plan_compaction, revert_compaction, search_messages, Archived, CompactionPlan,
+    CompactionPolicy, Found, MessageRange, MessageSearch, SessionFilter, SessionOrder, Summary,
 };
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Usage};
 use serde_json::json;
@@ -296,6 +296,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|s| &s.identifier)
             .collect::<Vec<_>>()
     );
+
+    // Search what was said, also in what the compaction archived.
+    let search = MessageSearch {
+        archived: Archived::Include,
+        ..MessageSearch::new("order")
+    };
+    let hits = search_messages(&pool, TENANT, &search, None, 10).await?;
+    println!("9b. messages that say \"order\" (live and archived):");
+    for hit in &hits.items {
+        let place = match &hit.found {
+            Found::Live(m) => format!("#{} live", m.position),
+            Found::Archived(a) => format!("archived by {}", a.compaction_event_id),
+            _ => "elsewhere".into(),
+        };
+        println!("    {:.3}  {place}: {}", hit.rank, hit.snippet);
+    }
 
     // Retention: finalize every standing compaction (a real deployment would keep, say, 30
     // days of them revertible).
