@@ -313,6 +313,30 @@ pub(crate) async fn run(
         p,
     ));
 
+    // A search page over the tenant's messages (every one says "paragraph"; one in three calls
+    // the search tool with "keyset pagination"), live and archived.
+    let search = agentpg_repo::MessageSearch {
+        archived: agentpg_repo::Archived::Include,
+        ..agentpg_repo::MessageSearch::new("keyset pagination")
+    };
+    let search = &search;
+    let (c, p) = interleave(
+        rounds,
+        per_round,
+        |_| async move {
+            agentpg_repo::search_messages(pools[0], TENANT, search, None, 20)
+                .await
+                .unwrap();
+        },
+        |_| async move {
+            agentpg_repo::search_messages(pools[1], TENANT, search, None, 20)
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+    rows.push(row("search page of 20, live and archived", c, p));
+
     // 64 agents taking turns over a pool of 16 connections.
     for pool in pools {
         crate::throughput::agents(pool).await;
