@@ -34,7 +34,7 @@
 //! [`ApproxEstimator`] (the default) needs no tokenizer: about four characters of ASCII text per
 //! token, one token per other character, tool inputs and structured results counted as their
 //! JSON text, a fixed figure per image and per binary document, and a few tokens of framing per
-//! message and per block. With the `tiktoken` feature, [`TiktokenEstimator`] counts with OpenAI's
+//! message and per block. With the `tiktoken` feature, `TiktokenEstimator` counts with OpenAI's
 //! own `o200k_base` encoding. The unit tests measure both against a tool-using conversation
 //! whose prompts are counted by that encoding with OpenAI's documented chat framing.
 
