@@ -113,6 +113,29 @@ fn blocks_from(index: usize, content: &Value) -> Result<ContentBlocks, FormatErr
     }
 }
 
+/// Blocks from an OpenAI message's content: a string is one text block; an array holds content
+/// parts (objects), each turned into a block by `part` (given the part and its fields).
+fn blocks_of_parts(
+    index: usize,
+    content: &Value,
+    part: impl Fn(&Value, &Map<String, Value>) -> Result<ContentBlock, FormatError>,
+) -> Result<ContentBlocks, FormatError> {
+    match content {
+        Value::String(s) => Ok(vec![ContentBlock::text(s.clone())]),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match object(p) {
+                Some(map) => part(p, map),
+                None => fail(index, "a content part must be an object"),
+            })
+            .collect(),
+        other => fail(
+            index,
+            format!("content {other} is neither a string nor parts"),
+        ),
+    }
+}
+
 fn to_json(index: usize, blocks: &[ContentBlock]) -> Result<Value, FormatError> {
     serde_json::to_value(blocks).map_err(|e| FormatError {
         index,
@@ -578,39 +601,28 @@ pub mod openai_chat {
     /// Blocks from a message's `content`: a string is one text block; parts (`text`,
     /// `image_url`) are blocks; null is none.
     fn parts_back(index: usize, content: &Value) -> Result<ContentBlocks, FormatError> {
-        match content {
-            Value::Null => Ok(Vec::new()),
-            Value::String(s) => Ok(vec![ContentBlock::text(s.clone())]),
-            Value::Array(parts) => parts
-                .iter()
-                .map(|part| {
-                    let Some(map) = object(part) else {
-                        return fail(index, "a content part must be an object");
-                    };
-                    match map.get("type").and_then(Value::as_str) {
-                        Some("text") => Ok(ContentBlock::text(str_field(index, map, "text")?)),
-                        Some("refusal") => Ok(refusal_block(str_field(index, map, "refusal")?)),
-                        Some("image_url") => {
-                            let Some(image) = map.get("image_url").and_then(object) else {
-                                return fail(index, "an image_url part without `image_url`");
-                            };
-                            if let Some(key) = image.keys().find(|k| k.as_str() != "url") {
-                                return fail(
-                                    index,
-                                    format!("the image_url field `{key}` has no stored form"),
-                                );
-                            }
-                            Ok(image_block(str_field(index, image, "url")?))
-                        }
-                        _ => fail(index, format!("the content part {part} has no stored form")),
-                    }
-                })
-                .collect(),
-            other => fail(
-                index,
-                format!("content {other} is neither a string nor parts"),
-            ),
+        if content.is_null() {
+            return Ok(Vec::new());
         }
+        blocks_of_parts(index, content, |part, map| {
+            match map.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(ContentBlock::text(str_field(index, map, "text")?)),
+                Some("refusal") => Ok(refusal_block(str_field(index, map, "refusal")?)),
+                Some("image_url") => {
+                    let Some(image) = map.get("image_url").and_then(object) else {
+                        return fail(index, "an image_url part without `image_url`");
+                    };
+                    if let Some(key) = image.keys().find(|k| k.as_str() != "url") {
+                        return fail(
+                            index,
+                            format!("the image_url field `{key}` has no stored form"),
+                        );
+                    }
+                    Ok(image_block(str_field(index, image, "url")?))
+                }
+                _ => fail(index, format!("the content part {part} has no stored form")),
+            }
+        })
     }
 
     /// A response's `usage` in stored form: `prompt_tokens` is the whole prompt, of which
@@ -865,40 +877,25 @@ pub mod openai_responses {
     }
 
     fn message_blocks(index: usize, content: &Value) -> Result<ContentBlocks, FormatError> {
-        match content {
-            Value::String(s) => Ok(vec![ContentBlock::text(s.clone())]),
-            Value::Array(parts) => parts
-                .iter()
-                .map(|part| {
-                    let Some(map) = object(part) else {
-                        return fail(index, "a content part must be an object");
+        blocks_of_parts(index, content, |part, map| {
+            match map.get("type").and_then(Value::as_str) {
+                Some("input_text" | "output_text") => {
+                    // Annotations (citations) have no stored form; an empty list is none.
+                    let kept = |k: &str| {
+                        k == "type" || k == "text" || (k == "annotations" && map[k] == json!([]))
                     };
-                    match map.get("type").and_then(Value::as_str) {
-                        Some("input_text" | "output_text") => {
-                            // Annotations (citations) have no stored form; an empty list is none.
-                            let kept = |k: &str| {
-                                k == "type"
-                                    || k == "text"
-                                    || (k == "annotations" && map[k] == json!([]))
-                            };
-                            if let Some(key) = map.keys().find(|k| !kept(k)) {
-                                return fail(
-                                    index,
-                                    format!("the text part's field `{key}` has no stored form"),
-                                );
-                            }
-                            Ok(ContentBlock::text(str_field(index, map, "text")?))
-                        }
-                        Some("input_image") => Ok(image_block(str_field(index, map, "image_url")?)),
-                        _ => fail(index, format!("the content part {part} has no stored form")),
+                    if let Some(key) = map.keys().find(|k| !kept(k)) {
+                        return fail(
+                            index,
+                            format!("the text part's field `{key}` has no stored form"),
+                        );
                     }
-                })
-                .collect(),
-            other => fail(
-                index,
-                format!("content {other} is neither a string nor parts"),
-            ),
-        }
+                    Ok(ContentBlock::text(str_field(index, map, "text")?))
+                }
+                Some("input_image") => Ok(image_block(str_field(index, map, "image_url")?)),
+                _ => fail(index, format!("the content part {part} has no stored form")),
+            }
+        })
     }
 
     /// A response's `usage` in stored form: `input_tokens` is the whole prompt, of which

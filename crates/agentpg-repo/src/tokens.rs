@@ -242,6 +242,12 @@ impl<E: TokenEstimator> Accounting<E> {
         }
     }
 
+    /// [`estimated_usage`](Self::estimated_usage) of a message to append (its content, or none).
+    fn estimated_usage_of(&self, message: &NewMessage) -> Usage {
+        let content = message.content.as_ref().map_or(&[][..], |c| &c.0[..]);
+        self.estimated_usage(message.role, content)
+    }
+
     /// A compaction summary of `role` with `content`, counting its estimated size.
     pub fn summary(&self, role: MessageRole, content: ContentBlocks) -> Summary {
         let usage = self.estimated_usage(role, &content);
@@ -256,8 +262,7 @@ impl<E: TokenEstimator> Accounting<E> {
     /// removes it.) A `usage` already given is kept.
     pub fn count_system(&self, mut message: NewMessage, outside: &str) -> NewMessage {
         if message.usage.is_none() {
-            let content = message.content.as_ref().map_or(&[][..], |c| &c.0[..]);
-            let mut usage = self.estimated_usage(message.role, content);
+            let mut usage = self.estimated_usage_of(&message);
             usage.input_tokens = usage
                 .input_tokens
                 .saturating_add(self.estimator.estimate_text(outside).max(0));
@@ -272,8 +277,7 @@ impl<E: TokenEstimator> Accounting<E> {
     /// summaries.
     pub fn count(&self, mut message: NewMessage) -> NewMessage {
         if message.usage.is_none() {
-            let content = message.content.as_ref().map_or(&[][..], |c| &c.0[..]);
-            message.usage = Some(Json(self.estimated_usage(message.role, content)));
+            message.usage = Some(Json(self.estimated_usage_of(&message)));
         }
         message
     }
