@@ -562,11 +562,7 @@ fn insert_values(
         crate::generated::val(&row.compacted_tokens),
         crate::generated::val(&row.messages_removed),
         match &row.summary_content {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::serde_json::Value>),
@@ -666,11 +662,7 @@ fn row_values(
         crate::generated::val(&row.compacted_tokens),
         crate::generated::val(&row.messages_removed),
         match &row.summary_content {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::serde_json::Value>),
@@ -765,11 +757,7 @@ pub fn update_by_pk(
             values
                 .push((
                     CompactionEventIden::SummaryContent,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(Box::new(::serde_json::to_value(v)?)),
-                        ),
-                    ),
+                    crate::generated::json_val(v)?,
                 ))
         }
         Some(None) => {

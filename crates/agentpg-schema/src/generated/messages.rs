@@ -601,19 +601,11 @@ fn insert_values(
         },
         crate::generated::val(&row.role),
         match &row.content {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.usage {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::serde_json::Value>),
@@ -641,11 +633,7 @@ fn insert_values(
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.provider_usage {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::serde_json::Value>),
@@ -696,17 +684,9 @@ fn row_values(
         crate::generated::val(&row.session_id),
         crate::generated::val(&row.position),
         crate::generated::val(&row.role),
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::Json(
-                Some(Box::new(::serde_json::to_value(&row.content)?)),
-            ),
-        ),
+        crate::generated::json_val(&row.content)?,
         match &row.usage {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::serde_json::Value>),
@@ -719,11 +699,7 @@ fn row_values(
         crate::generated::val(&row.created_at),
         crate::generated::val(&row.updated_at),
         match &row.provider_usage {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => {
                 ::sea_query::SimpleExpr::from(
                     ::sea_query::Value::from(None::<::serde_json::Value>),
@@ -772,25 +748,11 @@ pub fn update_by_pk(
         values.push((MessageIden::Role, crate::generated::val(v)));
     }
     if let Some(v) = &patch.content {
-        values
-            .push((
-                MessageIden::Content,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                ),
-            ));
+        values.push((MessageIden::Content, crate::generated::json_val(v)?));
     }
     match &patch.usage {
         Some(Some(v)) => {
-            values
-                .push((
-                    MessageIden::Usage,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(Box::new(::serde_json::to_value(v)?)),
-                        ),
-                    ),
-                ))
+            values.push((MessageIden::Usage, crate::generated::json_val(v)?))
         }
         Some(None) => {
             values
@@ -820,15 +782,7 @@ pub fn update_by_pk(
     }
     match &patch.provider_usage {
         Some(Some(v)) => {
-            values
-                .push((
-                    MessageIden::ProviderUsage,
-                    ::sea_query::SimpleExpr::from(
-                        ::sea_query::Value::Json(
-                            Some(Box::new(::serde_json::to_value(v)?)),
-                        ),
-                    ),
-                ))
+            values.push((MessageIden::ProviderUsage, crate::generated::json_val(v)?))
         }
         Some(None) => {
             values

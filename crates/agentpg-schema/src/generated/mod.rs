@@ -36,6 +36,18 @@ pub type Query<'q, R> = ::sqlx::query::QueryAs<
 pub fn val<T: Clone + Into<::sea_query::Value>>(value: &T) -> ::sea_query::SimpleExpr {
     ::sea_query::SimpleExpr::from(value.clone().into())
 }
+/// A value of a declared JSON type as a sea-query expression (used by the builders):
+/// a value that does not serialize is the builder's error, never a panic.
+#[doc(hidden)]
+pub fn json_val<T: ::serde::Serialize>(
+    value: &T,
+) -> Result<::sea_query::SimpleExpr, ::serde_json::Error> {
+    Ok(
+        ::sea_query::SimpleExpr::from(
+            ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(value)?))),
+        ),
+    )
+}
 /// One array of a batch statement: `f` of every row (used by the statements).
 #[doc(hidden)]
 pub fn column<'a, R, T>(rows: &'a [R], f: impl FnMut(&'a R) -> T) -> Vec<T> {

@@ -745,11 +745,7 @@ fn insert_values(
             }
         },
         match &row.attributes {
-            Some(v) => {
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                )
-            }
+            Some(v) => crate::generated::json_val(v)?,
             None => ::sea_query::Expr::cust("DEFAULT"),
         },
         match &row.small {
@@ -898,11 +894,7 @@ fn row_values(
                 ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<Vec<i32>>))
             }
         },
-        ::sea_query::SimpleExpr::from(
-            ::sea_query::Value::Json(
-                Some(Box::new(::serde_json::to_value(&row.attributes)?)),
-            ),
-        ),
+        crate::generated::json_val(&row.attributes)?,
         match &row.small {
             Some(v) => crate::generated::val(v),
             None => ::sea_query::SimpleExpr::from(::sea_query::Value::from(None::<i64>)),
@@ -1042,13 +1034,7 @@ pub fn update_by_pk(
         None => {}
     }
     if let Some(v) = &patch.attributes {
-        values
-            .push((
-                DocumentIden::Attributes,
-                ::sea_query::SimpleExpr::from(
-                    ::sea_query::Value::Json(Some(Box::new(::serde_json::to_value(v)?))),
-                ),
-            ));
+        values.push((DocumentIden::Attributes, crate::generated::json_val(v)?));
     }
     match &patch.small {
         Some(Some(v)) => values.push((DocumentIden::Small, crate::generated::val(v))),

@@ -17,26 +17,22 @@ use crate::codegen::model::{Column, Schema, SqlType, Table};
 /// serialize (a content block that would not be stored as itself) is the builder's error, never
 /// a panic, so the expression belongs in a function returning `Result<_, serde_json::Error>`.
 fn value_expr(field: &Field, value: TokenStream) -> TokenStream {
-    let to_value = if field.json.is_some() {
-        quote! {
-            ::sea_query::Value::Json(Some(Box::new(
-                ::serde_json::to_value(#value)?,
-            )))
-        }
-    } else {
-        match &field.column.ty {
-            SqlType::Array(inner) if matches!(**inner, SqlType::Enum(_)) => quote! {
-                ::sea_query::Value::Array(
-                    ::sea_query::ArrayType::String,
-                    Some(Box::new(
-                        ::std::iter::IntoIterator::into_iter(#value)
-                            .map(|v| ::sea_query::Value::from(*v))
-                            .collect(),
-                    )),
-                )
-            },
-            _ => return cast(field.column, quote! { crate::generated::val(#value) }),
-        }
+    if field.json.is_some() {
+        // JSON columns are never of an enum type: nothing to cast.
+        return quote! { crate::generated::json_val(#value)? };
+    }
+    let to_value = match &field.column.ty {
+        SqlType::Array(inner) if matches!(**inner, SqlType::Enum(_)) => quote! {
+            ::sea_query::Value::Array(
+                ::sea_query::ArrayType::String,
+                Some(Box::new(
+                    ::std::iter::IntoIterator::into_iter(#value)
+                        .map(|v| ::sea_query::Value::from(*v))
+                        .collect(),
+                )),
+            )
+        },
+        _ => return cast(field.column, quote! { crate::generated::val(#value) }),
     };
     cast(
         field.column,
