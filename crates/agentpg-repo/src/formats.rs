@@ -281,9 +281,21 @@ fn image_block(url: &str) -> ContentBlock {
     })
 }
 
-/// A tool result's content as OpenAI takes it: a string, or text parts.
-fn tool_output(index: usize, content: &Option<Value>) -> Result<Value, FormatError> {
-    match content {
+/// A tool result's content as OpenAI takes it (in `target`): a string, or text parts. Its extra
+/// fields and `is_error` have no place there.
+fn tool_output(
+    index: usize,
+    result: &agentpg_schema::ToolResultBlock,
+    target: &str,
+) -> Result<Value, FormatError> {
+    no_extra(index, "tool result", &result.extra)?;
+    if result.is_error.is_some() {
+        return fail(
+            index,
+            format!("a tool result's is_error has no place in {target}"),
+        );
+    }
+    match &result.content {
         None => Ok(Value::String(String::new())),
         Some(Value::String(s)) => Ok(Value::String(s.clone())),
         Some(Value::Array(items)) => {
@@ -396,17 +408,10 @@ pub mod openai_chat {
                         .partition(|b| matches!(b, ContentBlock::ToolResult(_)));
                     for block in results {
                         if let ContentBlock::ToolResult(r) = block {
-                            no_extra(index, "tool result", &r.extra)?;
-                            if r.is_error.is_some() {
-                                return fail(
-                                    index,
-                                    "a tool result's is_error has no place in a Chat Completions tool message",
-                                );
-                            }
                             out.push(json!({
                                 "role": "tool",
                                 "tool_call_id": r.tool_use_id,
-                                "content": tool_output(index, &r.content)?,
+                                "content": tool_output(index, r, "a Chat Completions tool message")?,
                             }));
                         }
                     }
@@ -724,15 +729,9 @@ pub mod openai_responses {
                         items.push(json!({"type": "function_call", "call_id": u.id, "name": u.name, "arguments": u.input.to_string()}));
                     }
                     ContentBlock::ToolResult(r) if turn.role == MessageRole::User => {
-                        no_extra(index, "tool result", &r.extra)?;
-                        if r.is_error.is_some() {
-                            return fail(
-                                index,
-                                "a tool result's is_error has no place in a function_call_output",
-                            );
-                        }
+                        let output = tool_output(index, r, "a function_call_output")?;
                         flush(&mut parts, &mut items);
-                        let output = match tool_output(index, &r.content)? {
+                        let output = match output {
                             Value::Array(parts) => Value::Array(
                                 parts
                                     .into_iter()
