@@ -7,7 +7,8 @@ use agentpg_schema::messages::{self, MessageArchived};
 use agentpg_schema::sessions::{self, SessionKey};
 use agentpg_schema::{
     CompactionEvent, CompactionEventIden, CompactionEventPatch, ContentBlocks, Message,
-    MessageArchiveIden, MessageIden, MessageRole, Session, SessionIden, SessionPatch, Usage,
+    MessageArchiveIden, MessageIden, MessageRole, Session, SessionChangeKind, SessionIden,
+    SessionPatch, Usage,
 };
 use chrono::{DateTime, Utc};
 use sea_query::{
@@ -188,6 +189,7 @@ pub async fn compact<'c>(
     check_plan(plan)?;
     let mut tx = conn.begin().await?;
     let event = compact_in(&mut tx, tenant, plan).await?;
+    crate::follow::notify(&mut tx, tenant, plan.session_id).await?;
     tx.commit().await?;
     Ok(event)
 }
@@ -330,6 +332,17 @@ async fn compact_in(
             "a message of the plan was preserved, changed or removed by another transaction during the compaction",
         ));
     }
+
+    // The change its followers replay, with the removed ids in position order.
+    let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
+        tenant,
+        session_id: session.id,
+        kind: SessionChangeKind::Compacted,
+        after_position: session.last_position,
+        event: Some(event_id),
+        message_ids: found.iter().filter(|f| f.4).map(|f| f.0).collect(),
+    }));
+    sqlx::query_with(sql, values).execute(&mut *conn).await?;
 
     let summary = match &plan.summary {
         None => None,
@@ -625,6 +638,7 @@ pub async fn revert_compaction<'c>(
     validate::tenant(tenant)?;
     let mut tx = conn.begin().await?;
     let event = revert_in(&mut tx, tenant, event_id).await?;
+    crate::follow::notify(&mut tx, tenant, event.session_id).await?;
     tx.commit().await?;
     Ok(event)
 }
@@ -743,6 +757,17 @@ async fn revert_in(
         )));
     }
     let restored_tokens: i64 = restored.iter().map(|m| m.tokens).sum();
+    let mut back: Vec<(i64, Uuid)> = restored.iter().map(|m| (m.position, m.id)).collect();
+    back.sort_unstable();
+    let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
+        tenant,
+        session_id: session.id,
+        kind: SessionChangeKind::Reverted,
+        after_position: session.last_position,
+        event: Some(event.id),
+        message_ids: back.into_iter().map(|(_, id)| id).collect(),
+    }));
+    sqlx::query_with(sql, values).execute(&mut *conn).await?;
     let mut drop = Query::delete();
     drop.from_table(MessageArchiveIden::Table)
         .and_where(Expr::col(MessageArchiveIden::TenantId).eq(tenant))

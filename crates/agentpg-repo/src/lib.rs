@@ -44,6 +44,7 @@
 
 mod compaction;
 mod error;
+mod follow;
 mod fork;
 pub mod formats;
 pub mod limits;
@@ -66,6 +67,10 @@ pub use compaction::{
     PendingToolCalls, Summary,
 };
 pub use error::{Entity, Error, Result};
+pub use follow::{
+    follow_cursor_now, follow_session, Follow, FollowCursor, Followed, SessionEvent,
+    DEFAULT_POLL_INTERVAL,
+};
 pub use fork::fork_session;
 pub use messages::{
     append_messages, append_messages_after, delete_messages, get_message, get_messages,

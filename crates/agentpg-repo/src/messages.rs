@@ -2,8 +2,10 @@
 
 use agentpg_schema::generated::Stored;
 use agentpg_schema::messages::{self, MessageKey, MessageParent};
-use agentpg_schema::{AppendOutcome, Message, MessageIden, NewMessage, SessionIden};
-use sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
+use agentpg_schema::{
+    AppendOutcome, Message, MessageIden, NewMessage, SessionChangeKind, SessionIden,
+};
+use sea_query::{Alias, Expr, ExprTrait, Func, LockType, Order, Query};
 use sqlx::{Acquire, PgExecutor, Postgres};
 use uuid::Uuid;
 
@@ -208,7 +210,11 @@ async fn append<'c>(
         session_id,
     };
     let mut conn = conn.acquire().await?;
-    match messages::stmt::append(&mut conn, &parent, expected_last, batch).await? {
+    let outcome = messages::stmt::append(&mut conn, &parent, expected_last, batch).await?;
+    if matches!(outcome, AppendOutcome::Appended { .. }) && !batch.is_empty() {
+        crate::follow::notify_committed(&mut conn, tenant, session_id).await;
+    }
+    match outcome {
         AppendOutcome::Appended { rows, last, total } => Ok(Appended {
             messages: rows
                 .into_iter()
@@ -528,22 +534,19 @@ pub async fn delete_messages<'c>(
     validate::tenant(tenant)?;
     let mut tx = conn.begin().await?;
     let mut lock = Query::select();
-    lock.column(SessionIden::Id)
+    lock.column(SessionIden::LastPosition)
         .from(SessionIden::Table)
         .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
         .and_where(Expr::col(SessionIden::Id).eq(session_id))
         .lock(LockType::NoKeyUpdate);
     let (sql, values) = crate::sql::built(&lock);
-    if sqlx::query_with(sql, values)
+    let last_position: Option<i64> = sqlx::query_scalar_with(sql, values)
         .fetch_optional(&mut *tx)
         .await?
-        .is_none()
-    {
-        return Err(Error::NotFound(Entity::Session));
-    }
+        .ok_or(Error::NotFound(Entity::Session))?;
     let (sql, values) = crate::sql::built(&delete_statement(tenant, session_id, ids, pairs));
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    let (split, pending, deleted): (Option<String>, Option<String>, i64) =
+    let (split, pending, deleted, gone): (Option<String>, Option<String>, i64, Vec<Uuid>) =
         sqlx::query_as_with(sql, values)
             .persistent(false)
             .fetch_one(&mut *tx)
@@ -553,6 +556,19 @@ pub async fn delete_messages<'c>(
     }
     if let Some(tool_id) = pending {
         return Err(pairs::pending_error(&tool_id, "ToolPairs::AllowSplit"));
+    }
+    if !gone.is_empty() {
+        // The change the session's followers replay.
+        let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
+            tenant,
+            session_id,
+            kind: SessionChangeKind::Removed,
+            after_position: last_position,
+            event: None,
+            message_ids: gone,
+        }));
+        sqlx::query_with(sql, values).execute(&mut *tx).await?;
+        crate::follow::notify(&mut tx, tenant, session_id).await?;
     }
     tx.commit().await?;
     tracing::Span::current().record("deleted", deleted);
@@ -607,7 +623,11 @@ fn delete_statement(
         .and_where(Expr::col(MessageIden::Id).eq(sea_query::PgFunc::any(Expr::val(ids.to_vec()))))
         .and_where(none_in(&split))
         .and_where(none_in(&pending))
-        .returning_col(MessageIden::Tokens);
+        .returning(Query::returning().columns([
+            MessageIden::Tokens,
+            MessageIden::Id,
+            MessageIden::Position,
+        ]));
     let removed_tokens = crate::sql::sum_of(MessageIden::Tokens, &gone);
     let mut update = Query::update();
     update
@@ -626,10 +646,19 @@ fn delete_statement(
         .cte(crate::sql::cte(&gone, delete))
         .cte(crate::sql::cte(&Alias::new("updated"), update))
         .to_owned();
+    // The ids deleted, in position order: `ARRAY(SELECT id FROM gone ORDER BY position)`.
+    let gone_ids = Func::cust("ARRAY").arg(Expr::from(
+        Query::select()
+            .column(MessageIden::Id)
+            .from(gone.clone())
+            .order_by(MessageIden::Position, Order::Asc)
+            .to_owned(),
+    ));
     Query::select()
         .expr(first_of(&split))
         .expr(first_of(&pending))
         .expr(crate::sql::count_of(&gone))
+        .expr(gone_ids)
         .to_owned()
         .with(with)
 }

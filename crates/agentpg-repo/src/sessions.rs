@@ -390,8 +390,8 @@ pub async fn update_metadata(
 /// # Errors
 /// [`Error::NotFound`] if `id` is not a session of `tenant`.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, session = %id))]
-pub async fn delete_session(
-    executor: impl PgExecutor<'_>,
+pub async fn delete_session<'c>(
+    conn: impl Acquire<'c, Database = Postgres>,
     tenant: &str,
     id: Uuid,
 ) -> Result<Session> {
@@ -400,10 +400,14 @@ pub async fn delete_session(
         tenant_id: tenant,
         id,
     };
-    sessions::stmt::delete_by_pk(&key)
-        .fetch_optional(executor)
+    let mut conn = conn.acquire().await?;
+    let deleted = sessions::stmt::delete_by_pk(&key)
+        .fetch_optional(&mut *conn)
         .await?
-        .ok_or(Error::NotFound(Entity::Session))
+        .ok_or(Error::NotFound(Entity::Session))?;
+    // Its followers end with `Deleted` now rather than at their next poll.
+    crate::follow::notify_committed(&mut conn, tenant, id).await;
+    Ok(deleted)
 }
 
 #[cfg(test)]

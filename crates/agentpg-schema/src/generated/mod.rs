@@ -8,6 +8,8 @@ pub mod messages;
 pub mod compaction_events;
 /// Table `message_archive`: Messages removed by a standing compaction, kept whole so the compaction can be reverted.
 pub mod message_archive;
+/// Table `session_changes`: Changes to a session's conversation other than appends (compactions, reverts, deletes of messages), in commit order; with the positions of appended messages, the order a follower replays.
+pub mod session_changes;
 pub use sessions::{Session, NewSession, SessionPatch, SessionIden};
 pub use messages::{Message, NewMessage, MessagePatch, MessageIden, MessageRole};
 pub use compaction_events::{
@@ -16,12 +18,17 @@ pub use compaction_events::{
 pub use message_archive::{
     MessageArchive, NewMessageArchive, MessageArchivePatch, MessageArchiveIden,
 };
+pub use session_changes::{
+    SessionChange, NewSessionChange, SessionChangePatch, SessionChangeIden,
+    SessionChangeKind,
+};
 /// Every table, in the order the migrations create them.
 pub const TABLES: &[&str] = &[
     "sessions",
     "messages",
     "compaction_events",
     "message_archive",
+    "session_changes",
 ];
 /// A generated statement with its arguments bound, ready to run with sqlx; it decodes
 /// rows into `R`.
