@@ -16,8 +16,8 @@
 -- * message_ids are the messages the change removed (compacted, deleted) or brought back
 --   (reverted), in position order: the archive forgets them on revert and retention, the
 --   change row keeps them.
--- * The key leads with tenant_id and the foreign keys include it, like every table of the
---   schema: on Citus the table is distributed by tenant_id with the others (below, when the
+-- * Like every table of the schema, the primary key is (tenant_id, id), and the unique key
+--   (tenant_id, session_id, seq) and the foreign keys lead with tenant_id: on Citus the table is distributed by tenant_id with the others (below, when the
 --   schema is already distributed; SCALING.md otherwise), and its rows go with their session.
 -- * agentpg_follow_channel(tenant, session) names the LISTEN/NOTIFY channel of one session:
 --   writers notify it after a change, followers listen on it. A notification only wakes a
@@ -31,6 +31,7 @@ SET LOCAL statement_timeout = '60s';
 SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
 
 CREATE TABLE session_changes (
+    id UUID NOT NULL DEFAULT gen_random_uuid(),
     tenant_id TEXT NOT NULL,
     session_id UUID NOT NULL,
     seq BIGINT NOT NULL,
@@ -39,7 +40,8 @@ CREATE TABLE session_changes (
     compaction_event_id UUID,
     message_ids UUID[] NOT NULL DEFAULT '{}',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT session_changes_pkey PRIMARY KEY (tenant_id, session_id, seq),
+    CONSTRAINT session_changes_pkey PRIMARY KEY (tenant_id, id),
+    CONSTRAINT session_changes_session_seq_key UNIQUE (tenant_id, session_id, seq),
     CONSTRAINT session_changes_seq_check CHECK (seq > 0),
     CONSTRAINT session_changes_kind_check CHECK (kind IN ('compacted', 'reverted', 'removed')),
     CONSTRAINT session_changes_after_position_check CHECK (after_position >= 0),
@@ -85,9 +87,10 @@ CREATE FUNCTION agentpg_follow_channel(tenant TEXT, session UUID) RETURNS TEXT
 COMMENT ON FUNCTION agentpg_follow_channel(TEXT, UUID) IS 'The LISTEN/NOTIFY channel of session `session` of tenant `tenant` (agentpg_f_ and 48 hex digits of the SHA-256 of tenant/session): writers notify it after a change, followers listen on it.';
 
 COMMENT ON TABLE session_changes IS 'Changes to a session''s conversation other than appends (compactions, reverts, deletes of messages), in commit order; with the positions of appended messages, the order a follower replays.';
+COMMENT ON COLUMN session_changes.id IS 'Identifier of the change, unique within its tenant.';
 COMMENT ON COLUMN session_changes.tenant_id IS 'Owner of the change: always its session''s tenant.';
 COMMENT ON COLUMN session_changes.session_id IS 'Session that changed.';
-COMMENT ON COLUMN session_changes.seq IS 'Order of the session''s changes: 1, 2, 3, … in commit order, with no gap.';
+COMMENT ON COLUMN session_changes.seq IS 'Order of the session''s changes: 1, 2, 3, … in commit order, with no gap; unique within the session.';
 COMMENT ON COLUMN session_changes.kind IS 'What changed: compacted, reverted (a compaction undone) or removed (messages deleted).';
 COMMENT ON COLUMN session_changes.after_position IS 'The session''s last_position when the change committed (0 before the first message): the change follows every append at or below it and precedes every append above it.';
 COMMENT ON COLUMN session_changes.compaction_event_id IS 'The compaction applied or reverted; NULL for removed.';

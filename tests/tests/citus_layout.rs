@@ -60,6 +60,7 @@ fn scaling_md_holds_the_distribution_sql_for_every_table() {
         "messages",
         "compaction_events",
         "message_archive",
+        "session_changes",
     ] {
         assert!(
             sql.contains(&format!("create_distributed_table('{table}', 'tenant_id'")),

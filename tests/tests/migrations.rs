@@ -10,11 +10,12 @@ use agentpg_tests::{
 };
 use sqlx::{PgConnection, PgPool};
 
-const TABLES: [&str; 4] = [
+const TABLES: [&str; 5] = [
     "sessions",
     "messages",
     "compaction_events",
     "message_archive",
+    "session_changes",
 ];
 
 async fn tables(conn: &mut PgConnection) -> BTreeSet<String> {
@@ -37,7 +38,7 @@ fn all_tables() -> BTreeSet<String> {
 fn file_names_follow_golang_migrate_rule_and_pair_up() {
     let rule = regex::Regex::new(GOLANG_MIGRATE_FILE_RULE).unwrap();
     let names = migration_file_names(&migrations_dir());
-    assert_eq!(names.len(), 16, "eight migrations, up and down: {names:?}");
+    assert_eq!(names.len(), 18, "nine migrations, up and down: {names:?}");
     for name in &names {
         assert!(
             rule.is_match(name),
@@ -60,6 +61,7 @@ fn file_names_follow_golang_migrate_rule_and_pair_up() {
             (6, "tenant_roles".to_string()),
             (7, "provider_usage".to_string()),
             (8, "message_search".to_string()),
+            (9, "session_changes".to_string()),
         ]
     );
 }
@@ -122,7 +124,7 @@ async fn embedded_migrator_applies_all_and_undoes_all(pool: PgPool) {
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     // Running again is a no-op.
     agentpg_repo::migrate(&pool).await.unwrap();
@@ -268,6 +270,8 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
             "message_archive.message_archive_compaction_event_fkey",
             "message_archive.message_archive_session_fkey",
             "messages.messages_session_fkey",
+            "session_changes.session_changes_compaction_event_fkey",
+            "session_changes.session_changes_session_fkey",
             "sessions.sessions_parent_session_fkey",
         ]
     );
@@ -299,7 +303,7 @@ async fn schema_keeps_the_seed_promises(pool: PgPool) {
     }
     assert_eq!(
         (timestamps, jsons),
-        (8, 9),
+        (9, 9),
         "timestamp and JSON column counts"
     );
 

@@ -90,7 +90,7 @@ fn the_transformation_partitions_every_table_and_keeps_everything_else() {
             tables += creates;
         }
     }
-    assert_eq!(tables, 4, "the four tables of the schema");
+    assert_eq!(tables, 5, "the five tables of the schema");
 }
 
 #[tokio::test]

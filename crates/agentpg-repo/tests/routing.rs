@@ -495,6 +495,21 @@ async fn scenario<'p>(pool: &'p PgPool) -> Calls<'p> {
     revert_compaction(pool, TENANT, second.id).await.unwrap();
     calls.call("revert_compaction").await;
 
+    // Follow: a replay of the history (appends, compactions, the revert, deletes), a read of
+    // the session's cursor.
+    let mut follow = follow_session(pool, TENANT, s.id, FollowCursor::START);
+    let mut changes = 0;
+    while changes < 4 {
+        let followed = follow.next().await.unwrap().unwrap();
+        if !matches!(followed.event, SessionEvent::Appended(_)) {
+            changes += 1;
+        }
+    }
+    drop(follow);
+    calls.call("follow_session").await;
+    follow_cursor_now(pool, TENANT, s.id).await.unwrap();
+    calls.call("follow_cursor_now").await;
+
     let fork = fork_session(
         pool,
         TENANT,
@@ -655,6 +670,7 @@ async fn every_statement_is_routed_to_one_shard(_: PgPoolOptions, options: PgCon
             "messages",
             "compaction_events",
             "message_archive",
+            "session_changes",
         ]
         .iter()
         .any(|t| s.sql.contains(&format!("\"{t}\"")) || s.sql.contains(&format!(" {t} ")))

@@ -101,6 +101,10 @@ impl From<SessionChangeKind> for ::sea_query::Value {
     ::sqlx::FromRow
 )]
 pub struct SessionChange {
+    /// Identifier of the change, unique within its tenant.
+    ///
+    /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
+    pub id: ::uuid::Uuid,
     /// Owner of the change: always its session's tenant.
     ///
     /// SQL: `tenant_id text NOT NULL`
@@ -109,7 +113,7 @@ pub struct SessionChange {
     ///
     /// SQL: `session_id uuid NOT NULL`
     pub session_id: ::uuid::Uuid,
-    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap.
+    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap; unique within the session.
     ///
     /// SQL: `seq int8 NOT NULL`
     pub seq: i64,
@@ -137,6 +141,12 @@ pub struct SessionChange {
 /// A new `session_changes` row: what the caller supplies. Columns the database always fills (generated, identity `ALWAYS`) are absent; a `BY DEFAULT` identity column is optional like a column with a default.
 #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
 pub struct NewSessionChange {
+    /// Identifier of the change, unique within its tenant.
+    ///
+    /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
+    ///
+    /// `None` leaves the column to its default.
+    pub id: Option<::uuid::Uuid>,
     /// Owner of the change: always its session's tenant.
     ///
     /// SQL: `tenant_id text NOT NULL`
@@ -145,7 +155,7 @@ pub struct NewSessionChange {
     ///
     /// SQL: `session_id uuid NOT NULL`
     pub session_id: ::uuid::Uuid,
-    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap.
+    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap; unique within the session.
     ///
     /// SQL: `seq int8 NOT NULL`
     pub seq: i64,
@@ -193,6 +203,7 @@ impl NewSessionChange {
             seq,
             kind,
             after_position,
+            id: None,
             compaction_event_id: None,
             message_ids: None,
             created_at: None,
@@ -201,9 +212,9 @@ impl NewSessionChange {
     /// True if `row` holds every value this insert gives (a column left to its
     /// default is not compared): whether `row` is what storing this would store.
     pub fn matches(&self, row: &SessionChange) -> bool {
-        self.tenant_id == row.tenant_id && self.session_id == row.session_id
-            && self.seq == row.seq && self.kind == row.kind
-            && self.after_position == row.after_position
+        self.id.as_ref().is_none_or(|v| *v == row.id) && self.tenant_id == row.tenant_id
+            && self.session_id == row.session_id && self.seq == row.seq
+            && self.kind == row.kind && self.after_position == row.after_position
             && self.compaction_event_id == row.compaction_event_id
             && self.message_ids.as_ref().is_none_or(|v| *v == row.message_ids)
             && self.created_at.as_ref().is_none_or(|v| *v == row.created_at)
@@ -212,6 +223,18 @@ impl NewSessionChange {
 /// Changes to one `session_changes` row; `Default` changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, ::serde::Serialize, ::serde::Deserialize)]
 pub struct SessionChangePatch {
+    /// Session that changed.
+    ///
+    /// SQL: `session_id uuid NOT NULL`
+    ///
+    /// `None` leaves the column as it is.
+    pub session_id: Option<::uuid::Uuid>,
+    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap; unique within the session.
+    ///
+    /// SQL: `seq int8 NOT NULL`
+    ///
+    /// `None` leaves the column as it is.
+    pub seq: Option<i64>,
     /// What changed: compacted, reverted (a compaction undone) or removed (messages deleted).
     ///
     /// SQL: `kind text NOT NULL`
@@ -246,9 +269,9 @@ pub struct SessionChangePatch {
 impl SessionChangePatch {
     /// True if the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.kind.is_none() && self.after_position.is_none()
-            && self.compaction_event_id.is_none() && self.message_ids.is_none()
-            && self.created_at.is_none()
+        self.session_id.is_none() && self.seq.is_none() && self.kind.is_none()
+            && self.after_position.is_none() && self.compaction_event_id.is_none()
+            && self.message_ids.is_none() && self.created_at.is_none()
     }
 }
 /// Names of `session_changes` and its columns for sea-query.
@@ -256,6 +279,8 @@ impl SessionChangePatch {
 pub enum SessionChangeIden {
     /// The table `session_changes`.
     Table,
+    /// Column `id`.
+    Id,
     /// Column `tenant_id`.
     TenantId,
     /// Column `session_id`.
@@ -275,7 +300,8 @@ pub enum SessionChangeIden {
 }
 impl SessionChangeIden {
     /// The columns of `session_changes`, in declared order.
-    pub const COLUMNS: [Self; 8usize] = [
+    pub const COLUMNS: [Self; 9usize] = [
+        Self::Id,
         Self::TenantId,
         Self::SessionId,
         Self::Seq,
@@ -286,7 +312,8 @@ impl SessionChangeIden {
         Self::CreatedAt,
     ];
     /// The columns of `session_changes` an INSERT may write (all but generated ones; a `GENERATED ALWAYS` identity column needs `OVERRIDING SYSTEM VALUE`), in declared order: what copying a row takes.
-    pub const WRITABLE: [Self; 8usize] = [
+    pub const WRITABLE: [Self; 9usize] = [
+        Self::Id,
         Self::TenantId,
         Self::SessionId,
         Self::Seq,
@@ -302,6 +329,7 @@ impl SessionChangeIden {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Table => "session_changes",
+            Self::Id => "id",
             Self::TenantId => "tenant_id",
             Self::SessionId => "session_id",
             Self::Seq => "seq",
@@ -329,7 +357,8 @@ impl ::sea_query::Iden for SessionChangeIden {
 /// The table's name.
 pub const TABLE: &str = "session_changes";
 /// The columns of `session_changes`, in declared order.
-pub const COLUMNS: [&str; 8usize] = [
+pub const COLUMNS: [&str; 9usize] = [
+    "id",
     "tenant_id",
     "session_id",
     "seq",
@@ -343,6 +372,8 @@ pub const COLUMNS: [&str; 8usize] = [
 pub mod constraint {
     /// `session_changes_pkey`
     pub const PKEY: &str = "session_changes_pkey";
+    /// `session_changes_session_seq_key`
+    pub const SESSION_SEQ_KEY: &str = "session_changes_session_seq_key";
     /// `session_changes_session_fkey`
     pub const SESSION_FKEY: &str = "session_changes_session_fkey";
     /// `session_changes_compaction_event_fkey`
@@ -372,6 +403,7 @@ pub fn insert(
     query
         .into_table(SessionChangeIden::Table)
         .columns([
+            SessionChangeIden::Id,
             SessionChangeIden::TenantId,
             SessionChangeIden::SessionId,
             SessionChangeIden::Seq,
@@ -395,6 +427,7 @@ pub fn insert_many<'a>(
     query
         .into_table(SessionChangeIden::Table)
         .columns([
+            SessionChangeIden::Id,
             SessionChangeIden::TenantId,
             SessionChangeIden::SessionId,
             SessionChangeIden::Seq,
@@ -418,8 +451,12 @@ pub fn insert_many<'a>(
 /// The values of every insertable column of `row` (`DEFAULT` where it is `None`).
 fn insert_values(
     row: &NewSessionChange,
-) -> Result<[::sea_query::SimpleExpr; 8usize], ::serde_json::Error> {
+) -> Result<[::sea_query::SimpleExpr; 9usize], ::serde_json::Error> {
     Ok([
+        match &row.id {
+            Some(v) => crate::generated::val(v),
+            None => ::sea_query::Expr::cust("DEFAULT"),
+        },
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.session_id),
         crate::generated::val(&row.seq),
@@ -453,6 +490,7 @@ pub fn insert_rows<'a>(
     query
         .into_table(SessionChangeIden::Table)
         .columns([
+            SessionChangeIden::Id,
             SessionChangeIden::TenantId,
             SessionChangeIden::SessionId,
             SessionChangeIden::Seq,
@@ -473,8 +511,9 @@ pub fn insert_rows<'a>(
 /// The values of every restorable column of `row`, in `insert_rows` column order.
 fn row_values(
     row: &SessionChange,
-) -> Result<[::sea_query::SimpleExpr; 8usize], ::serde_json::Error> {
+) -> Result<[::sea_query::SimpleExpr; 9usize], ::serde_json::Error> {
     Ok([
+        crate::generated::val(&row.id),
         crate::generated::val(&row.tenant_id),
         crate::generated::val(&row.session_id),
         crate::generated::val(&row.seq),
@@ -492,11 +531,10 @@ fn row_values(
         crate::generated::val(&row.created_at),
     ])
 }
-/// `SELECT` every column of the `session_changes` row with primary key `tenant_id`, `session_id`, `seq`.
+/// `SELECT` every column of the `session_changes` row with primary key `tenant_id`, `id`.
 pub fn select_by_pk(
     tenant_id: &String,
-    session_id: &::uuid::Uuid,
-    seq: &i64,
+    id: &::uuid::Uuid,
 ) -> ::sea_query::SelectStatement {
     let mut query = select();
     query
@@ -508,28 +546,27 @@ pub fn select_by_pk(
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
-                ::sea_query::Expr::col(SessionChangeIden::SessionId),
-                crate::generated::val(session_id),
-            ),
-        )
-        .and_where(
-            ::sea_query::ExprTrait::eq(
-                ::sea_query::Expr::col(SessionChangeIden::Seq),
-                crate::generated::val(seq),
+                ::sea_query::Expr::col(SessionChangeIden::Id),
+                crate::generated::val(id),
             ),
         );
     query
 }
-/// `UPDATE` the `session_changes` row with primary key `tenant_id`, `session_id`, `seq` from `patch`, `RETURNING` every column.
+/// `UPDATE` the `session_changes` row with primary key `tenant_id`, `id` from `patch`, `RETURNING` every column.
 ///
 /// Returns `None` when the patch sets nothing; an error if a value of a declared JSON type does not serialize.
 pub fn update_by_pk(
     tenant_id: &String,
-    session_id: &::uuid::Uuid,
-    seq: &i64,
+    id: &::uuid::Uuid,
     patch: &SessionChangePatch,
 ) -> Result<Option<::sea_query::UpdateStatement>, ::serde_json::Error> {
     let mut values: Vec<(SessionChangeIden, ::sea_query::SimpleExpr)> = Vec::new();
+    if let Some(v) = &patch.session_id {
+        values.push((SessionChangeIden::SessionId, crate::generated::val(v)));
+    }
+    if let Some(v) = &patch.seq {
+        values.push((SessionChangeIden::Seq, crate::generated::val(v)));
+    }
     if let Some(v) = &patch.kind {
         values.push((SessionChangeIden::Kind, crate::generated::val(v)));
     }
@@ -572,24 +609,17 @@ pub fn update_by_pk(
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
-                ::sea_query::Expr::col(SessionChangeIden::SessionId),
-                crate::generated::val(session_id),
-            ),
-        )
-        .and_where(
-            ::sea_query::ExprTrait::eq(
-                ::sea_query::Expr::col(SessionChangeIden::Seq),
-                crate::generated::val(seq),
+                ::sea_query::Expr::col(SessionChangeIden::Id),
+                crate::generated::val(id),
             ),
         )
         .returning(::sea_query::Query::returning().columns(SessionChangeIden::COLUMNS));
     Ok(Some(query))
 }
-/// `DELETE` the `session_changes` row with primary key `tenant_id`, `session_id`, `seq`.
+/// `DELETE` the `session_changes` row with primary key `tenant_id`, `id`.
 pub fn delete_by_pk(
     tenant_id: &String,
-    session_id: &::uuid::Uuid,
-    seq: &i64,
+    id: &::uuid::Uuid,
 ) -> ::sea_query::DeleteStatement {
     let mut query = ::sea_query::Query::delete();
     query
@@ -602,21 +632,27 @@ pub fn delete_by_pk(
         )
         .and_where(
             ::sea_query::ExprTrait::eq(
-                ::sea_query::Expr::col(SessionChangeIden::SessionId),
-                crate::generated::val(session_id),
-            ),
-        )
-        .and_where(
-            ::sea_query::ExprTrait::eq(
-                ::sea_query::Expr::col(SessionChangeIden::Seq),
-                crate::generated::val(seq),
+                ::sea_query::Expr::col(SessionChangeIden::Id),
+                crate::generated::val(id),
             ),
         );
     query
 }
-/// The primary key of a `session_changes` row (tenant_id, session_id, seq).
+/// The primary key of a `session_changes` row (tenant_id, id).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionChangeKey<'a> {
+    /// Owner of the change: always its session's tenant.
+    ///
+    /// SQL: `tenant_id text NOT NULL`
+    pub tenant_id: &'a str,
+    /// Identifier of the change, unique within its tenant.
+    ///
+    /// SQL: `id uuid NOT NULL DEFAULT gen_random_uuid()`
+    pub id: ::uuid::Uuid,
+}
+/// Arguments of a lookup of `session_changes` by its unique key `session_changes_session_seq_key` (tenant_id, session_id, seq).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionChangeByTenantIdSessionIdSeq<'a> {
     /// Owner of the change: always its session's tenant.
     ///
     /// SQL: `tenant_id text NOT NULL`
@@ -625,7 +661,7 @@ pub struct SessionChangeKey<'a> {
     ///
     /// SQL: `session_id uuid NOT NULL`
     pub session_id: ::uuid::Uuid,
-    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap.
+    /// Order of the session's changes: 1, 2, 3, … in commit order, with no gap; unique within the session.
     ///
     /// SQL: `seq int8 NOT NULL`
     pub seq: i64,
@@ -636,12 +672,13 @@ pub mod stmt {
     #[allow(unused_imports)]
     use super::*;
     /// Inserts one `session_changes` row; `RETURNING` every column.
-    pub const INSERT: &str = "INSERT INTO \"session_changes\" (\"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\") VALUES ($1::text, $2::uuid, $3::int8, $4::text, $5::int8, $6::uuid, coalesce($7::uuid[], ('{}')::uuid[]), coalesce($8::timestamptz, (now())::timestamptz)) RETURNING \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
+    pub const INSERT: &str = "INSERT INTO \"session_changes\" (\"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\") VALUES (coalesce($1::uuid, (gen_random_uuid())::uuid), $2::text, $3::uuid, $4::int8, $5::text, $6::int8, $7::uuid, coalesce($8::uuid[], ('{}')::uuid[]), coalesce($9::timestamptz, (now())::timestamptz)) RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
     /// Binds `row` to [`INSERT`].
     pub fn insert<'a>(
         row: &'a super::NewSessionChange,
     ) -> crate::generated::Query<'a, super::SessionChange> {
         ::sqlx::query_as(INSERT)
+            .bind(row.id.as_ref())
             .bind(&row.tenant_id)
             .bind(&row.session_id)
             .bind(&row.seq)
@@ -652,12 +689,13 @@ pub mod stmt {
             .bind(row.created_at.as_ref())
     }
     /// Inserts any number of `session_changes` rows in one statement, from one array per column, in the given order; `RETURNING` every column of each, in that order.
-    pub const INSERT_BATCH: &str = "INSERT INTO \"session_changes\" (\"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\") SELECT \"i\".\"v1\", \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", coalesce(CASE WHEN \"i\".\"v7\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v7\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]), coalesce(\"i\".\"v8\", (now())::timestamptz) FROM unnest($1::text[], $2::uuid[], $3::int8[], $4::text[], $5::int8[], $6::uuid[], $7::jsonb[], $8::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
+    pub const INSERT_BATCH: &str = "INSERT INTO \"session_changes\" (\"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\") SELECT coalesce(\"i\".\"v1\", (gen_random_uuid())::uuid), \"i\".\"v2\", \"i\".\"v3\", \"i\".\"v4\", \"i\".\"v5\", \"i\".\"v6\", \"i\".\"v7\", coalesce(CASE WHEN \"i\".\"v8\" IS NULL THEN NULL ELSE ARRAY(SELECT \"e\" FROM jsonb_array_elements_text(\"i\".\"v8\") WITH ORDINALITY AS \"a\"(\"e\", \"o\") ORDER BY \"o\")::uuid[] END, ('{}')::uuid[]), coalesce(\"i\".\"v9\", (now())::timestamptz) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[], $6::int8[], $7::uuid[], $8::jsonb[], $9::timestamptz[]) WITH ORDINALITY AS \"i\"(\"v1\", \"v2\", \"v3\", \"v4\", \"v5\", \"v6\", \"v7\", \"v8\", \"v9\", \"ord\") ORDER BY \"i\".\"ord\" RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
     /// Binds `rows` to [`INSERT_BATCH`].
     pub fn insert_batch<'a>(
         rows: &'a [super::NewSessionChange],
     ) -> crate::generated::Query<'a, super::SessionChange> {
         ::sqlx::query_as(INSERT_BATCH)
+            .bind(crate::generated::column(rows, |r| r.id.as_ref()))
             .bind(crate::generated::column(rows, |r| &r.tenant_id))
             .bind(crate::generated::column(rows, |r| &r.session_id))
             .bind(crate::generated::column(rows, |r| &r.seq))
@@ -673,29 +711,23 @@ pub mod stmt {
             .bind(crate::generated::column(rows, |r| r.created_at.as_ref()))
     }
     /// The `session_changes` row with a given primary key.
-    pub const SELECT_BY_PK: &str = "SELECT \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\" FROM \"session_changes\" WHERE \"tenant_id\" = $1::text AND \"session_id\" = $2::uuid AND \"seq\" = $3::int8";
+    pub const SELECT_BY_PK: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\" FROM \"session_changes\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid";
     /// Binds `arg` to [`SELECT_BY_PK`].
     pub fn select_by_pk<'a>(
         arg: &'a super::SessionChangeKey<'a>,
     ) -> crate::generated::Query<'a, super::SessionChange> {
-        ::sqlx::query_as(SELECT_BY_PK)
-            .bind(arg.tenant_id)
-            .bind(&arg.session_id)
-            .bind(&arg.seq)
+        ::sqlx::query_as(SELECT_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Deletes the `session_changes` row with a given primary key; `RETURNING` it.
-    pub const DELETE_BY_PK: &str = "DELETE FROM \"session_changes\" WHERE \"tenant_id\" = $1::text AND \"session_id\" = $2::uuid AND \"seq\" = $3::int8 RETURNING \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
+    pub const DELETE_BY_PK: &str = "DELETE FROM \"session_changes\" WHERE \"tenant_id\" = $1::text AND \"id\" = $2::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
     /// Binds `arg` to [`DELETE_BY_PK`].
     pub fn delete_by_pk<'a>(
         arg: &'a super::SessionChangeKey<'a>,
     ) -> crate::generated::Query<'a, super::SessionChange> {
-        ::sqlx::query_as(DELETE_BY_PK)
-            .bind(arg.tenant_id)
-            .bind(&arg.session_id)
-            .bind(&arg.seq)
+        ::sqlx::query_as(DELETE_BY_PK).bind(arg.tenant_id).bind(&arg.id)
     }
     /// Applies a patch to the `session_changes` row with a given primary key (a field left `None` keeps its column); `RETURNING` the row.
-    pub const UPDATE_BY_PK: &str = "UPDATE \"session_changes\" SET \"kind\" = coalesce($1::text, \"kind\"), \"after_position\" = coalesce($2::int8, \"after_position\"), \"compaction_event_id\" = CASE WHEN $3::bool THEN $4::uuid ELSE \"compaction_event_id\" END, \"message_ids\" = coalesce($5::uuid[], \"message_ids\"), \"created_at\" = coalesce($6::timestamptz, \"created_at\") WHERE \"tenant_id\" = $7::text AND \"session_id\" = $8::uuid AND \"seq\" = $9::int8 RETURNING \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
+    pub const UPDATE_BY_PK: &str = "UPDATE \"session_changes\" SET \"session_id\" = coalesce($1::uuid, \"session_id\"), \"seq\" = coalesce($2::int8, \"seq\"), \"kind\" = coalesce($3::text, \"kind\"), \"after_position\" = coalesce($4::int8, \"after_position\"), \"compaction_event_id\" = CASE WHEN $5::bool THEN $6::uuid ELSE \"compaction_event_id\" END, \"message_ids\" = coalesce($7::uuid[], \"message_ids\"), \"created_at\" = coalesce($8::timestamptz, \"created_at\") WHERE \"tenant_id\" = $9::text AND \"id\" = $10::uuid RETURNING \"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\"";
     /// Binds `arg` and `patch` to [`UPDATE_BY_PK`]; `None` when the patch changes nothing.
     pub fn update_by_pk<'a>(
         arg: &'a super::SessionChangeKey<'a>,
@@ -706,6 +738,8 @@ pub mod stmt {
         }
         Some({
             ::sqlx::query_as(UPDATE_BY_PK)
+                .bind(patch.session_id.as_ref())
+                .bind(patch.seq.as_ref())
                 .bind(patch.kind.as_ref())
                 .bind(patch.after_position.as_ref())
                 .bind(patch.compaction_event_id.is_some())
@@ -713,8 +747,18 @@ pub mod stmt {
                 .bind(patch.message_ids.as_ref())
                 .bind(patch.created_at.as_ref())
                 .bind(arg.tenant_id)
-                .bind(&arg.session_id)
-                .bind(&arg.seq)
+                .bind(&arg.id)
         })
+    }
+    /// The `session_changes` row with given values of unique key `session_changes_session_seq_key`.
+    pub const SELECT_BY_TENANT_ID_SESSION_ID_SEQ: &str = "SELECT \"id\", \"tenant_id\", \"session_id\", \"seq\", \"kind\", \"after_position\", \"compaction_event_id\", \"message_ids\", \"created_at\" FROM \"session_changes\" WHERE \"tenant_id\" = $1::text AND \"session_id\" = $2::uuid AND \"seq\" = $3::int8";
+    /// Binds `arg` to [`SELECT_BY_TENANT_ID_SESSION_ID_SEQ`].
+    pub fn select_by_tenant_id_session_id_seq<'a>(
+        arg: &'a super::SessionChangeByTenantIdSessionIdSeq<'a>,
+    ) -> crate::generated::Query<'a, super::SessionChange> {
+        ::sqlx::query_as(SELECT_BY_TENANT_ID_SESSION_ID_SEQ)
+            .bind(arg.tenant_id)
+            .bind(&arg.session_id)
+            .bind(&arg.seq)
     }
 }
