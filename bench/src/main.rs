@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 mod citus;
 mod distribute;
+mod follow;
 mod scale;
 mod throughput;
 mod watch;
@@ -634,6 +635,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    // `--only-follow`: only the follow cases (`cargo xtask bench follow` runs them on a
+    // throwaway server with room for their connections).
+    if std::env::args().any(|a| a == "--only-follow") {
+        let followers_pool = PgPoolOptions::new()
+            .max_connections(20)
+            .connect_with(admin.clone().database("agentpg_bench"))
+            .await?;
+        follow::run(&followers_pool, quick).await;
+        return Ok(());
+    }
     let mut rows = Vec::new();
     if !only_scale && !only_concurrency {
         // --- single-row calls against hand-written sqlx running the same SQL ---

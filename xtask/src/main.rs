@@ -138,6 +138,23 @@ fn soak_on_citus(mut args: Vec<String>) -> anyhow::Result<ExitCode> {
 enum BenchCase {
     /// Only code generation: the real migrations and 250, 500 and 1,000 synthetic ones.
     Codegen,
+    /// Only following sessions (latency with 1, 10 and 100 followers, what they cost a
+    /// writer), on a throwaway server: each follower keeps a connection of its own.
+    Follow,
+}
+
+/// The follow bench on a throwaway server (room for 100 followers' connections).
+fn bench_follow(quick: bool) -> anyhow::Result<ExitCode> {
+    let server = xtask::test::Throwaway::start_with("-c max_connections=250")?;
+    let mut args = vec!["--only-follow".to_string()];
+    if quick {
+        args.push("--quick".into());
+    }
+    Ok(run_bench_binary_with(
+        "agentpg-bench",
+        &args,
+        &[("DATABASE_URL", server.url.as_str())],
+    ))
 }
 
 fn main() -> ExitCode {
@@ -179,6 +196,17 @@ fn main() -> ExitCode {
             ..
         } => match xtask::bench::codegen() {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            case: Some(BenchCase::Follow),
+            quick,
+            ..
+        } => match bench_follow(quick) {
+            Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
