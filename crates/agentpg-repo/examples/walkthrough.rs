@@ -1,6 +1,6 @@
 //! create → append → compact → revert, then an agent loop over model responses (provider usage
 //! kept, each message counting its own size) → plan → summarize → compact → fork → search
-//! (sessions, and what messages said) → finalize, against a fresh database `agentpg_example` on the server `DATABASE_URL` points at
+//! (sessions, and what messages said) → follow (replay, then live) → finalize, against a fresh database `agentpg_example` on the server `DATABASE_URL` points at
 //! (created at the start, dropped at the end). The summary is a stand-in for the one a model
 //! would write.
 //!
@@ -11,10 +11,12 @@
 use agentpg_repo::formats::{openai_chat, Turn};
 use agentpg_repo::tokens::{count_response, Accounting, ApproxEstimator};
 use agentpg_repo::{
-    append_messages, compact, create_session, finalize_compactions, fork_session, list_messages,
-    list_sessions, plan_compaction, revert_compaction, search_messages, Archived, CompactionPlan,
-    CompactionPolicy, Found, MessageRange, MessageSearch, SessionFilter, SessionOrder, Summary,
+    append_messages, compact, create_session, finalize_compactions, follow_cursor_now,
+    follow_session, fork_session, list_messages, list_sessions, plan_compaction,
+    revert_compaction, search_messages, Archived, CompactionPlan, CompactionPolicy, FollowCursor,
+    Found, MessageRange, MessageSearch, SessionEvent, SessionFilter, SessionOrder, Summary,
 };
+use futures_util::StreamExt;
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Usage};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -312,6 +314,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         println!("    {:.3}  {place}: {}", hit.rank, hit.snippet);
     }
+
+    // Follow the session: replay its history from the start, then see an append arrive live,
+    // as a UI or a supervisor would. The cursor each event carries is what to keep.
+    let now = follow_cursor_now(&pool, TENANT, session.id).await?;
+    let mut events = follow_session(&pool, TENANT, session.id, FollowCursor::START);
+    let (mut appended, mut changes) = (0, Vec::new());
+    let mut cursor = FollowCursor::START;
+    while cursor.position() < now.position() || cursor.change_seq() < now.change_seq() {
+        let Some(item) = events.next().await else { break };
+        let followed = item?;
+        match &followed.event {
+            SessionEvent::Appended(_) => appended += 1,
+            SessionEvent::Compacted { removed, .. } => {
+                changes.push(format!("compacted {}", removed.len()))
+            }
+            SessionEvent::Reverted { restored, .. } => {
+                changes.push(format!("reverted ({} back)", restored.len()))
+            }
+            other => changes.push(format!("{other:?}")),
+        }
+        cursor = followed.cursor;
+    }
+    let writer = {
+        let pool = pool.clone();
+        let id = session.id;
+        tokio::spawn(async move {
+            let message = NewMessage {
+                content: Some(Json(vec![ContentBlock::text("Is anyone watching?")])),
+                ..NewMessage::new(TENANT.into(), id, MessageRole::User)
+            };
+            append_messages(&pool, TENANT, id, &[message]).await
+        })
+    };
+    let live = match events.next().await {
+        Some(Ok(followed)) => match followed.event {
+            SessionEvent::Appended(m) => format!("#{} {}", m.position, m.role.as_str()),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    };
+    writer.await??;
+    println!(
+        "9c. followed the session: {appended} appended, then {}; live: appended {live}; resume from {}",
+        changes.join(", "),
+        serde_json::to_string(&cursor)?
+    );
 
     // Retention: finalize every standing compaction (a real deployment would keep, say, 30
     // days of them revertible).

@@ -143,20 +143,29 @@ fn check_plan(plan: &CompactionPlan) -> Result<()> {
     Ok(())
 }
 
-/// The locked session row and the transaction's clock.
+/// The locked session row, the transaction's clock, and the seq of the session's latest change.
 #[derive(FromRow)]
 struct Locked {
     #[sqlx(flatten)]
     session: Session,
     now: DateTime<Utc>,
+    last_change: i64,
 }
 
-/// `SELECT sessions.*, now() AS now FROM sessions … FOR UPDATE [OF sessions]`.
-fn lock_session() -> SelectStatement {
+/// `SELECT sessions.*, now() AS now, (the session's latest change seq) AS last_change FROM
+/// sessions … FOR UPDATE [OF sessions]`, for a session of `tenant`.
+fn lock_session(tenant: &str) -> SelectStatement {
     let mut query = Query::select();
     query
         .columns(SessionIden::COLUMNS.map(|c| (SessionIden::Table, c)))
         .expr_as(Expr::current_timestamp(), Alias::new("now"))
+        .expr_as(
+            crate::follow::latest_change(
+                tenant,
+                Expr::col((SessionIden::Table, SessionIden::Id)),
+            ),
+            Alias::new("last_change"),
+        )
         .from(SessionIden::Table)
         .lock_with_tables(LockType::Update, [SessionIden::Table]);
     query
@@ -200,7 +209,7 @@ async fn compact_in(
     plan: &CompactionPlan,
 ) -> Result<CompactionEvent> {
     // 1. Lock the session row: compactions, reverts and appends of one session serialize here.
-    let mut lock = lock_session();
+    let mut lock = lock_session(tenant);
     lock.and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
         .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(plan.session_id));
     let (sql, values) = crate::sql::built(&lock);
@@ -337,6 +346,7 @@ async fn compact_in(
     let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
         tenant,
         session_id: session.id,
+        seq: locked.last_change + 1,
         kind: SessionChangeKind::Compacted,
         after_position: session.last_position,
         event: Some(event_id),
@@ -649,7 +659,7 @@ async fn revert_in(
     event_id: Uuid,
 ) -> Result<CompactionEvent> {
     // 1. Lock the event's session and the event.
-    let mut lock = lock_session();
+    let mut lock = lock_session(tenant);
     lock.inner_join(
         CompactionEventIden::Table,
         Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId))
@@ -762,6 +772,7 @@ async fn revert_in(
     let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
         tenant,
         session_id: session.id,
+        seq: locked.last_change + 1,
         kind: SessionChangeKind::Reverted,
         after_position: session.last_position,
         event: Some(event.id),

@@ -185,7 +185,7 @@ pub async fn follow_cursor_now(
             Expr::col((SessionIden::Table, SessionIden::LastPosition)),
             Expr::val(0i64),
         ]))
-        .expr(Expr::from(latest_change(tenant, session_id)))
+        .expr(latest_change(tenant, Expr::val(session_id)))
         .from(SessionIden::Table)
         .and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
         .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(session_id));
@@ -197,23 +197,33 @@ pub async fn follow_cursor_now(
     Ok(FollowCursor { position, change })
 }
 
-/// `(SELECT coalesce(max(seq), 0) FROM session_changes WHERE …)`: the session's latest change.
-fn latest_change(tenant: &str, session_id: Uuid) -> SelectStatement {
-    Query::select()
-        .expr(Func::coalesce([
-            Func::max(Expr::col(SessionChangeIden::Seq)).into(),
-            Expr::val(0i64),
-        ]))
-        .from(SessionChangeIden::Table)
-        .and_where(Expr::col(SessionChangeIden::TenantId).eq(tenant))
-        .and_where(Expr::col(SessionChangeIden::SessionId).eq(session_id))
-        .to_owned()
+/// `(SELECT coalesce(max(seq), 0) FROM session_changes WHERE tenant_id = $tenant AND
+/// session_id = session)`: the seq of the session's latest change (0 before the first).
+pub(crate) fn latest_change(tenant: &str, session: impl Into<Expr>) -> Expr {
+    Expr::from(
+        Query::select()
+            .expr(Func::coalesce([
+                Func::max(Expr::col((SessionChangeIden::Table, SessionChangeIden::Seq))).into(),
+                Expr::val(0i64),
+            ]))
+            .from(SessionChangeIden::Table)
+            .and_where(
+                Expr::col((SessionChangeIden::Table, SessionChangeIden::TenantId)).eq(tenant),
+            )
+            .and_where(
+                Expr::col((SessionChangeIden::Table, SessionChangeIden::SessionId))
+                    .eq(session.into()),
+            )
+            .to_owned(),
+    )
 }
 
 /// A change to record: what the writer did, under the session lock.
 pub(crate) struct Change<'a> {
     pub(crate) tenant: &'a str,
     pub(crate) session_id: Uuid,
+    /// One more than the session's latest change, as read under the lock.
+    pub(crate) seq: i64,
     pub(crate) kind: SessionChangeKind,
     /// The session's `last_position` as read under the lock.
     pub(crate) after_position: Option<i64>,
@@ -221,26 +231,18 @@ pub(crate) struct Change<'a> {
     pub(crate) message_ids: Vec<Uuid>,
 }
 
-/// `INSERT INTO session_changes (…) SELECT …, coalesce(max(seq), 0) + 1, … FROM
-/// session_changes WHERE …`: the change with the session's next seq. Run it while holding the
-/// session row's lock (every writer of the session takes it), so seqs follow commit order.
+/// `INSERT INTO session_changes (…) VALUES (…)`: the change, with the seq its writer read
+/// under the session row's lock (every writer of the session takes it, so seqs follow commit
+/// order, and a second writer with the same seq cannot exist: it waits for the lock, then
+/// reads this one). A plain insert of values, which Citus routes to the tenant's shard as it
+/// is.
 pub(crate) fn record(change: Change<'_>) -> sea_query::InsertStatement {
-    let next = Func::coalesce([
-        Func::max(Expr::col(SessionChangeIden::Seq)).into(),
-        Expr::val(0i64),
-    ])
-    .add(1);
-    let source = Query::select()
-        .from(SessionChangeIden::Table)
-        .and_where(Expr::col(SessionChangeIden::TenantId).eq(change.tenant))
-        .and_where(Expr::col(SessionChangeIden::SessionId).eq(change.session_id))
-        .to_owned();
-    crate::sql::insert_select(
+    crate::sql::insert_values(
         SessionChangeIden::Table,
         [
             (SessionChangeIden::TenantId, Expr::val(change.tenant)),
             (SessionChangeIden::SessionId, Expr::val(change.session_id)),
-            (SessionChangeIden::Seq, next),
+            (SessionChangeIden::Seq, Expr::val(change.seq)),
             (SessionChangeIden::Kind, Expr::val(change.kind.as_str())),
             (
                 SessionChangeIden::AfterPosition,
@@ -249,7 +251,6 @@ pub(crate) fn record(change: Change<'_>) -> sea_query::InsertStatement {
             (SessionChangeIden::CompactionEventId, Expr::val(change.event)),
             (SessionChangeIden::MessageIds, Expr::val(change.message_ids)),
         ],
-        source,
     )
 }
 

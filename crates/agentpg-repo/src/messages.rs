@@ -534,13 +534,17 @@ pub async fn delete_messages<'c>(
     validate::tenant(tenant)?;
     let mut tx = conn.begin().await?;
     let mut lock = Query::select();
-    lock.column(SessionIden::LastPosition)
+    lock.column((SessionIden::Table, SessionIden::LastPosition))
+        .expr(crate::follow::latest_change(
+            tenant,
+            Expr::col((SessionIden::Table, SessionIden::Id)),
+        ))
         .from(SessionIden::Table)
-        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
-        .and_where(Expr::col(SessionIden::Id).eq(session_id))
-        .lock(LockType::NoKeyUpdate);
+        .and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
+        .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(session_id))
+        .lock_with_tables(LockType::NoKeyUpdate, [SessionIden::Table]);
     let (sql, values) = crate::sql::built(&lock);
-    let last_position: Option<i64> = sqlx::query_scalar_with(sql, values)
+    let (last_position, last_change): (Option<i64>, i64) = sqlx::query_as_with(sql, values)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound(Entity::Session))?;
@@ -562,6 +566,7 @@ pub async fn delete_messages<'c>(
         let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
             tenant,
             session_id,
+            seq: last_change + 1,
             kind: SessionChangeKind::Removed,
             after_position: last_position,
             event: None,

@@ -34,24 +34,6 @@ pub(crate) fn insert_values<C: IntoIden>(
         .to_owned()
 }
 
-/// `INSERT INTO table (c…) SELECT v… FROM …` from (column, value) pairs and a `source` that
-/// gives the FROM and WHERE (and selects nothing itself): each value is written beside its
-/// column, so the two cannot fall out of order.
-pub(crate) fn insert_select<C: IntoIden>(
-    table: impl IntoIden,
-    pairs: impl IntoIterator<Item = (C, Expr)>,
-    mut source: sea_query::SelectStatement,
-) -> sea_query::InsertStatement {
-    let (columns, values): (Vec<C>, Vec<Expr>) = pairs.into_iter().unzip();
-    source.exprs(values);
-    Query::insert()
-        .into_table(table)
-        .columns(columns)
-        .select_from(source)
-        .expect("unzipped pairs: as many values as columns")
-        .to_owned()
-}
-
 /// A common table expression `name AS (query)`.
 pub(crate) fn cte(
     name: &Alias,
