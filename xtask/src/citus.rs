@@ -17,9 +17,15 @@ pub const DATABASE: &str = "agentpg";
 
 /// What every node runs with: the Citus library; enough background workers for one Citus
 /// maintenance daemon per database (each `#[sqlx::test]` database is one); logical decoding,
-/// which moving shards while they are written (rebalancing) needs.
-const NODE_OPTIONS: &str = "-c shared_preload_libraries=citus -c max_worker_processes=128 \
-    -c wal_level=logical -c max_replication_slots=32 -c max_wal_senders=32";
+/// which moving shards while they are written (rebalancing) needs; room for connections.
+///
+/// Why so many connections: `#[sqlx::test]` drops a passing test's database, but on Citus the
+/// drop fails while other nodes' maintenance daemons are connected to it, so the suite's
+/// databases stay until the cluster goes, each with a couple of connections from every other
+/// node. At 121 tests the nodes passed 200 connections ("too many clients" on a worker).
+const NODE_OPTIONS: &str = "-c shared_preload_libraries=citus -c max_worker_processes=256 \
+    -c max_connections=800 -c wal_level=logical -c max_replication_slots=32 \
+    -c max_wal_senders=32";
 
 /// A coordinator and its workers.
 pub struct Cluster {

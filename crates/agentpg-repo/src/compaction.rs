@@ -143,29 +143,24 @@ fn check_plan(plan: &CompactionPlan) -> Result<()> {
     Ok(())
 }
 
-/// The locked session row, the transaction's clock, and the seq of the session's latest change.
+/// The locked session row and the transaction's clock.
 #[derive(FromRow)]
 struct Locked {
     #[sqlx(flatten)]
     session: Session,
     now: DateTime<Utc>,
-    last_change: i64,
 }
 
-/// `SELECT sessions.*, now() AS now, (the session's latest change seq) AS last_change FROM
-/// sessions … FOR UPDATE [OF sessions]`, for a session of `tenant`.
-fn lock_session(tenant: &str) -> SelectStatement {
+/// `SELECT sessions.*, now() AS now FROM sessions … FOR UPDATE [OF sessions]`.
+///
+/// Only the locked row is read afresh when the lock had to wait (PostgreSQL re-reads the row it
+/// locks, not the rest of the statement): whatever else a writer decides on is read by a
+/// later statement, which sees what the lock's previous holder committed.
+fn lock_session() -> SelectStatement {
     let mut query = Query::select();
     query
         .columns(SessionIden::COLUMNS.map(|c| (SessionIden::Table, c)))
         .expr_as(Expr::current_timestamp(), Alias::new("now"))
-        .expr_as(
-            crate::follow::latest_change(
-                tenant,
-                Expr::col((SessionIden::Table, SessionIden::Id)),
-            ),
-            Alias::new("last_change"),
-        )
         .from(SessionIden::Table)
         .lock_with_tables(LockType::Update, [SessionIden::Table]);
     query
@@ -209,7 +204,7 @@ async fn compact_in(
     plan: &CompactionPlan,
 ) -> Result<CompactionEvent> {
     // 1. Lock the session row: compactions, reverts and appends of one session serialize here.
-    let mut lock = lock_session(tenant);
+    let mut lock = lock_session();
     lock.and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
         .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(plan.session_id));
     let (sql, values) = crate::sql::built(&lock);
@@ -241,6 +236,8 @@ async fn compact_in(
         Some(id) => summary_id_taken(tenant, id),
         None => Expr::val(false),
     })
+    // The session's latest change, read after the lock (the seq the compaction's follows).
+    .expr(crate::follow::latest_change(tenant, Expr::val(session.id)))
     .from(MessageIden::Table)
     .and_where(Expr::col(MessageIden::TenantId).eq(tenant))
     .and_where(Expr::col(MessageIden::SessionId).eq(session.id))
@@ -264,6 +261,7 @@ async fn compact_in(
         Option<String>,
         Option<String>,
         bool,
+        i64,
     );
     let found: Vec<Found> = sqlx::query_as_with(sql, values)
         .persistent(false)
@@ -272,7 +270,7 @@ async fn compact_in(
     let mut in_plan = HashSet::with_capacity(plan.remove.len());
     let mut preserved_ids = Vec::new();
     let mut figures = Removed::default();
-    for (id, is_preserved, tokens, position, planned, _, _, _) in &found {
+    for (id, is_preserved, tokens, position, planned, _, _, _, _) in &found {
         if *planned {
             if *is_preserved {
                 return Err(Error::invalid(format!("message {id} is preserved")));
@@ -346,7 +344,7 @@ async fn compact_in(
     let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
         tenant,
         session_id: session.id,
-        seq: locked.last_change + 1,
+        seq: found.first().map_or(0, |f| f.8) + 1,
         kind: SessionChangeKind::Compacted,
         after_position: session.last_position,
         event: Some(event_id),
@@ -659,7 +657,7 @@ async fn revert_in(
     event_id: Uuid,
 ) -> Result<CompactionEvent> {
     // 1. Lock the event's session and the event.
-    let mut lock = lock_session(tenant);
+    let mut lock = lock_session();
     lock.inner_join(
         CompactionEventIden::Table,
         Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId))
@@ -767,12 +765,19 @@ async fn revert_in(
         )));
     }
     let restored_tokens: i64 = restored.iter().map(|m| m.tokens).sum();
+    let latest = Query::select()
+        .expr(crate::follow::latest_change(tenant, Expr::val(session.id)))
+        .to_owned();
+    let (sql, values) = crate::sql::built(&latest);
+    let last_change: i64 = sqlx::query_scalar_with(sql, values)
+        .fetch_one(&mut *conn)
+        .await?;
     let mut back: Vec<(i64, Uuid)> = restored.iter().map(|m| (m.position, m.id)).collect();
     back.sort_unstable();
     let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
         tenant,
         session_id: session.id,
-        seq: locked.last_change + 1,
+        seq: last_change + 1,
         kind: SessionChangeKind::Reverted,
         after_position: session.last_position,
         event: Some(event.id),

@@ -534,27 +534,23 @@ pub async fn delete_messages<'c>(
     validate::tenant(tenant)?;
     let mut tx = conn.begin().await?;
     let mut lock = Query::select();
-    lock.column((SessionIden::Table, SessionIden::LastPosition))
-        .expr(crate::follow::latest_change(
-            tenant,
-            Expr::col((SessionIden::Table, SessionIden::Id)),
-        ))
+    lock.column(SessionIden::LastPosition)
         .from(SessionIden::Table)
-        .and_where(Expr::col((SessionIden::Table, SessionIden::TenantId)).eq(tenant))
-        .and_where(Expr::col((SessionIden::Table, SessionIden::Id)).eq(session_id))
-        .lock_with_tables(LockType::NoKeyUpdate, [SessionIden::Table]);
+        .and_where(Expr::col(SessionIden::TenantId).eq(tenant))
+        .and_where(Expr::col(SessionIden::Id).eq(session_id))
+        .lock(LockType::NoKeyUpdate);
     let (sql, values) = crate::sql::built(&lock);
-    let (last_position, last_change): (Option<i64>, i64) = sqlx::query_as_with(sql, values)
+    let last_position: Option<i64> = sqlx::query_scalar_with(sql, values)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound(Entity::Session))?;
     let (sql, values) = crate::sql::built(&delete_statement(tenant, session_id, ids, pairs));
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    let (split, pending, deleted, gone): (Option<String>, Option<String>, i64, Vec<Uuid>) =
-        sqlx::query_as_with(sql, values)
-            .persistent(false)
-            .fetch_one(&mut *tx)
-            .await?;
+    type Outcome = (Option<String>, Option<String>, i64, Vec<Uuid>, i64);
+    let (split, pending, deleted, gone, last_change): Outcome = sqlx::query_as_with(sql, values)
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
     if let Some(tool_id) = split {
         return Err(pairs::split_error(&tool_id));
     }
@@ -664,6 +660,8 @@ fn delete_statement(
         .expr(first_of(&pending))
         .expr(crate::sql::count_of(&gone))
         .expr(gone_ids)
+        // The session's latest change, read after the lock: the seq this delete follows.
+        .expr(crate::follow::latest_change(tenant, Expr::val(session_id)))
         .to_owned()
         .with(with)
 }

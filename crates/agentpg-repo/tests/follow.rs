@@ -597,3 +597,43 @@ async fn a_history_longer_than_one_read_replays_in_order(pool: PgPool) {
     );
     assert!(quiet(&mut follow).await);
 }
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn changes_that_waited_for_the_lock_take_the_next_seqs(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let rows = conversation(&pool, s.id, 6).await;
+    // The first compaction holds the session's lock, uncommitted, while a second compaction
+    // and a delete queue behind it.
+    let mut tx = pool.begin().await.unwrap();
+    let first = compact(&mut tx, TENANT, &plan(s.id, vec![rows[0].id]))
+        .await
+        .unwrap();
+    let second = {
+        let (pool, plan) = (pool.clone(), plan(s.id, vec![rows[1].id]));
+        tokio::spawn(async move { compact(&pool, TENANT, &plan).await })
+    };
+    until_someone_waits(&pool).await;
+    let delete = {
+        let (pool, id, session) = (pool.clone(), rows[5].id, s.id);
+        tokio::spawn(async move {
+            delete_messages(&pool, TENANT, session, &[id], ToolPairs::Keep).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.commit().await.unwrap();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(delete.await.unwrap().unwrap(), 1);
+    // Each took the seq after the one committed before it: all three are followed, in order.
+    let mut follow = follow_session(&pool, TENANT, s.id, FollowCursor::START);
+    let seen: Vec<String> = take(&mut follow, 5 + 3)
+        .await
+        .iter()
+        .map(|f| shape(&f.event))
+        .filter(|s| !s.starts_with("appended"))
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], format!("compacted {} {:?}", first.id, vec![rows[0].id]));
+    assert!(seen[1..].contains(&format!("compacted {} {:?}", second.id, vec![rows[1].id])));
+    assert!(seen[1..].contains(&format!("removed {:?}", vec![rows[5].id])));
+    assert!(quiet(&mut follow).await);
+}
