@@ -120,8 +120,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// live). The stream ends after [`SessionEvent::Deleted`].
 ///
 /// A follower keeps one connection of its own (opened with `pool`'s options, so it runs as
-/// the pool's role: under row-level security it sees what its tenant's role sees), on which it
-/// `LISTEN`s for the session's channel; it reads through `pool`. It reads again when notified,
+/// the pool's role), on which it `LISTEN`s for the session's channel; it reads through `pool`,
+/// one connection for one statement at a time. Under row-level security, give it a pool that
+/// logs in as the tenant's role ([`rls::tenant_connect_options`](crate::rls::tenant_connect_options)):
+/// it then sees what that role sees. A shared pool used with
+/// [`rls::begin_as_tenant`](crate::rls::begin_as_tenant) logs in as a role that sees no rows
+/// outside such a transaction, so a follower on it finds no session. It reads again when notified,
 /// and every [`DEFAULT_POLL_INTERVAL`] regardless
 /// ([`Follow::poll_interval`]), so a lost notification (a writer that crashed before
 /// notifying, or one that wrote with plain SQL) delays an event, never loses one. A dropped

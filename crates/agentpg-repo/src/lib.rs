@@ -13,6 +13,10 @@
 //!   `&pool`, `&mut *conn` or `&mut tx`; [`compact`] and [`revert_compaction`] open a
 //!   transaction, or a savepoint inside yours.
 //!
+//! [`follow_session`] is a `Stream` of what happens to a session (appends, compactions,
+//! reverts, deletes), in commit order, from a cursor the caller keeps: the database is the
+//! truth, `LISTEN/NOTIFY` only wakes the follower.
+//!
 //! Model APIs: [`tokens`] keeps each message's own size in `usage` and the provider's reported
 //! usage in `provider_usage`, so `total_tokens` lands on the provider's prompt after every
 //! response; [`formats`] converts stored content (Anthropic Messages content blocks) to and from
