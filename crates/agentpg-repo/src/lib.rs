@@ -73,7 +73,7 @@ pub use compaction::{
 pub use error::{Entity, Error, Result};
 pub use follow::{
     follow_cursor_now, follow_session, Follow, FollowCursor, Followed, SessionEvent,
-    DEFAULT_POLL_INTERVAL,
+    DEFAULT_COALESCE, DEFAULT_POLL_INTERVAL,
 };
 pub use fork::fork_session;
 pub use messages::{

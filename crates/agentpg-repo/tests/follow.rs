@@ -637,3 +637,51 @@ async fn changes_that_waited_for_the_lock_take_the_next_seqs(pool: PgPool) {
     assert!(seen[1..].contains(&format!("removed {:?}", vec![rows[5].id])));
     assert!(quiet(&mut follow).await);
 }
+
+#[sqlx::test(migrator = "agentpg_repo::MIGRATOR")]
+async fn followers_in_one_process_share_a_connection_and_each_get_everything(pool: PgPool) {
+    let s = session(&pool, TENANT, "s").await;
+    let other = session(&pool, TENANT, "other").await;
+    let early: Vec<Uuid> = conversation(&pool, s.id, 3).await.iter().map(|m| m.id).collect();
+    // Twenty followers of the session, half replaying it from the start, half from now, and
+    // one of another session: all share this process's listening connection and reads.
+    let now = follow_cursor_now(&pool, TENANT, s.id).await.unwrap();
+    let mut follows = Vec::new();
+    for i in 0..20 {
+        if i % 2 == 0 {
+            let mut f = follow_session(&pool, TENANT, s.id, FollowCursor::START);
+            assert_eq!(appended_ids(&mut f, 3).await, early, "follower {i}");
+            follows.push(f);
+        } else {
+            let mut f = follow_session(&pool, TENANT, s.id, now);
+            assert!(tokio::time::timeout(Duration::from_millis(50), f.next())
+                .await
+                .is_err());
+            follows.push(f);
+        }
+    }
+    let mut elsewhere = follow_session(&pool, TENANT, other.id, FollowCursor::START);
+    assert!(quiet(&mut elsewhere).await);
+    let listening: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(listening, 1, "one listening connection for the process");
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let batch = [msg(s.id, &format!("n{i}")), msg(s.id, &format!("x{i}"))];
+        let rows = append_messages(&pool, TENANT, s.id, &batch)
+            .await
+            .unwrap()
+            .into_rows();
+        expected.extend(rows.iter().map(|m| m.id));
+    }
+    for (i, f) in follows.iter_mut().enumerate() {
+        assert_eq!(appended_ids(f, expected.len()).await, expected, "follower {i}");
+        assert!(quiet(f).await, "follower {i} got more");
+    }
+    assert!(quiet(&mut elsewhere).await);
+}

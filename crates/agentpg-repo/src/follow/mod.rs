@@ -20,12 +20,13 @@ use sea_query::{
     Alias, Asterisk, Expr, ExprTrait, Func, Order, Query, SelectStatement, UnionType,
 };
 use serde_json::Value;
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::{Entity, Error, Result};
 use crate::validate;
+
+mod hub;
 
 /// A place in a session's history: everything up to it has been seen. Serialize it (serde) to
 /// keep it across processes; a follower started from it continues with the next event, and
@@ -111,6 +112,10 @@ const BATCH: u64 = 256;
 /// How long a follower waits for a notification before it reads anyway, by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long, by default, a woken follower lets pass since its previous read before it reads
+/// again (so that under a steady stream of appends it reads a few at a time).
+pub const DEFAULT_COALESCE: Duration = Duration::from_millis(10);
+
 /// The pause before a follower retries after a retryable error.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -156,10 +161,12 @@ pub fn follow_session(
         tenant: tenant.to_owned(),
         session_id,
         cursor: from,
-        listener: None,
+        subscription: None,
         channel: None,
         ready: VecDeque::new(),
         poll: DEFAULT_POLL_INTERVAL,
+        coalesce: DEFAULT_COALESCE,
+        last_read: None,
         seen_session: from != FollowCursor::START,
         caught_up: false,
         pause: false,
@@ -304,6 +311,18 @@ impl Follow {
         }
         self
     }
+
+    /// When woken, reads no sooner than this after its previous read (default
+    /// [`DEFAULT_COALESCE`]): a wake-up after a quiet spell is read at once, while a steady
+    /// stream of appends is read a few at a time, which is what keeps followers cheap for the
+    /// writers. `Duration::ZERO` reads on every wake-up. Takes effect only before the stream is
+    /// first polled.
+    pub fn coalesce(mut self, at_most_every: Duration) -> Self {
+        if let Some(state) = self.state.as_mut() {
+            state.coalesce = at_most_every;
+        }
+        self
+    }
 }
 
 impl std::fmt::Debug for Follow {
@@ -342,11 +361,16 @@ struct State {
     session_id: Uuid,
     /// Just after the last event given.
     cursor: FollowCursor,
-    listener: Option<PgListener>,
+    /// The session's channel, with this process's other followers of it (one listening
+    /// connection, one wake-up counter, the last read).
+    subscription: Option<hub::Subscription>,
     channel: Option<String>,
     /// Events read and not yet given.
     ready: VecDeque<Followed>,
     poll: Duration,
+    coalesce: Duration,
+    /// When the last read after a wake-up started.
+    last_read: Option<tokio::time::Instant>,
     /// The session existed when this follower (or the one whose cursor it resumes) saw it.
     seen_session: bool,
     /// The last read found nothing new: the next one waits for a wake-up first.
@@ -377,9 +401,9 @@ impl State {
             match self.step().await {
                 Ok(()) => {}
                 Err(e) => {
-                    // The listener may be what failed: a new one, listening before the next
+                    // Listening may be what failed: subscribe again, listening before the next
                     // read, so nothing committed after that read goes unnoticed.
-                    self.listener = None;
+                    self.subscription = None;
                     self.caught_up = false;
                     if e.is_retryable() {
                         self.pause = true;
@@ -395,7 +419,9 @@ impl State {
     /// One round: listen (if not yet), wait for a wake-up when the last read was caught up,
     /// then read what follows the cursor into `ready`.
     async fn step(&mut self) -> Result<()> {
-        if self.listener.is_none() {
+        // Whether to read the database itself rather than another follower's read.
+        let mut fresh = false;
+        if self.subscription.is_none() {
             validate::tenant(&self.tenant)?;
             let channel = match &self.channel {
                 Some(c) => c.clone(),
@@ -411,39 +437,72 @@ impl State {
                     c
                 }
             };
-            // A connection of the follower's own, with the pool's options (role, tenant
-            // settings), outside the pool: a follower never holds one of the pool's
-            // connections while it waits.
-            let own = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with(self.pool.connect_options().as_ref().clone());
-            let mut listener = PgListener::connect_with(&own).await?;
-            listener.listen(&channel).await?;
-            self.listener = Some(listener);
+            let options = self.pool.connect_options();
+            self.subscription = Some(hub::subscribe(&options, &channel).await?);
             // Listening now: read before waiting, whatever the last read found.
             self.caught_up = false;
+            fresh = true;
         }
         if self.caught_up {
-            if let Some(listener) = self.listener.as_mut() {
-                match tokio::time::timeout(self.poll, listener.try_recv()).await {
-                    // Notified: take every wake-up already here with it.
-                    Ok(Ok(Some(_))) => while listener.next_buffered().is_some() {},
-                    // The connection was lost (and made again): notifications may be lost.
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => return Err(e.into()),
-                    // The poll interval passed.
-                    Err(_) => {}
+            if let Some(subscription) = self.subscription.as_mut() {
+                match tokio::time::timeout(self.poll, subscription.wakeups.changed()).await {
+                    Ok(Ok(())) => {
+                        let now = tokio::time::Instant::now();
+                        if let Some(next) = self.last_read.map(|at| at + self.coalesce) {
+                            if next > now {
+                                tokio::time::sleep_until(next).await;
+                            }
+                        }
+                        self.last_read = Some(tokio::time::Instant::now());
+                    }
+                    // The hub is gone (its runtime ended): subscribe again after this read.
+                    Ok(Err(_)) => {
+                        self.subscription = None;
+                        fresh = true;
+                    }
+                    // The poll interval passed: what changed without a notification is in the
+                    // database, not in a read made before.
+                    Err(_) => fresh = true,
                 }
             }
         }
-        let read = self.read().await?;
+        let read = self.read(fresh).await?;
         self.caught_up = read.is_empty();
         self.ready.extend(read);
         Ok(())
     }
 
+    /// The events after the cursor: another follower's read of this session, if it started
+    /// here (or passed here) since the last wake-up, else a read of the database, which the
+    /// others may then use.
+    async fn read(&mut self, fresh: bool) -> Result<Vec<Followed>> {
+        let Some(subscription) = self.subscription.as_mut() else {
+            return self.read_database().await;
+        };
+        let generation = *subscription.wakeups.borrow_and_update();
+        let session = subscription.session.clone();
+        let mut last = session.last_read.lock().await;
+        if !fresh {
+            if let Some(events) = last
+                .as_ref()
+                .filter(|r| r.generation == generation)
+                .and_then(|r| r.after(self.cursor))
+            {
+                return Ok(events);
+            }
+        }
+        let from = self.cursor;
+        let events = self.read_database().await?;
+        *last = Some(hub::LastRead {
+            generation,
+            from,
+            events: events.clone(),
+        });
+        Ok(events)
+    }
+
     /// The events after the cursor, as one statement sees the session.
-    async fn read(&mut self) -> Result<Vec<Followed>> {
+    async fn read_database(&mut self) -> Result<Vec<Followed>> {
         let (sql, values) = crate::sql::built(&read_statement(
             &self.tenant,
             self.session_id,
