@@ -78,11 +78,15 @@ async fn followers(
 
 /// Followers of `targets` from now that only take their events (a consumer that does
 /// nothing with them): what following costs, without the latency bookkeeping.
-async fn drains(pool: &PgPool, targets: &[Uuid]) -> Vec<tokio::task::JoinHandle<()>> {
+async fn drains(
+    pool: &PgPool,
+    targets: &[Uuid],
+    coalesce: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for &session in targets {
         let from = follow_cursor_now(pool, TENANT, session).await.expect("a cursor");
-        let mut follow = follow_session(pool, TENANT, session, from);
+        let mut follow = follow_session(pool, TENANT, session, from).coalesce(coalesce);
         let first = tokio::time::timeout(Duration::from_millis(300), follow.next()).await;
         assert!(first.is_err(), "a follower from now saw {first:?}");
         tasks.push(tokio::spawn(async move {
@@ -145,10 +149,16 @@ async fn append_rate(pool: &PgPool, session: Uuid, appends: usize, offset: usize
 
 /// What `followers_n` followers of the written session cost one writer: runs with and without
 /// them alternate, medians of each.
-async fn writer_cost(pool: &PgPool, followers_n: usize, spread: bool, quick: bool) -> (f64, f64) {
+async fn writer_cost(
+    pool: &PgPool,
+    followers_n: usize,
+    spread: bool,
+    coalesce: Duration,
+    quick: bool,
+) -> (f64, f64) {
     let rounds = if quick { 2 } else { 4 };
     let appends = if quick { 150 } else { 400 };
-    let name = format!("cost-{followers_n}-{spread}");
+    let name = format!("cost-{followers_n}-{spread}-{}", coalesce.as_millis());
     let targets = sessions(pool, &name, if spread { followers_n } else { 1 }).await;
     let mut with = Vec::new();
     let mut without = Vec::new();
@@ -162,7 +172,7 @@ async fn writer_cost(pool: &PgPool, followers_n: usize, spread: bool, quick: boo
                 } else {
                     vec![targets[0]; followers_n]
                 };
-                drains(pool, &follows).await
+                drains(pool, &follows, coalesce).await
             } else {
                 Vec::new()
             };
@@ -211,13 +221,24 @@ pub(crate) async fn run(pool: &PgPool, quick: bool) {
     }
     println!();
     println!("{:<58} {:>10} {:>10} {:>8}  target", "writer cost (appends/s, back to back)", "followed", "alone", "ratio");
-    for spread in [false, true] {
-        let (with, without) = writer_cost(pool, 100, spread, quick).await;
+    for (spread, coalesce) in [
+        (false, agentpg_repo::DEFAULT_COALESCE),
+        (true, agentpg_repo::DEFAULT_COALESCE),
+        (false, Duration::from_millis(50)),
+        (true, Duration::from_millis(50)),
+    ] {
+        let (with, without) = writer_cost(pool, 100, spread, coalesce, quick).await;
         let ratio = with / without;
         let case = if spread {
-            "100 followers, one session each (writer on one of them)"
+            format!(
+                "100 followers, one session each, coalesce {} ms",
+                coalesce.as_millis()
+            )
         } else {
-            "100 followers of the written session"
+            format!(
+                "100 followers of the written session, coalesce {} ms",
+                coalesce.as_millis()
+            )
         };
         println!(
             "{case:<58} {with:>10.0} {without:>10.0} {ratio:>8.3}  ratio >= 0.9 ({})",

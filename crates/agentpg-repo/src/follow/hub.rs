@@ -58,6 +58,8 @@ pub(super) struct LastRead {
     pub(super) generation: u64,
     pub(super) from: FollowCursor,
     pub(super) events: Vec<Followed>,
+    /// The events are all the statement saw (no limit cut it short).
+    pub(super) complete: bool,
 }
 
 impl LastRead {

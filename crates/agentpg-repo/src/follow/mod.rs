@@ -466,8 +466,9 @@ impl State {
                 }
             }
         }
-        let read = self.read(fresh).await?;
-        self.caught_up = read.is_empty();
+        let (read, complete) = self.read(fresh).await?;
+        // A read that gave all it saw leaves nothing to read until the next wake-up.
+        self.caught_up = read.is_empty() || complete;
         self.ready.extend(read);
         Ok(())
     }
@@ -475,7 +476,7 @@ impl State {
     /// The events after the cursor: another follower's read of this session, if it started
     /// here (or passed here) since the last wake-up, else a read of the database, which the
     /// others may then use.
-    async fn read(&mut self, fresh: bool) -> Result<Vec<Followed>> {
+    async fn read(&mut self, fresh: bool) -> Result<(Vec<Followed>, bool)> {
         let Some(subscription) = self.subscription.as_mut() else {
             return self.read_database().await;
         };
@@ -486,23 +487,25 @@ impl State {
             if let Some(events) = last
                 .as_ref()
                 .filter(|r| r.generation == generation)
-                .and_then(|r| r.after(self.cursor))
+                .and_then(|r| Some((r.after(self.cursor)?, r.complete)))
             {
                 return Ok(events);
             }
         }
         let from = self.cursor;
-        let events = self.read_database().await?;
+        let (events, complete) = self.read_database().await?;
         *last = Some(hub::LastRead {
             generation,
             from,
             events: events.clone(),
+            complete,
         });
-        Ok(events)
+        Ok((events, complete))
     }
 
-    /// The events after the cursor, as one statement sees the session.
-    async fn read_database(&mut self) -> Result<Vec<Followed>> {
+    /// The events after the cursor, as one statement sees the session, and whether they are
+    /// all it saw (no limit cut the read short).
+    async fn read_database(&mut self) -> Result<(Vec<Followed>, bool)> {
         let (sql, values) = crate::sql::built(&read_statement(
             &self.tenant,
             self.session_id,
@@ -517,10 +520,11 @@ impl State {
             if !self.seen_session {
                 return Err(Error::NotFound(Entity::Session));
             }
-            return Ok(vec![Followed {
+            let deleted = Followed {
                 event: SessionEvent::Deleted,
                 cursor: self.cursor,
-            }]);
+            };
+            return Ok((vec![deleted], true));
         }
         self.seen_session = true;
         let changes: Vec<ChangeRow> = decode_list(changes, "change")?;
@@ -540,7 +544,8 @@ impl State {
         } else {
             self.messages_by_id(&referenced).await?
         };
-        merge(self.cursor, changes, messages, &referenced, BATCH)
+        let complete = (changes.len() as u64) < BATCH && (messages.len() as u64) < BATCH;
+        Ok((merge(self.cursor, changes, messages, &referenced, BATCH)?, complete))
     }
 
     /// Messages of the session by id, live or archived, as they are now.
