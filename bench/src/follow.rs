@@ -53,7 +53,7 @@ async fn followers(
         let from = follow_cursor_now(pool, TENANT, session).await.expect("a cursor");
         let mut follow = follow_session(pool, TENANT, session, from);
         // The first poll listens and reads (nothing yet): wait for it before writing.
-        let first = tokio::time::timeout(Duration::from_millis(300), follow.next()).await;
+        let first = tokio::time::timeout(Duration::from_millis(50), follow.next()).await;
         assert!(first.is_err(), "a follower from now saw {first:?}");
         let (sent, latencies) = (sent.clone(), latencies.clone());
         tasks.push(tokio::spawn(async move {
@@ -87,7 +87,7 @@ async fn drains(
     for &session in targets {
         let from = follow_cursor_now(pool, TENANT, session).await.expect("a cursor");
         let mut follow = follow_session(pool, TENANT, session, from).coalesce(coalesce);
-        let first = tokio::time::timeout(Duration::from_millis(300), follow.next()).await;
+        let first = tokio::time::timeout(Duration::from_millis(50), follow.next()).await;
         assert!(first.is_err(), "a follower from now saw {first:?}");
         tasks.push(tokio::spawn(async move {
             while let Some(item) = follow.next().await {
