@@ -31,9 +31,12 @@ fn message(session: Uuid, i: usize) -> NewMessage {
 async fn sessions(pool: &PgPool, prefix: &str, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let s = create_session(pool, NewSession::new(TENANT.into(), format!("{prefix}-{i}")))
-            .await
-            .expect("a session");
+        let s = create_session(
+            pool,
+            NewSession::new(TENANT.into(), format!("{prefix}-{i}")),
+        )
+        .await
+        .expect("a session");
         ids.push(s.id);
     }
     ids
@@ -50,7 +53,9 @@ async fn followers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for &session in targets {
-        let from = follow_cursor_now(pool, TENANT, session).await.expect("a cursor");
+        let from = follow_cursor_now(pool, TENANT, session)
+            .await
+            .expect("a cursor");
         let mut follow = follow_session(pool, TENANT, session, from);
         // The first poll listens and reads (nothing yet): wait for it before writing.
         let first = tokio::time::timeout(Duration::from_millis(50), follow.next()).await;
@@ -59,7 +64,9 @@ async fn followers(
         tasks.push(tokio::spawn(async move {
             let mut got = 0;
             while got < expected_each {
-                let Some(item) = follow.next().await else { break };
+                let Some(item) = follow.next().await else {
+                    break;
+                };
                 let Ok(followed) = item else { continue };
                 if let SessionEvent::Appended(m) = followed.event {
                     let now = Instant::now();
@@ -85,7 +92,9 @@ async fn drains(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for &session in targets {
-        let from = follow_cursor_now(pool, TENANT, session).await.expect("a cursor");
+        let from = follow_cursor_now(pool, TENANT, session)
+            .await
+            .expect("a cursor");
         let mut follow = follow_session(pool, TENANT, session, from).coalesce(coalesce);
         let first = tokio::time::timeout(Duration::from_millis(50), follow.next()).await;
         assert!(first.is_err(), "a follower from now saw {first:?}");
@@ -108,7 +117,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// One latency case: `followers_n` followers, on one session or one session each, and
 /// `appends` appends paced [`PACE`] apart (round robin over the sessions).
-async fn latency(pool: &PgPool, followers_n: usize, spread: bool, appends: usize) -> (Duration, Duration, usize) {
+async fn latency(
+    pool: &PgPool,
+    followers_n: usize,
+    spread: bool,
+    appends: usize,
+) -> (Duration, Duration, usize) {
     let name = format!("lat-{followers_n}-{spread}");
     let targets = sessions(pool, &name, if spread { followers_n } else { 1 }).await;
     let sent = Arc::new(Mutex::new(vec![None; appends]));
@@ -118,7 +132,11 @@ async fn latency(pool: &PgPool, followers_n: usize, spread: bool, appends: usize
     } else {
         vec![targets[0]; followers_n]
     };
-    let each = if spread { appends / followers_n } else { appends };
+    let each = if spread {
+        appends / followers_n
+    } else {
+        appends
+    };
     let tasks = followers(pool, &followed, sent.clone(), latencies.clone(), each).await;
     for i in 0..appends {
         let session = targets[i % targets.len()];
@@ -204,7 +222,10 @@ fn ms(d: Duration) -> String {
 pub(crate) async fn run(pool: &PgPool, quick: bool) {
     println!();
     println!("following sessions (append-to-event latency: from the writer's call to the follower's event; appends {} ms apart)", PACE.as_millis());
-    println!("{:<58} {:>10} {:>10} {:>8}", "case", "median", "p99", "events");
+    println!(
+        "{:<58} {:>10} {:>10} {:>8}",
+        "case", "median", "p99", "events"
+    );
     let appends = if quick { 50 } else { 200 };
     for spread in [false, true] {
         for n in [1usize, 10, 100] {
@@ -220,7 +241,10 @@ pub(crate) async fn run(pool: &PgPool, quick: bool) {
         }
     }
     println!();
-    println!("{:<58} {:>10} {:>10} {:>8}  target", "writer cost (appends/s, back to back)", "followed", "alone", "ratio");
+    println!(
+        "{:<58} {:>10} {:>10} {:>8}  target",
+        "writer cost (appends/s, back to back)", "followed", "alone", "ratio"
+    );
     for (spread, coalesce) in [
         (false, agentpg_repo::DEFAULT_COALESCE),
         (true, agentpg_repo::DEFAULT_COALESCE),

@@ -12,12 +12,12 @@ use agentpg_repo::formats::{openai_chat, Turn};
 use agentpg_repo::tokens::{count_response, Accounting, ApproxEstimator};
 use agentpg_repo::{
     append_messages, compact, create_session, finalize_compactions, follow_cursor_now,
-    follow_session, fork_session, list_messages, list_sessions, plan_compaction,
-    revert_compaction, search_messages, Archived, CompactionPlan, CompactionPolicy, FollowCursor,
-    Found, MessageRange, MessageSearch, SessionEvent, SessionFilter, SessionOrder, Summary,
+    follow_session, fork_session, list_messages, list_sessions, plan_compaction, revert_compaction,
+    search_messages, Archived, CompactionPlan, CompactionPolicy, FollowCursor, Found, MessageRange,
+    MessageSearch, SessionEvent, SessionFilter, SessionOrder, Summary,
 };
-use futures_util::StreamExt;
 use agentpg_schema::{ContentBlock, Message, MessageRole, NewMessage, NewSession, Usage};
+use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
@@ -322,7 +322,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut appended, mut changes) = (0, Vec::new());
     let mut cursor = FollowCursor::START;
     while cursor.position() < now.position() || cursor.change_seq() < now.change_seq() {
-        let Some(item) = events.next().await else { break };
+        let Some(item) = events.next().await else {
+            break;
+        };
         let followed = item?;
         match &followed.event {
             SessionEvent::Appended(_) => appended += 1,

@@ -128,7 +128,9 @@ async fn a_live_follower_sees_every_event_once_in_commit_order(pool: PgPool) {
         &pool,
         TENANT,
         s.id,
-        &(0..4).map(|i| msg(s.id, &format!("m{i}"))).collect::<Vec<_>>(),
+        &(0..4)
+            .map(|i| msg(s.id, &format!("m{i}")))
+            .collect::<Vec<_>>(),
     )
     .await
     .unwrap()
@@ -136,7 +138,11 @@ async fn a_live_follower_sees_every_event_once_in_commit_order(pool: PgPool) {
     let got = take(&mut follow, 4).await;
     assert_eq!(
         got.iter().map(|f| f.event.clone()).collect::<Vec<_>>(),
-        first.iter().cloned().map(SessionEvent::Appended).collect::<Vec<_>>()
+        first
+            .iter()
+            .cloned()
+            .map(SessionEvent::Appended)
+            .collect::<Vec<_>>()
     );
     shapes(&got);
 
@@ -326,8 +332,8 @@ async fn a_follower_from_now_sees_only_what_happens_next(pool: PgPool) {
 async fn notifications_wake_the_follower_without_polling(pool: PgPool) {
     let s = session(&pool, TENANT, "s").await;
     // A poll interval no test waits out: only notifications can deliver these in time.
-    let mut follow =
-        follow_session(&pool, TENANT, s.id, FollowCursor::START).poll_interval(Duration::from_secs(3600));
+    let mut follow = follow_session(&pool, TENANT, s.id, FollowCursor::START)
+        .poll_interval(Duration::from_secs(3600));
     assert!(quiet(&mut follow).await);
     for i in 0..5 {
         let rows = append_messages(&pool, TENANT, s.id, &[msg(s.id, &format!("m{i}"))])
@@ -419,7 +425,10 @@ async fn a_writer_committing_while_the_follower_reconnects_is_seen_once(pool: Pg
             &mut tx,
             TENANT,
             s.id,
-            &[msg(s.id, &format!("r{round}a")), msg(s.id, &format!("r{round}b"))],
+            &[
+                msg(s.id, &format!("r{round}a")),
+                msg(s.id, &format!("r{round}b")),
+            ],
         )
         .await
         .unwrap()
@@ -580,7 +589,9 @@ async fn a_history_longer_than_one_read_replays_in_order(pool: PgPool) {
         // Changes between the appends, several in a row.
         for k in 0..3 {
             let ids = vec![rows[10 * k].id, rows[10 * k + 1].id];
-            let event = compact(&pool, TENANT, &plan(s.id, ids.clone())).await.unwrap();
+            let event = compact(&pool, TENANT, &plan(s.id, ids.clone()))
+                .await
+                .unwrap();
             expected.push(format!("compacted {} {ids:?}", event.id));
         }
     }
@@ -632,7 +643,10 @@ async fn changes_that_waited_for_the_lock_take_the_next_seqs(pool: PgPool) {
         .filter(|s| !s.starts_with("appended"))
         .collect();
     assert_eq!(seen.len(), 3, "{seen:?}");
-    assert_eq!(seen[0], format!("compacted {} {:?}", first.id, vec![rows[0].id]));
+    assert_eq!(
+        seen[0],
+        format!("compacted {} {:?}", first.id, vec![rows[0].id])
+    );
     assert!(seen[1..].contains(&format!("compacted {} {:?}", second.id, vec![rows[1].id])));
     assert!(seen[1..].contains(&format!("removed {:?}", vec![rows[5].id])));
     assert!(quiet(&mut follow).await);
@@ -642,7 +656,11 @@ async fn changes_that_waited_for_the_lock_take_the_next_seqs(pool: PgPool) {
 async fn followers_in_one_process_share_a_connection_and_each_get_everything(pool: PgPool) {
     let s = session(&pool, TENANT, "s").await;
     let other = session(&pool, TENANT, "other").await;
-    let early: Vec<Uuid> = conversation(&pool, s.id, 3).await.iter().map(|m| m.id).collect();
+    let early: Vec<Uuid> = conversation(&pool, s.id, 3)
+        .await
+        .iter()
+        .map(|m| m.id)
+        .collect();
     // Twenty followers of the session, half replaying it from the start, half from now, and
     // one of another session: all share this process's listening connection and reads.
     let now = follow_cursor_now(&pool, TENANT, s.id).await.unwrap();
@@ -680,7 +698,11 @@ async fn followers_in_one_process_share_a_connection_and_each_get_everything(poo
         expected.extend(rows.iter().map(|m| m.id));
     }
     for (i, f) in follows.iter_mut().enumerate() {
-        assert_eq!(appended_ids(f, expected.len()).await, expected, "follower {i}");
+        assert_eq!(
+            appended_ids(f, expected.len()).await,
+            expected,
+            "follower {i}"
+        );
         assert!(quiet(f).await, "follower {i} got more");
     }
     assert!(quiet(&mut elsewhere).await);

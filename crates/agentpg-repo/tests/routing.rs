@@ -147,7 +147,15 @@ fn is_utility(sql: &str) -> bool {
         .to_ascii_uppercase();
     matches!(
         first.as_str(),
-        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "START" | "END" | "LISTEN" | "UNLISTEN"
+        "BEGIN"
+            | "COMMIT"
+            | "ROLLBACK"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "START"
+            | "END"
+            | "LISTEN"
+            | "UNLISTEN"
     )
 }
 

@@ -89,10 +89,7 @@ fn hubs() -> &'static Mutex<HashMap<String, Weak<Hub>>> {
 
 /// Subscribes to `channel` (listening on it before this returns) through the hub of
 /// `options`, started if there is none.
-pub(super) async fn subscribe(
-    options: &PgConnectOptions,
-    channel: &str,
-) -> Result<Subscription> {
+pub(super) async fn subscribe(options: &PgConnectOptions, channel: &str) -> Result<Subscription> {
     // Connect options have no identity of their own; their whole description (host, port,
     // database, role, settings) tells which followers may share a connection.
     let key = format!("{options:?}");

@@ -16,9 +16,7 @@ use agentpg_schema::{
     SessionChangeIden, SessionChangeKind, SessionIden,
 };
 use sea_query::extension::postgres::PgExpr;
-use sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, Func, Order, Query, SelectStatement, UnionType,
-};
+use sea_query::{Alias, Asterisk, Expr, ExprTrait, Func, Order, Query, SelectStatement, UnionType};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -32,7 +30,16 @@ mod hub;
 /// keep it across processes; a follower started from it continues with the next event, and
 /// never repeats one it gave before it.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
     serde::Deserialize,
 )]
 pub struct FollowCursor {
@@ -124,14 +131,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// ([`FollowCursor::START`] replays the whole history the database still holds, then goes on
 /// live). The stream ends after [`SessionEvent::Deleted`].
 ///
-/// A follower keeps one connection of its own (opened with `pool`'s options, so it runs as
-/// the pool's role), on which it `LISTEN`s for the session's channel; it reads through `pool`,
-/// one connection for one statement at a time. Under row-level security, give it a pool that
-/// logs in as the tenant's role ([`rls::tenant_connect_options`](crate::rls::tenant_connect_options)):
-/// it then sees what that role sees. A shared pool used with
-/// [`rls::begin_as_tenant`](crate::rls::begin_as_tenant) logs in as a role that sees no rows
-/// outside such a transaction, so a follower on it finds no session. It reads again when notified,
-/// and every [`DEFAULT_POLL_INTERVAL`] regardless
+/// The followers of one process share one listening connection per set of connect options
+/// (opened with `pool`'s options, outside the pool, so it runs as the pool's role), on which
+/// they `LISTEN` for their sessions' channels; they read through `pool`, one connection for
+/// one statement at a time, and followers of one session at the same place share one read.
+/// Under row-level security, give it a pool that logs in as the tenant's role
+/// ([`rls::tenant_connect_options`](crate::rls::tenant_connect_options)): it then sees what
+/// that role sees. A shared pool used with [`rls::begin_as_tenant`](crate::rls::begin_as_tenant)
+/// logs in as a role that sees no rows outside such a transaction, so a follower on it finds no
+/// session.
+///
+/// It reads again when notified (no sooner than [`DEFAULT_COALESCE`] after its previous read:
+/// [`Follow::coalesce`]), and every [`DEFAULT_POLL_INTERVAL`] regardless
 /// ([`Follow::poll_interval`]), so a lost notification (a writer that crashed before
 /// notifying, or one that wrote with plain SQL) delays an event, never loses one. A dropped
 /// connection or a restarted server is an `Err` item, and the stream goes on: the next item
@@ -150,12 +161,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// [`FollowCursor::START`] (from a later cursor, a session that is gone is
 /// [`SessionEvent::Deleted`]), each as the last item; [`Error::Schema`] if migration 009 has
 /// not run.
-pub fn follow_session(
-    pool: &PgPool,
-    tenant: &str,
-    session_id: Uuid,
-    from: FollowCursor,
-) -> Follow {
+pub fn follow_session(pool: &PgPool, tenant: &str, session_id: Uuid, from: FollowCursor) -> Follow {
     let state = State {
         pool: pool.clone(),
         tenant: tenant.to_owned(),
@@ -214,7 +220,11 @@ pub(crate) fn latest_change(tenant: &str, session: impl Into<Expr>) -> Expr {
     Expr::from(
         Query::select()
             .expr(Func::coalesce([
-                Func::max(Expr::col((SessionChangeIden::Table, SessionChangeIden::Seq))).into(),
+                Func::max(Expr::col((
+                    SessionChangeIden::Table,
+                    SessionChangeIden::Seq,
+                )))
+                .into(),
                 Expr::val(0i64),
             ]))
             .from(SessionChangeIden::Table)
@@ -259,7 +269,10 @@ pub(crate) fn record(change: Change<'_>) -> sea_query::InsertStatement {
                 SessionChangeIden::AfterPosition,
                 Expr::val(change.after_position.unwrap_or(0)),
             ),
-            (SessionChangeIden::CompactionEventId, Expr::val(change.event)),
+            (
+                SessionChangeIden::CompactionEventId,
+                Expr::val(change.event),
+            ),
             (SessionChangeIden::MessageIds, Expr::val(change.message_ids)),
         ],
     )
@@ -545,23 +558,29 @@ impl State {
             self.messages_by_id(&referenced).await?
         };
         let complete = (changes.len() as u64) < BATCH && (messages.len() as u64) < BATCH;
-        Ok((merge(self.cursor, changes, messages, &referenced, BATCH)?, complete))
+        Ok((
+            merge(self.cursor, changes, messages, &referenced, BATCH)?,
+            complete,
+        ))
     }
 
     /// Messages of the session by id, live or archived, as they are now.
     async fn messages_by_id(&self, ids: &[Uuid]) -> Result<Vec<Message>> {
         let query = Query::select()
-            .expr(
-                Func::cust("jsonb_agg").arg(Expr::col((Alias::new("m"), Alias::new(ROW)))),
-            )
+            .expr(Func::cust("jsonb_agg").arg(Expr::col((Alias::new("m"), Alias::new(ROW)))))
             .from_subquery(
-                messages_where(&self.tenant, self.session_id, Summaries::Include, |id, _| {
-                    id.in_subquery(
-                        Query::select()
-                            .expr(Func::cust("unnest").arg(Expr::val(ids.to_vec())))
-                            .to_owned(),
-                    )
-                }),
+                messages_where(
+                    &self.tenant,
+                    self.session_id,
+                    Summaries::Include,
+                    |id, _| {
+                        id.in_subquery(
+                            Query::select()
+                                .expr(Func::cust("unnest").arg(Expr::val(ids.to_vec())))
+                                .to_owned(),
+                        )
+                    },
+                ),
                 Alias::new("m"),
             )
             .to_owned();
@@ -621,7 +640,10 @@ fn messages_where(
     let live = Query::select()
         .expr_as(live_position.clone(), Alias::new(POSITION))
         .expr_as(
-            crate::sql::row_json(MessageIden::Table, &MessageIden::SEARCH.map(MessageIden::name)),
+            crate::sql::row_json(
+                MessageIden::Table,
+                &MessageIden::SEARCH.map(MessageIden::name),
+            ),
             Alias::new(ROW),
         )
         .from(MessageIden::Table)
@@ -643,9 +665,7 @@ fn messages_where(
         .expr_as(archived_position.clone(), Alias::new(POSITION))
         .expr_as(original, Alias::new(ROW))
         .from(MessageArchiveIden::Table)
-        .and_where(
-            Expr::col((MessageArchiveIden::Table, MessageArchiveIden::TenantId)).eq(tenant),
-        )
+        .and_where(Expr::col((MessageArchiveIden::Table, MessageArchiveIden::TenantId)).eq(tenant))
         .and_where(
             Expr::col((MessageArchiveIden::Table, MessageArchiveIden::SessionId)).eq(session_id),
         )
@@ -681,12 +701,12 @@ fn read_statement(
     let event_of = Query::select()
         .expr(Func::cust("to_jsonb").arg(Expr::col(CompactionEventIden::Table)))
         .from(CompactionEventIden::Table)
-        .and_where(Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId)).eq(tenant))
         .and_where(
-            Expr::col((CompactionEventIden::Table, CompactionEventIden::Id)).equals((
-                c.clone(),
-                SessionChangeIden::CompactionEventId,
-            )),
+            Expr::col((CompactionEventIden::Table, CompactionEventIden::TenantId)).eq(tenant),
+        )
+        .and_where(
+            Expr::col((CompactionEventIden::Table, CompactionEventIden::Id))
+                .equals((c.clone(), SessionChangeIden::CompactionEventId)),
         )
         .to_owned();
     let changes = Query::select()
@@ -793,7 +813,9 @@ fn merge(
         cursor.position = std::cmp::max(cursor.position, change.after_position);
         let event_of = |event: Option<CompactionEvent>| {
             event.ok_or_else(|| {
-                Error::Database(agentpg_schema::generated::null_column("compaction_event_id"))
+                Error::Database(agentpg_schema::generated::null_column(
+                    "compaction_event_id",
+                ))
             })
         };
         let event = match change.kind {
@@ -808,7 +830,11 @@ fn merge(
             }
             SessionChangeKind::Reverted => SessionEvent::Reverted {
                 event: event_of(event)?,
-                restored: change.message_ids.iter().filter_map(|id| find(*id)).collect(),
+                restored: change
+                    .message_ids
+                    .iter()
+                    .filter_map(|id| find(*id))
+                    .collect(),
             },
             SessionChangeKind::Removed => SessionEvent::Removed {
                 ids: change.message_ids,
