@@ -357,6 +357,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => format!("{other:?}"),
     };
     writer.await??;
+    // The process's followers share one listening connection; it closes once the last of
+    // them is dropped.
+    drop(events);
     println!(
         "9c. followed the session: {appended} appended, then {}; live: appended {live}; resume from {}",
         changes.join(", "),

@@ -135,6 +135,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// (opened with `pool`'s options, outside the pool, so it runs as the pool's role), on which
 /// they `LISTEN` for their sessions' channels; they read through `pool`, one connection for
 /// one statement at a time, and followers of one session at the same place share one read.
+/// The listening connection closes once the last follower using it is dropped (closing `pool`
+/// does not close it).
 /// Under row-level security, give it a pool that logs in as the tenant's role
 /// ([`rls::tenant_connect_options`](crate::rls::tenant_connect_options)): it then sees what
 /// that role sees. A shared pool used with [`rls::begin_as_tenant`](crate::rls::begin_as_tenant)
