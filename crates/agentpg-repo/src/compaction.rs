@@ -341,16 +341,19 @@ async fn compact_in(
     }
 
     // The change its followers replay, with the removed ids in position order.
-    let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
-        tenant,
-        session_id: session.id,
-        seq: found.first().map_or(0, |f| f.8) + 1,
-        kind: SessionChangeKind::Compacted,
-        after_position: session.last_position,
-        event: Some(event_id),
-        message_ids: found.iter().filter(|f| f.4).map(|f| f.0).collect(),
-    }));
-    sqlx::query_with(sql, values).execute(&mut *conn).await?;
+    crate::follow::record(
+        &mut *conn,
+        crate::follow::Change {
+            tenant,
+            session_id: session.id,
+            seq: found.first().map_or(0, |f| f.8) + 1,
+            kind: SessionChangeKind::Compacted,
+            after_position: session.last_position,
+            event: Some(event_id),
+            message_ids: found.iter().filter(|f| f.4).map(|f| f.0).collect(),
+        },
+    )
+    .await?;
 
     let summary = match &plan.summary {
         None => None,
@@ -774,16 +777,19 @@ async fn revert_in(
         .await?;
     let mut back: Vec<(i64, Uuid)> = restored.iter().map(|m| (m.position, m.id)).collect();
     back.sort_unstable();
-    let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
-        tenant,
-        session_id: session.id,
-        seq: last_change + 1,
-        kind: SessionChangeKind::Reverted,
-        after_position: session.last_position,
-        event: Some(event.id),
-        message_ids: back.into_iter().map(|(_, id)| id).collect(),
-    }));
-    sqlx::query_with(sql, values).execute(&mut *conn).await?;
+    crate::follow::record(
+        &mut *conn,
+        crate::follow::Change {
+            tenant,
+            session_id: session.id,
+            seq: last_change + 1,
+            kind: SessionChangeKind::Reverted,
+            after_position: session.last_position,
+            event: Some(event.id),
+            message_ids: back.into_iter().map(|(_, id)| id).collect(),
+        },
+    )
+    .await?;
     let mut drop = Query::delete();
     drop.from_table(MessageArchiveIden::Table)
         .and_where(Expr::col(MessageArchiveIden::TenantId).eq(tenant))

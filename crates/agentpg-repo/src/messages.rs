@@ -546,8 +546,8 @@ pub async fn delete_messages<'c>(
         .ok_or(Error::NotFound(Entity::Session))?;
     let (sql, values) = crate::sql::built(&delete_statement(tenant, session_id, ids, pairs));
     // Planned for its values, never from a cached generic plan: see `pairs::first_split`.
-    type Outcome = (Option<String>, Option<String>, i64, Vec<Uuid>, i64);
-    let (split, pending, deleted, gone, last_change): Outcome = sqlx::query_as_with(sql, values)
+    type Outcome = (Option<String>, Option<String>, Vec<Uuid>, i64);
+    let (split, pending, gone, last_change): Outcome = sqlx::query_as_with(sql, values)
         .persistent(false)
         .fetch_one(&mut *tx)
         .await?;
@@ -557,18 +557,22 @@ pub async fn delete_messages<'c>(
     if let Some(tool_id) = pending {
         return Err(pairs::pending_error(&tool_id, "ToolPairs::AllowSplit"));
     }
+    let deleted = gone.len();
     if !gone.is_empty() {
         // The change the session's followers replay.
-        let (sql, values) = crate::sql::built(&crate::follow::record(crate::follow::Change {
-            tenant,
-            session_id,
-            seq: last_change + 1,
-            kind: SessionChangeKind::Removed,
-            after_position: last_position,
-            event: None,
-            message_ids: gone,
-        }));
-        sqlx::query_with(sql, values).execute(&mut *tx).await?;
+        crate::follow::record(
+            &mut tx,
+            crate::follow::Change {
+                tenant,
+                session_id,
+                seq: last_change + 1,
+                kind: SessionChangeKind::Removed,
+                after_position: last_position,
+                event: None,
+                message_ids: gone,
+            },
+        )
+        .await?;
         crate::follow::notify(&mut tx, tenant, session_id).await?;
     }
     tx.commit().await?;
@@ -578,7 +582,8 @@ pub async fn delete_messages<'c>(
 
 /// `WITH split AS (first split pair), gone AS (DELETE … unless split, RETURNING tokens),
 /// updated AS (UPDATE sessions SET total_tokens = total_tokens - sum, updated_at = now() …)
-/// SELECT (SELECT tool_id FROM split), (SELECT count(*) FROM gone)`, from the generated names.
+/// SELECT (SELECT tool_id FROM split), (SELECT tool_id FROM pending), ARRAY(SELECT id FROM
+/// gone ORDER BY position), (the session's latest change seq)`, from the generated names.
 fn delete_statement(
     tenant: &str,
     session_id: Uuid,
@@ -658,7 +663,6 @@ fn delete_statement(
     Query::select()
         .expr(first_of(&split))
         .expr(first_of(&pending))
-        .expr(crate::sql::count_of(&gone))
         .expr(gone_ids)
         // The session's latest change, read after the lock: the seq this delete follows.
         .expr(crate::follow::latest_change(tenant, Expr::val(session_id)))

@@ -400,12 +400,7 @@ fn page(rows: Vec<HitRow>, limit: u64) -> Result<Page<SearchHit, SearchCursor>> 
 
 /// A row read as JSON (`to_jsonb`), as its row type; a row that does not decode is an error.
 fn decode<T: serde::de::DeserializeOwned>(row: Value, table: &str) -> Result<T> {
-    serde_json::from_value(row).map_err(|e| {
-        Error::Database(sqlx::Error::ColumnDecode {
-            index: ROW.to_owned(),
-            source: format!("a {table} row that does not decode: {e}").into(),
-        })
-    })
+    crate::sql::from_json(row, ROW, table)
 }
 
 #[cfg(test)]

@@ -120,3 +120,18 @@ pub(crate) fn row_json(table: impl IntoIden, leave_out: &[&str]) -> Expr {
         |row, column| row.sub(Expr::val(*column)),
     )
 }
+
+/// A row read as JSON (`to_jsonb`, or an array of them) as its Rust type; one that does not
+/// decode is a [`sqlx::Error::ColumnDecode`] of column `column`, naming `what` it is.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    column: &str,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::Database(sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: format!("a {what} row that does not decode: {e}").into(),
+        })
+    })
+}

@@ -254,13 +254,13 @@ pub(crate) struct Change<'a> {
     pub(crate) message_ids: Vec<Uuid>,
 }
 
-/// `INSERT INTO session_changes (…) VALUES (…)`: the change, with the seq its writer read
-/// under the session row's lock (every writer of the session takes it, so seqs follow commit
-/// order, and a second writer with the same seq cannot exist: it waits for the lock, then
-/// reads this one). A plain insert of values, which Citus routes to the tenant's shard as it
-/// is.
-pub(crate) fn record(change: Change<'_>) -> sea_query::InsertStatement {
-    crate::sql::insert_values(
+/// Writes `INSERT INTO session_changes (…) VALUES (…)` on `conn`: the change, with the seq
+/// its writer read under the session row's lock (every writer of the session takes it, so seqs
+/// follow commit order, and a second writer with the same seq cannot exist: it waits for the
+/// lock, then reads this one). A plain insert of values, which Citus routes to the tenant's
+/// shard as it is.
+pub(crate) async fn record(conn: &mut PgConnection, change: Change<'_>) -> Result<()> {
+    let insert = crate::sql::insert_values(
         SessionChangeIden::Table,
         [
             (SessionChangeIden::TenantId, Expr::val(change.tenant)),
@@ -277,7 +277,10 @@ pub(crate) fn record(change: Change<'_>) -> sea_query::InsertStatement {
             ),
             (SessionChangeIden::MessageIds, Expr::val(change.message_ids)),
         ],
-    )
+    );
+    let (sql, values) = crate::sql::built(&insert);
+    sqlx::query_with(sql, values).execute(conn).await?;
+    Ok(())
 }
 
 /// `SELECT pg_notify(agentpg_follow_channel(tenant, session), '')`: wakes the session's
@@ -753,12 +756,7 @@ fn read_statement(
 fn decode_list<T: serde::de::DeserializeOwned>(rows: Option<Value>, what: &str) -> Result<Vec<T>> {
     match rows {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(rows) => serde_json::from_value(rows).map_err(|e| {
-            Error::Database(sqlx::Error::ColumnDecode {
-                index: what.to_owned(),
-                source: format!("a {what} row that does not decode: {e}").into(),
-            })
-        }),
+        Some(rows) => crate::sql::from_json(rows, what, what),
     }
 }
 
